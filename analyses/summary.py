@@ -1,0 +1,45 @@
+"""Summaries of a results table: top heads per metric, Sink_k^ε."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+# Per-position metrics are summarised at the first token unless asked otherwise.
+HEADLINE_POSITION = 0
+
+
+def per_head(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows that score one head, with per-position metrics reduced to their headline position."""
+    heads = table[table["head"].notna()]
+    positional = heads["position"].notna()
+    return heads[~positional | (heads["position"] == HEADLINE_POSITION)]
+
+
+def top_heads(table: pd.DataFrame, k: int = 5) -> pd.DataFrame:
+    """The k highest-scoring heads of every (model, probe, metric, condition)."""
+    heads = per_head(table)
+    keys = ["model", "probe", "metric", "condition"]
+    ranked = heads.sort_values("value", ascending=False, kind="stable")
+    top = ranked.groupby(keys, dropna=False, sort=True).head(k)
+    return top.sort_values([*keys, "value"], ascending=[True] * 4 + [False])[
+        [*keys, "layer", "head", "position", "value"]
+    ]
+
+
+def sink_percentage(table: pd.DataFrame, position: int = 0) -> pd.Series:
+    """Sink_k^ε (Gu et al.) in percent per model: mean over heads of the per-sequence sink rate."""
+    rows = table[(table["metric"] == "sink_rate") & (table["position"] == position)]
+    return rows.groupby("model")["value"].mean() * 100
+
+
+def format_top_heads(table: pd.DataFrame, k: int = 5) -> str:
+    lines = []
+    for (model, probe, metric, condition), group in top_heads(table, k).groupby(
+        ["model", "probe", "metric", "condition"], dropna=False, sort=True
+    ):
+        label = f"{probe}/{metric}" + (f" [{condition}]" if isinstance(condition, str) else "")
+        heads = ", ".join(f"L{row.layer}H{row.head}={row.value:.3g}" for row in group.itertuples())
+        lines.append(f"  {model}  {label:<28} {heads}")
+    for model, percent in sink_percentage(table).items():
+        lines.append(f"  {model}  Sink_1^eps (first token)     {percent:.1f}% of heads")
+    return "\n".join(lines)

@@ -1,0 +1,90 @@
+"""The probe protocol and the one registry of probe families.
+
+A probe declares the activations it needs and reduces them to per-head numbers while the forward
+pass runs: each hook gets one layer's activation, folds it into running sums, and keeps nothing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from probes.models import ModelInfo
+
+Hook = tuple[str, Callable[..., Any]]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Right-padded token ids of several prompts; `lengths` holds each prompt's true length."""
+
+    tokens: torch.Tensor  # [batch, pos]
+    lengths: torch.Tensor  # [batch]
+    prompt_ids: tuple[str, ...]
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        positions = torch.arange(self.tokens.shape[1], device=self.tokens.device)
+        return (positions[None, :] < self.lengths[:, None]).long()
+
+    @property
+    def query_mask(self) -> torch.Tensor:
+        """[batch, pos] float mask of real (non-padding) positions."""
+        return self.attention_mask.to(torch.float32)
+
+
+@dataclass(frozen=True)
+class ProbeParams:
+    """Base for a probe's frozen parameters; they are recorded in the run manifest."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Probe(ABC):
+    """One probe family. Subclasses set `name`, `Params`, and implement `hooks` and `rows`."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[ProbeParams]]
+    description: ClassVar[str] = ""
+
+    def __init__(self, info: ModelInfo, params: ProbeParams | None = None) -> None:
+        self.info = info
+        self.params = params if params is not None else self.Params()
+
+    @abstractmethod
+    def hooks(self, batch: Batch) -> list[Hook]:
+        """Forward hooks that fold this batch's activations into the probe's running state."""
+
+    @abstractmethod
+    def rows(self) -> list[dict[str, Any]]:
+        """Finished per-head results: dicts with metric, layer, head, value[, position, condition]."""
+
+
+PROBES: dict[str, type[Probe]] = {}
+
+
+def register_probe(cls: type[Probe]) -> type[Probe]:
+    """Class decorator adding a probe family to the registry; duplicate names are refused."""
+    if cls.name in PROBES:
+        raise ValueError(f"probe {cls.name!r} is already registered by {PROBES[cls.name]}")
+    PROBES[cls.name] = cls
+    return cls
+
+
+def get_probe(name: str) -> type[Probe]:
+    import probes.families  # noqa: F401  (registers the built-in families)
+
+    if name not in PROBES:
+        raise KeyError(f"unknown probe {name!r}; registered probes: {', '.join(sorted(PROBES))}")
+    return PROBES[name]
+
+
+def registered_probes() -> dict[str, type[Probe]]:
+    import probes.families  # noqa: F401
+
+    return dict(PROBES)

