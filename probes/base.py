@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from probes.models import ModelInfo
+from probes.models import LoadedModel, ModelInfo
 
 Hook = tuple[str, Callable[..., Any]]
 
@@ -55,6 +55,10 @@ class Probe(ABC):
     def __init__(self, info: ModelInfo, params: ProbeParams | None = None) -> None:
         self.info = info
         self.params = params if params is not None else self.Params()
+
+    def bind(self, model: LoadedModel) -> None:
+        """Called by the engine once, before the first batch. Probes that need more of the model
+        than `info` (e.g. its tokenizer, to store token text) override this; default: nothing."""
 
     @abstractmethod
     def hooks(self, batch: Batch) -> list[Hook]:

@@ -7,6 +7,7 @@ layer's attention pattern, never n_layers × T² of them.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pandas as pd
@@ -72,16 +73,33 @@ def batches(
 def forward(model: LoadedModel, batch: Batch, fwd_hooks: list) -> None:
     """One hooked forward pass under inference mode; nothing is returned or kept."""
     bridge = model.bridge
-    with torch.inference_mode(), bridge.hooks(fwd_hooks=fwd_hooks):
+    with (
+        torch.inference_mode(),
+        bridge.hooks(fwd_hooks=fwd_hooks),
+        patterns_released_after_each_layer(bridge),
+    ):
         bridge(batch.tokens, attention_mask=batch.attention_mask, return_type=None)
-    release_retained_patterns(bridge)
 
 
-def release_retained_patterns(bridge: torch.nn.Module) -> None:
-    """Drop attention patterns some bridge attention classes keep on the module (`_pattern`)."""
-    for module in bridge.modules():
-        if getattr(module, "_pattern", None) is not None:
-            module._pattern = None
+@contextmanager
+def patterns_released_after_each_layer(bridge: torch.nn.Module) -> Iterator[None]:
+    """Some bridge attention classes keep their last pattern on the module (`_pattern`, e.g.
+    GPT-2's joint-QKV attention), which would keep every layer's T×T pattern alive. Drop it as
+    soon as each attention module finishes."""
+
+    def release(module: torch.nn.Module, inputs: object, output: object) -> None:
+        module._pattern = None
+
+    handles = [
+        module.register_forward_hook(release)
+        for module in bridge.modules()
+        if hasattr(module, "_pattern")
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def run(
@@ -103,6 +121,8 @@ def run(
     if pad_id is None:
         pad_id = model.tokenizer.eos_token_id or 0
     n_tokens = sum(len(prompt.tokens) for prompt in tokenized)
+    for probe in probes:
+        probe.bind(model)
     with tqdm(total=n_tokens, unit="tok", desc=f"scan {model.info.name}", disable=not progress) as bar:
         for batch in batches(tokenized, batch_size, pad_id, model.device):
             fwd_hooks = [hook for probe in probes for hook in probe.hooks(batch)]

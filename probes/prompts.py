@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import functools
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,8 +68,16 @@ def _prose_paragraphs(doc: str) -> list[str]:
     return paragraphs
 
 
-def stdlib_docs_text(modules: tuple[str, ...] = DOC_MODULES) -> list[str]:
+@functools.cache
+def stdlib_docs_text(modules: tuple[str, ...] = DOC_MODULES) -> tuple[str, ...]:
     """Prose paragraphs from the docstrings of `modules` and their public members, in order."""
+    with warnings.catch_warnings():
+        # Reading docstrings touches deprecated aliases (typing.io); that is not our concern.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _harvest(modules)
+
+
+def _harvest(modules: tuple[str, ...]) -> tuple[str, ...]:
     paragraphs: list[str] = []
     for module_name in modules:
         try:
@@ -82,7 +92,7 @@ def stdlib_docs_text(modules: tuple[str, ...] = DOC_MODULES) -> list[str]:
                 docs.append(inspect.getdoc(member) or "")
         for doc in docs:
             paragraphs.extend(_prose_paragraphs(doc))
-    return list(dict.fromkeys(paragraphs))  # drop repeated boilerplate, keep order
+    return tuple(dict.fromkeys(paragraphs))  # drop repeated boilerplate, keep order
 
 
 def stdlib_docs_suite(n_prompts: int = 16, words_per_prompt: int = 400) -> PromptSuite:

@@ -259,7 +259,9 @@ def _load_hugging_face(name: str, dtype: torch.dtype, revision: str | None):
             f"unknown model {name!r}: not a registry name ({', '.join(sorted(REGISTRY))}), "
             "not a local model directory, and not a Hugging Face id of the form org/name"
         )
-    kwargs = {"dtype": dtype, "attn_implementation": "eager", "revision": revision}
+    # safetensors only: nothing is ever unpickled.
+    kwargs = {"dtype": dtype, "attn_implementation": "eager", "revision": revision,
+              "use_safetensors": True}
     try:
         hf_model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, revision=revision)
