@@ -41,7 +41,9 @@ def check_writable(directory: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-"):
             pass
     except OSError as error:
-        raise OutputNotWritableError(f"output directory {directory} is not writable: {error}") from error
+        raise OutputNotWritableError(
+            f"output directory {directory} is not writable: {error}"
+        ) from error
 
 
 def new_run_id(model: str, probes: tuple[str, ...], data_dir: Path) -> str:
@@ -79,8 +81,12 @@ def run(config: ScanConfig) -> Path:
         overrides = config.probe_params.get(cls.name, {})
         probes.append(cls(model.info, cls.Params(**overrides)))
     table = engine.run(
-        model, probes, suite,
-        batch_size=config.batch_size, max_tokens=config.max_tokens, progress=config.progress,
+        model,
+        probes,
+        suite,
+        batch_size=config.batch_size,
+        max_tokens=config.max_tokens,
+        progress=config.progress,
     )
     scanned = time.perf_counter()
     table = table.assign(model=config.model)
@@ -90,8 +96,11 @@ def run(config: ScanConfig) -> Path:
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "model": model.provenance,
         "prompts": {
-            "name": suite.name, "source": suite.source, "sha256": suite.sha256,
-            "n_prompts": len(suite), "max_tokens": config.max_tokens,
+            "name": suite.name,
+            "source": suite.source,
+            "sha256": suite.sha256,
+            "n_prompts": len(suite),
+            "max_tokens": config.max_tokens,
             "prompt_ids": [prompt.id for prompt in suite.prompts],
         },
         "probes": {probe.name: probe.params.as_dict() for probe in probes},

@@ -45,8 +45,14 @@ SCHEMA = pa.schema(
 )
 COLUMNS = SCHEMA.names
 _PANDAS_TYPES = {
-    "run_id": "string", "model": "string", "probe": "string", "metric": "string",
-    "layer": "Int64", "head": "Int64", "position": "Int64", "condition": "string",
+    "run_id": "string",
+    "model": "string",
+    "probe": "string",
+    "metric": "string",
+    "layer": "Int64",
+    "head": "Int64",
+    "position": "Int64",
+    "condition": "string",
     "value": "float64",
 }
 
@@ -111,13 +117,17 @@ def read_table(path: Path | str) -> pd.DataFrame:
     try:
         arrow = pq.read_table(path)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
-        raise StoreError(f"{path} is not a readable parquet file (corrupt or truncated): {error}") from error
+        raise StoreError(
+            f"{path} is not a readable parquet file (corrupt or truncated): {error}"
+        ) from error
     metadata = arrow.schema.metadata or {}
     if SCHEMA_KEY not in metadata:
         raise StoreError(f"{path} is a parquet file but not a headlab results table")
     version = int(metadata[SCHEMA_KEY])
     if version != SCHEMA_VERSION:
-        raise StoreError(f"{path} has schema version {version}; this headlab reads {SCHEMA_VERSION}")
+        raise StoreError(
+            f"{path} has schema version {version}; this headlab reads {SCHEMA_VERSION}"
+        )
     missing = [name for name in COLUMNS if name not in arrow.schema.names]
     if missing:
         raise StoreError(f"{path} lacks the columns {missing}")

@@ -1,1 +1,1 @@
-"""Everything that touches a model: loading, hook names, the probe protocol, the engine, probe families."""
+"""Everything that touches a model: loading, hook names, probes, the streaming engine."""

@@ -9,11 +9,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from probes.models import LoadedModel, ModelInfo
+
+if TYPE_CHECKING:
+    from probes.engine import TokenizedPrompt
+    from probes.prompts import PromptSuite
 
 Hook = tuple[str, Callable[..., Any]]
 
@@ -59,6 +63,19 @@ class Probe(ABC):
     def bind(self, model: LoadedModel) -> None:
         """Called by the engine once, before the first batch. Probes that need more of the model
         than `info` (e.g. its tokenizer, to store token text) override this; default: nothing."""
+        return None
+
+    def prompts(
+        self, model: LoadedModel, suite: PromptSuite, max_tokens: int | None
+    ) -> list[TokenizedPrompt] | None:
+        """Token sequences this probe reads instead of the scan's suite; None (default) = the suite.
+
+        Override when a probe needs inputs of its own (repeated random tokens; each prompt with
+        and without a context segment). The engine runs them in a pass of their own, batched in
+        the order returned, so variants meant to be compared can share a batch. Called once,
+        after `bind`.
+        """
+        return None
 
     @abstractmethod
     def hooks(self, batch: Batch) -> list[Hook]:

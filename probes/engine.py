@@ -56,10 +56,15 @@ def tokenize_suite(
 
 
 def batches(
-    prompts: Sequence[TokenizedPrompt], batch_size: int, pad_id: int, device: torch.device
+    prompts: Sequence[TokenizedPrompt],
+    batch_size: int,
+    pad_id: int,
+    device: torch.device,
+    keep_order: bool = False,
 ) -> Iterator[Batch]:
-    """Right-padded batches of prompts of similar length (sorted, so little padding is wasted)."""
-    ordered = sorted(prompts, key=lambda prompt: len(prompt.tokens))
+    """Right-padded batches of prompts of similar length (sorted, so little padding is wasted);
+    `keep_order` batches them in the order given instead."""
+    ordered = list(prompts) if keep_order else sorted(prompts, key=lambda p: len(p.tokens))
     for start in range(0, len(ordered), batch_size):
         chunk = ordered[start : start + batch_size]
         width = max(len(prompt.tokens) for prompt in chunk)
@@ -68,6 +73,44 @@ def batches(
             tokens[row, : len(prompt.tokens)] = torch.tensor(prompt.tokens)
         lengths = torch.tensor([len(prompt.tokens) for prompt in chunk])
         yield Batch(tokens.to(device), lengths.to(device), tuple(p.id for p in chunk))
+
+
+@dataclass
+class Pass:
+    """Prompts run together, and the probes that read them."""
+
+    prompts: list[TokenizedPrompt]
+    keep_order: bool
+    probes: list[Probe]
+
+
+def plan_passes(
+    model: LoadedModel, probes: Sequence[Probe], suite: PromptSuite, max_tokens: int | None
+) -> list[Pass]:
+    """One pass over the suite for the probes that read it, and one per distinct prompt list
+    that probes supply themselves (`Probe.prompts`); probes supplying equal lists share it."""
+    suite_readers: list[Probe] = []
+    own: list[Pass] = []
+    for probe in probes:
+        supplied = probe.prompts(model, suite, max_tokens)
+        if supplied is None:
+            suite_readers.append(probe)
+            continue
+        supplied = list(supplied)
+        for prompt in supplied:
+            if not 1 <= len(prompt.tokens) <= model.info.n_ctx:
+                raise PromptTooLongError(
+                    f"probe {probe.name!r} made prompt {prompt.id!r} of {len(prompt.tokens)} "
+                    f"tokens; model {model.info.name!r} takes 1 to {model.info.n_ctx}"
+                )
+        match = next((p for p in own if p.prompts == supplied), None)
+        if match is None:
+            own.append(Pass(supplied, keep_order=True, probes=[probe]))
+        else:
+            match.probes.append(probe)
+    if suite_readers:
+        own.insert(0, Pass(tokenize_suite(model, suite, max_tokens), False, suite_readers))
+    return own
 
 
 def forward(model: LoadedModel, batch: Batch, fwd_hooks: list) -> None:
@@ -116,18 +159,21 @@ def run(
         raise ValueError("no probes selected")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    tokenized = tokenize_suite(model, suite, max_tokens)
     pad_id = model.tokenizer.pad_token_id
     if pad_id is None:
         pad_id = model.tokenizer.eos_token_id or 0
-    n_tokens = sum(len(prompt.tokens) for prompt in tokenized)
     for probe in probes:
         probe.bind(model)
-    with tqdm(total=n_tokens, unit="tok", desc=f"scan {model.info.name}", disable=not progress) as bar:
-        for batch in batches(tokenized, batch_size, pad_id, model.device):
-            fwd_hooks = [hook for probe in probes for hook in probe.hooks(batch)]
-            forward(model, batch, fwd_hooks)
-            bar.update(int(batch.lengths.sum()))
+    passes = plan_passes(model, probes, suite, max_tokens)
+    n_tokens = sum(len(prompt.tokens) for each in passes for prompt in each.prompts)
+    with tqdm(
+        total=n_tokens, unit="tok", desc=f"scan {model.info.name}", disable=not progress
+    ) as bar:
+        for each in passes:
+            for batch in batches(each.prompts, batch_size, pad_id, model.device, each.keep_order):
+                fwd_hooks = [hook for probe in each.probes for hook in probe.hooks(batch)]
+                forward(model, batch, fwd_hooks)
+                bar.update(int(batch.lengths.sum()))
     frames = [pd.DataFrame(probe.rows()).assign(probe=probe.name) for probe in probes]
     table = pd.concat(frames, ignore_index=True)
     for column in RESULT_COLUMNS:

@@ -6,10 +6,10 @@ The default text is harvested at run time from the docstrings of the Python stan
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import inspect
-import functools
 import json
 import re
 import warnings
@@ -18,12 +18,54 @@ from pathlib import Path
 
 # Standard-library modules whose documentation is mostly prose. Order fixes the corpus.
 DOC_MODULES = (
-    "argparse", "json", "re", "csv", "statistics", "configparser", "heapq", "http.client",
-    "urllib.request", "socket", "hashlib", "unittest", "doctest", "pdb", "pydoc", "uuid",
-    "xml.etree.ElementTree", "io", "os", "tempfile", "subprocess", "itertools", "difflib",
-    "sqlite3", "inspect", "ast", "typing", "collections", "random", "string", "wave", "calendar",
-    "pickle", "logging", "shutil", "functools", "threading", "decimal", "fractions", "datetime",
-    "pathlib", "dataclasses", "enum", "contextlib", "textwrap", "zipfile", "tarfile", "email",
+    "argparse",
+    "json",
+    "re",
+    "csv",
+    "statistics",
+    "configparser",
+    "heapq",
+    "http.client",
+    "urllib.request",
+    "socket",
+    "hashlib",
+    "unittest",
+    "doctest",
+    "pdb",
+    "pydoc",
+    "uuid",
+    "xml.etree.ElementTree",
+    "io",
+    "os",
+    "tempfile",
+    "subprocess",
+    "itertools",
+    "difflib",
+    "sqlite3",
+    "inspect",
+    "ast",
+    "typing",
+    "collections",
+    "random",
+    "string",
+    "wave",
+    "calendar",
+    "pickle",
+    "logging",
+    "shutil",
+    "functools",
+    "threading",
+    "decimal",
+    "fractions",
+    "datetime",
+    "pathlib",
+    "dataclasses",
+    "enum",
+    "contextlib",
+    "textwrap",
+    "zipfile",
+    "tarfile",
+    "email",
 )
 _CODE_HINTS = re.compile(r">>>|\.\.\.\s|::|[{}\[\]=<>|\\]|^\s*[-*]\s")
 

@@ -76,7 +76,9 @@ class SinkParams(ProbeParams):
 class SinkProbe(Probe):
     name = "sink"
     Params = SinkParams
-    description = "attention sinks: α, Sink_k^ε (Gu et al.), hidden sinks (ACT), massive activations"
+    description = (
+        "attention sinks: α, Sink_k^ε (Gu et al.), hidden sinks (ACT), massive activations"
+    )
 
     def __init__(self, info, params: SinkParams | None = None) -> None:
         super().__init__(info, params)
@@ -136,20 +138,37 @@ class SinkProbe(Probe):
                     )
                 base = {"layer": layer, "head": head}
                 rows.append(
-                    {**base, "metric": "hidden_sink_count",
-                     "value": (self.hidden_count_sum[layer, head] / n).item()}
+                    {
+                        **base,
+                        "metric": "hidden_sink_count",
+                        "value": (self.hidden_count_sum[layer, head] / n).item(),
+                    }
                 )
                 rows.append(
-                    {**base, "metric": "hidden_sink_rate",
-                     "value": (self.hidden_any_sum[layer, head] / n).item()}
+                    {
+                        **base,
+                        "metric": "hidden_sink_rate",
+                        "value": (self.hidden_any_sum[layer, head] / n).item(),
+                    }
                 )
             rows.append(
-                {"layer": layer, "head": None, "position": 0, "metric": "massive_ratio",
-                 "condition": "sink_token", "value": (self.massive_sink_sum[layer] / n).item()}
+                {
+                    "layer": layer,
+                    "head": None,
+                    "position": 0,
+                    "metric": "massive_ratio",
+                    "condition": "sink_token",
+                    "value": (self.massive_sink_sum[layer] / n).item(),
+                }
             )
             rows.append(
-                {"layer": layer, "head": None, "metric": "massive_ratio",
-                 "condition": "other_tokens", "value": (self.massive_other_sum[layer] / n).item()}
+                {
+                    "layer": layer,
+                    "head": None,
+                    "metric": "massive_ratio",
+                    "condition": "other_tokens",
+                    "value": (self.massive_other_sum[layer] / n).item(),
+                }
             )
         return rows
 

@@ -70,3 +70,66 @@ def attend_to(layer: int, head: int, key_of_query: Callable[[int], int]):
         return scores
 
     return _plant(layer, head, make)
+
+
+# --- a tiny model whose one head carries a task --------------------------------------------
+
+COPY_KEYS = ("red", "blue", "green", "cat", "dog", "house", "book", "ball")
+COPY_FILLERS = ("the", "a", "of", "and", "to", "in", "is", "it", "that", "was", "for", "on")
+
+
+def copy_task_model(task_head: tuple[int, int] = (0, 1), seed: int = 0):
+    """tiny-random rewired so that head `task_head` (layer 0) alone copies the key word at
+    position 1 to the last position: it attends to the key (a content match on the slowest
+    rotary pair, so it works at any position) and writes the key's identity into residual
+    dims 0..7, which the unembedding of the key words reads. Its GQA sibling shares its K/V.
+    Every other head and MLP keeps random weights, scaled up so that they matter.
+    Returns (LoadedModel, pairs) with pairs = [(id, text, correct, incorrect), ...].
+    """
+    from probes.models import wrap
+    from probes.models.tiny import TinyConfig, tiny_llama
+
+    layer, head = task_head
+    config = TinyConfig(seed=seed)
+    hf_model, tokenizer = tiny_llama(config)
+    d_head, n_keys, marker = config.d_head, len(COPY_KEYS), len(COPY_KEYS)
+    kv = head // (config.n_heads // config.n_kv_heads)
+    generator = torch.Generator().manual_seed(seed)
+    keys = [tokenizer.convert_tokens_to_ids(word) for word in COPY_KEYS]
+    with torch.no_grad():
+        for name, parameter in hf_model.named_parameters():
+            if parameter.ndim == 2 and "embed" not in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.15)
+        embed = hf_model.model.embed_tokens.weight
+        embed.copy_(torch.randn(embed.shape, generator=generator))
+        embed[:, : marker + 1] = 0
+        embed[:, marker] = 1.0  # a constant the task head's query reads
+        for index, token in enumerate(keys):
+            embed[token, index] = 3.0
+        attn = hf_model.model.layers[layer].self_attn
+        q_rows = slice(head * d_head, (head + 1) * d_head)
+        k_rows = slice(kv * d_head, (kv + 1) * d_head)
+        slow = d_head // 2 - 1  # rotary pair (slow, slow + d_head/2) turns 1e-3 rad per token
+        attn.q_proj.weight[q_rows] = 0
+        attn.q_proj.weight[head * d_head + slow, marker] = 10.0
+        attn.k_proj.weight[kv * d_head + slow] = 0
+        attn.k_proj.weight[kv * d_head + slow + d_head // 2] = 0
+        attn.k_proj.weight[kv * d_head + slow, :n_keys] = 10.0
+        attn.v_proj.weight[k_rows] = 0
+        attn.v_proj.weight[k_rows, :n_keys] = torch.eye(n_keys, d_head).T
+        attn.o_proj.weight[:, q_rows] = 0
+        attn.o_proj.weight[:n_keys, q_rows] = 10.0 * torch.eye(n_keys, d_head)
+        unembed = hf_model.lm_head.weight
+        for index, token in enumerate(keys):
+            unembed[token] = 0
+            unembed[token, index] = 1.0
+    model = wrap(hf_model, tokenizer, f"copy-task-L{layer}H{head}")
+    pairs = []
+    for index in range(16):
+        key = index % n_keys
+        n_fill = 12 + int(torch.randint(0, 8, (1,), generator=generator))
+        fill = [COPY_FILLERS[int(i)] for i in torch.randint(0, len(COPY_FILLERS), (n_fill,),
+                                                             generator=generator)]
+        text = " ".join([COPY_KEYS[key], *fill])
+        pairs.append((f"copy-{index:02d}", text, COPY_KEYS[key], COPY_KEYS[(key + 3) % n_keys]))
+    return model, pairs

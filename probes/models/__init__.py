@@ -1,4 +1,4 @@
-"""Model registry and loading: real offline models from PyPI, any HF model, tiny random test models."""
+"""Model registry and loading: offline PyPI models, any HF model, tiny random test models."""
 
 from probes.models.loading import (
     LoadedModel,

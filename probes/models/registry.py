@@ -1,4 +1,4 @@
-"""Named models headlab knows how to get offline, and the pinned packages that carry their weights."""
+"""Named models headlab can get offline, and the pinned packages that carry their weights."""
 
 from __future__ import annotations
 

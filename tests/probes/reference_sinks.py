@@ -6,7 +6,7 @@ import torch
 
 
 def authors_importance_scores(attention_scores: torch.Tensor) -> torch.Tensor:
-    """attention_scores: (num_samples, num_layers, num_heads, T, T) -> (samples, layers, heads, T)."""
+    """(num_samples, num_layers, num_heads, T, T) -> (num_samples, num_layers, num_heads, T)."""
     num_samples, num_layers, num_heads, num_tokens1, num_tokens2 = attention_scores.shape
     ratios = (
         torch.arange(num_tokens1, 0, -1)[None, None, None, :]

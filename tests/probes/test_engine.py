@@ -45,8 +45,15 @@ class PatternLifetimes:
 def tiny_gpt2():
     """GPT-2's bridge attention keeps its last pattern on the module (`_pattern`)."""
     tokenizer = word_tokenizer()
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=16, n_layer=3, n_head=2,
-                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=64,
+        n_embd=16,
+        n_layer=3,
+        n_head=2,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     config._attn_implementation = "eager"
     torch.manual_seed(0)
     return wrap(GPT2LMHeadModel(config), tokenizer, "tiny-gpt2")

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from probes import engine, sinks
-from probes.base import Batch
 from probes.prompts import Prompt, PromptSuite, stdlib_docs_suite
 from tests import planting
 from tests.probes.reference_sinks import act_sink_indices, authors_sink_percentage
@@ -32,8 +31,12 @@ def test_alpha_matches_authors_transcription_on_random_patterns():
     patterns = random_causal_patterns(3, 2, 5, 12, 12)  # samples, layers, heads, T, T
     ours = torch.stack(
         [
-            torch.stack([sinks.sink_alpha(patterns[s, layer][None], torch.tensor([12]))[0]
-                         for layer in range(2)])
+            torch.stack(
+                [
+                    sinks.sink_alpha(patterns[s, layer][None], torch.tensor([12]))[0]
+                    for layer in range(2)
+                ]
+            )
             for s in range(3)
         ]
     )

@@ -1,0 +1,1 @@
+"""The Streamlit dashboard: reads stored runs (parquet + manifest) and draws them; never torch."""
