@@ -137,7 +137,9 @@ def _as_heads(heads: Iterable[Sequence[int]], what: str) -> tuple[Head, ...]:
     for item in heads:
         pair = tuple(item)
         if len(pair) != 2 or not all(isinstance(x, int) and x >= 0 for x in pair):
-            raise ValueError(f"{what}: each head is (layer, head) with non-negative ints, got {item!r}")
+            raise ValueError(
+                f"{what}: each head is (layer, head) with non-negative ints, got {item!r}"
+            )
         result.append((int(pair[0]), int(pair[1])))
     if len(set(result)) != len(result):
         raise ValueError(f"{what}: a head appears more than once in {result}")
@@ -178,7 +180,8 @@ class Intervention(ABC):
                     f"({info.n_layers} layers × {info.n_heads} heads)"
                 )
         return [
-            edit for layer, heads in _by_layer(self.heads).items()
+            edit
+            for layer, heads in _by_layer(self.heads).items()
             for edit in self.layer_edits(layer, heads)
         ]
 
@@ -205,7 +208,9 @@ class HeadAblation(Intervention):
     def __post_init__(self) -> None:
         object.__setattr__(self, "heads", _as_heads(self.heads, "HeadAblation.heads"))
         if self.mode not in ABLATION_MODES:
-            raise ValueError(f"HeadAblation.mode must be one of {ABLATION_MODES}, got {self.mode!r}")
+            raise ValueError(
+                f"HeadAblation.mode must be one of {ABLATION_MODES}, got {self.mode!r}"
+            )
         if self.mode == "mean" and self.means is None:
             raise ValueError("HeadAblation(mode='mean') needs `means` [layer, head, d_head]")
 
@@ -215,7 +220,9 @@ class HeadAblation(Intervention):
 
     def edits(self, info: ModelInfo) -> list[tuple[str, Edit]]:
         if self.mode == "mean" and tuple(self.means.shape) != (
-            info.n_layers, info.n_heads, info.d_head
+            info.n_layers,
+            info.n_heads,
+            info.d_head,
         ):
             raise ValueError(
                 f"HeadAblation.means has shape {tuple(self.means.shape)}; model {info.name!r} "
@@ -313,17 +320,21 @@ class AttentionRedistribution(Intervention):
 
     @classmethod
     def act(cls, heads: Iterable[Sequence[int]], beta: float = 0.4, threshold: float = 0.1):
-        """ACT (Yu et al. 2024): detected sinks but the first keep β; the rest gain in proportion."""
+        """ACT (Yu et al. 2024): detected sinks but the first keep β; the rest gain pro rata."""
         return cls(heads=tuple(heads), keep=beta, threshold=threshold)
 
     @classmethod
     def var(
-        cls, heads: Iterable[Sequence[int]], sinks: Sequence[int], image: tuple[int, int],
+        cls,
+        heads: Iterable[Sequence[int]],
+        sinks: Sequence[int],
+        image: tuple[int, int],
         p: float = 0.6,
     ):
         """VAR (visual attention sink paper): sinks keep p; the image tokens after get the rest."""
-        return cls(heads=tuple(heads), keep=p, sources=tuple(sinks), targets=image,
-                   queries_from=image[1])
+        return cls(
+            heads=tuple(heads), keep=p, sources=tuple(sinks), targets=image, queries_from=image[1]
+        )
 
     @property
     def label(self) -> str:

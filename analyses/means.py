@@ -28,7 +28,9 @@ def head_means(
             layer = hook_names.layer_of(hook.name)
             total[layer] += torch.einsum("bphd,bp->hd", z.double(), real.double()).cpu()
 
-        forward(model, batch, [(hook_names.attn(layer, "z"), add) for layer in range(info.n_layers)])
+        forward(
+            model, batch, [(hook_names.attn(layer, "z"), add) for layer in range(info.n_layers)]
+        )
         n_tokens += int(batch.lengths.sum())
     if n_tokens == 0:
         raise ValueError("head_means needs at least one token of reference text")

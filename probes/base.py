@@ -81,9 +81,58 @@ class Probe(ABC):
     def hooks(self, batch: Batch) -> list[Hook]:
         """Forward hooks that fold this batch's activations into the probe's running state."""
 
+    def end_batch(self, batch: Batch) -> None:  # noqa: B027  (optional; default: nothing)
+        """Called by the engine after each batch's forward pass, on every path."""
+
     @abstractmethod
     def rows(self) -> list[dict[str, Any]]:
-        """Finished per-head results: dicts with metric, layer, head, value[, position, condition]."""
+        """Finished results: dicts with metric, layer, head, value[, position, condition]."""
+
+
+class StreamingProbe(Probe):
+    """A probe whose reductions read only attention-pattern rows and the residual stream entering
+    each layer, and add up over query chunks. Such probes run on either engine path: bridge hooks
+    (whole patterns), or the fast path (probes/fastpath.py), which computes pattern rows in query
+    chunks from the layer's queries and keys while the model's own attention runs a fast kernel.
+    """
+
+    reads: ClassVar[frozenset[str]] = frozenset({"pattern"})  # ⊆ {"pattern", "resid_pre"}
+
+    def start_batch(self, batch: Batch) -> None:
+        """Called once per batch before its forward pass, on every path."""
+
+    def on_pattern(
+        self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch
+    ) -> None:  # pragma: no cover - subclasses that read patterns override
+        """Fold pattern rows [batch, head, q_chunk, k_pos] (queries q_start…) into the state."""
+        raise NotImplementedError
+
+    def on_resid_pre(
+        self, layer: int, resid: torch.Tensor, batch: Batch
+    ) -> None:  # pragma: no cover - subclasses that read the residual stream override
+        """Fold the residual stream entering `layer`, [batch, pos, d_model], into the state."""
+        raise NotImplementedError
+
+    def hooks(self, batch: Batch) -> list[Hook]:
+        """The bridge path: whole patterns arrive as one chunk starting at query 0."""
+        from probes import hooks as hook_names
+
+        self.start_batch(batch)
+        result: list[Hook] = []
+        for layer in range(self.info.n_layers):
+            if "pattern" in self.reads:
+                name = hook_names.attn(layer, "pattern")
+                result.append((name, self._pattern_hook(layer, batch)))
+            if "resid_pre" in self.reads:
+                name = hook_names.block(layer, "resid_pre")
+                result.append((name, self._resid_hook(layer, batch)))
+        return result
+
+    def _pattern_hook(self, layer: int, batch: Batch) -> Callable[..., None]:
+        return lambda pattern, hook: self.on_pattern(layer, pattern, 0, batch)
+
+    def _resid_hook(self, layer: int, batch: Batch) -> Callable[..., None]:
+        return lambda resid, hook: self.on_resid_pre(layer, resid, batch)
 
 
 PROBES: dict[str, type[Probe]] = {}

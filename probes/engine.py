@@ -124,6 +124,19 @@ def forward(model: LoadedModel, batch: Batch, fwd_hooks: list) -> None:
         bridge(batch.tokens, attention_mask=batch.attention_mask, return_type=None)
 
 
+def run_batch(
+    model: LoadedModel, batch: Batch, probes: Sequence[Probe], extra_hooks: Sequence = ()
+) -> None:
+    """One batch through every probe: their hooks in one forward pass, then `end_batch`.
+
+    `extra_hooks` run before the probes' hooks on the same hook point (tests plant patterns so).
+    """
+    fwd_hooks = list(extra_hooks) + [hook for probe in probes for hook in probe.hooks(batch)]
+    forward(model, batch, fwd_hooks)
+    for probe in probes:
+        probe.end_batch(batch)
+
+
 @contextmanager
 def patterns_released_after_each_layer(bridge: torch.nn.Module) -> Iterator[None]:
     """Some bridge attention classes keep their last pattern on the module (`_pattern`, e.g.
@@ -171,8 +184,7 @@ def run(
     ) as bar:
         for each in passes:
             for batch in batches(each.prompts, batch_size, pad_id, model.device, each.keep_order):
-                fwd_hooks = [hook for probe in each.probes for hook in probe.hooks(batch)]
-                forward(model, batch, fwd_hooks)
+                run_batch(model, batch, each.probes)
                 bar.update(int(batch.lengths.sum()))
     frames = [pd.DataFrame(probe.rows()).assign(probe=probe.name) for probe in probes]
     table = pd.concat(frames, ignore_index=True)

@@ -14,8 +14,7 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 
-from probes import hooks
-from probes.base import Batch, Hook, Probe, ProbeParams, register_probe
+from probes.base import Batch, ProbeParams, StreamingProbe, register_probe
 
 
 def sink_alpha(
@@ -27,13 +26,21 @@ def sink_alpha(
     Padding query rows are excluded; with right padding and a causal mask, real queries never
     attend to padding keys, so every real row still sums to 1.
     """
-    n_positions = pattern.shape[-1]
-    positions = torch.arange(n_positions, device=pattern.device)
+    positions = torch.arange(pattern.shape[-1], device=pattern.device)
     real = (positions[None, :] < lengths[:, None]).to(pattern.dtype)  # [batch, pos]
-    received = torch.einsum("bhqk,bq->bhk", pattern, real)
-    queries_seeing_k = (lengths[:, None] - positions[None, :]).clamp(min=1).to(pattern.dtype)
+    return alpha_from_received(torch.einsum("bhqk,bq->bhk", pattern, real), lengths)
+
+
+def alpha_from_received(
+    received: Float[torch.Tensor, "... batch head k_pos"], lengths: Int[torch.Tensor, " batch"]
+) -> Float[torch.Tensor, "... batch head k_pos"]:
+    """α from the attention each key received from real queries: divide by the T−k queries that
+    can see key k; NaN where k is padding."""
+    positions = torch.arange(received.shape[-1], device=received.device)
+    queries_seeing_k = (lengths[:, None] - positions[None, :]).clamp(min=1).to(received.dtype)
     alpha = received / queries_seeing_k[:, None, :]
-    return alpha.masked_fill(real[:, None, :] == 0, float("nan"))
+    padding = positions[None, :] >= lengths[:, None]
+    return alpha.masked_fill(padding[:, None, :], float("nan"))
 
 
 def hidden_sink_mask(
@@ -73,12 +80,11 @@ class SinkParams(ProbeParams):
 
 
 @register_probe
-class SinkProbe(Probe):
+class SinkProbe(StreamingProbe):
     name = "sink"
     Params = SinkParams
-    description = (
-        "attention sinks: α, Sink_k^ε (Gu et al.), hidden sinks (ACT), massive activations"
-    )
+    description = "attention sinks: α and Sink_k^ε (Gu et al.), hidden sinks (ACT), massive acts"
+    reads = frozenset({"pattern", "resid_pre"})
 
     def __init__(self, info, params: SinkParams | None = None) -> None:
         super().__init__(info, params)
@@ -91,34 +97,36 @@ class SinkProbe(Probe):
         self.massive_sink_sum = torch.zeros(n_layers, dtype=torch.float64)
         self.massive_other_sum = torch.zeros(n_layers, dtype=torch.float64)
         self.n_sequences = 0
+        self._received: torch.Tensor | None = None  # [layer, batch, head, k_pos], this batch only
 
-    def hooks(self, batch: Batch) -> list[Hook]:
+    def start_batch(self, batch: Batch) -> None:
+        n_batch, n_positions = batch.tokens.shape
+        shape = (self.info.n_layers, n_batch, self.info.n_heads, n_positions)
+        self._received = torch.zeros(shape, dtype=torch.float32, device=batch.tokens.device)
+
+    def on_pattern(self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch) -> None:
+        # Attention received per key from the real query rows of this chunk; α needs all rows.
+        real_rows = batch.query_mask[:, q_start : q_start + rows.shape[2]].to(rows.dtype)
+        self._received[layer] += torch.einsum("bhqk,bq->bhk", rows, real_rows).float()
+
+    def on_resid_pre(self, layer: int, resid: torch.Tensor, batch: Batch) -> None:
+        sink_ratio, other_ratio = massive_activation_ratio(resid, batch.lengths)
+        self.massive_sink_sum[layer] += sink_ratio.double().sum().cpu()
+        self.massive_other_sum[layer] += other_ratio.double().nansum().cpu()
+
+    def end_batch(self, batch: Batch) -> None:
         k = self.params.n_positions
         lengths = batch.lengths
         self.n_sequences += len(lengths)
         self.sequences_at += (lengths[:, None].cpu() > torch.arange(k)[None, :]).sum(0)
-
-        def on_pattern(pattern: torch.Tensor, hook: Any) -> None:
-            layer = hooks.layer_of(hook.name)
-            alpha = sink_alpha(pattern, lengths).double().cpu()
-            head_k = alpha[..., :k]
-            self.alpha_sum[layer, :, : head_k.shape[-1]] += head_k.nan_to_num(0.0).sum(0)
-            sinks = (head_k > self.params.epsilon).double()
-            self.sink_count[layer, :, : head_k.shape[-1]] += sinks.sum(0)
-            hidden = hidden_sink_mask(alpha, self.params.hidden_threshold)
-            self.hidden_count_sum[layer] += hidden.sum(-1).double().sum(0)
-            self.hidden_any_sum[layer] += hidden.any(-1).double().sum(0)
-
-        def on_resid(resid: torch.Tensor, hook: Any) -> None:
-            layer = hooks.layer_of(hook.name)
-            sink_ratio, other_ratio = massive_activation_ratio(resid, lengths)
-            self.massive_sink_sum[layer] += sink_ratio.double().sum().cpu()
-            self.massive_other_sum[layer] += other_ratio.double().nansum().cpu()
-
-        layers = range(self.info.n_layers)
-        return [(hooks.attn(layer, "pattern"), on_pattern) for layer in layers] + [
-            (hooks.block(layer, "resid_pre"), on_resid) for layer in layers
-        ]
+        alpha = alpha_from_received(self._received, lengths).double().cpu()  # [l, b, h, k_pos]
+        head_k = alpha[..., :k]
+        self.alpha_sum[:, :, : head_k.shape[-1]] += head_k.nan_to_num(0.0).sum(1)
+        self.sink_count[:, :, : head_k.shape[-1]] += (head_k > self.params.epsilon).double().sum(1)
+        hidden = hidden_sink_mask(alpha, self.params.hidden_threshold)
+        self.hidden_count_sum += hidden.sum(-1).double().sum(1)
+        self.hidden_any_sum += hidden.any(-1).double().sum(1)
+        self._received = None
 
     def rows(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -171,8 +179,3 @@ class SinkProbe(Probe):
                 }
             )
         return rows
-
-
-def sink_percentage(sink_rate_by_head: torch.Tensor) -> float:
-    """Sink_k^ε in percent, from per-head sink rates at one position (mean indicator × 100)."""
-    return float(sink_rate_by_head.double().mean() * 100)

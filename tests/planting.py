@@ -7,7 +7,8 @@ Register planting hooks before probe hooks on the same hook point.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 
@@ -72,6 +73,27 @@ def attend_to(layer: int, head: int, key_of_query: Callable[[int], int]):
     return _plant(layer, head, make)
 
 
+def attend_uniform(layer: int, head: int, keys_of_query: Callable[[int], Sequence[int]]):
+    """Each query (absolute position q) spreads its attention evenly over `keys_of_query(q)`
+    (all ≤ q, at least one)."""
+
+    def make(q_len: int, k_len: int) -> torch.Tensor:
+        offset = k_len - q_len
+        scores = torch.zeros(q_len, k_len)
+        for query in range(q_len):
+            scores[query, list(keys_of_query(query + offset))] = BIG
+        return scores
+
+    return _plant(layer, head, make)
+
+
+@contextmanager
+def planted(model, plants: Sequence[tuple[str, Callable]]) -> Iterator[None]:
+    """Keep `plants` active around a whole `engine.run` (its per-batch hooks nest inside)."""
+    with model.bridge.hooks(fwd_hooks=list(plants)):
+        yield
+
+
 # --- a tiny model whose one head carries a task --------------------------------------------
 
 COPY_KEYS = ("red", "blue", "green", "cat", "dog", "house", "book", "ball")
@@ -128,8 +150,10 @@ def copy_task_model(task_head: tuple[int, int] = (0, 1), seed: int = 0):
     for index in range(16):
         key = index % n_keys
         n_fill = 12 + int(torch.randint(0, 8, (1,), generator=generator))
-        fill = [COPY_FILLERS[int(i)] for i in torch.randint(0, len(COPY_FILLERS), (n_fill,),
-                                                             generator=generator)]
+        fill = [
+            COPY_FILLERS[int(i)]
+            for i in torch.randint(0, len(COPY_FILLERS), (n_fill,), generator=generator)
+        ]
         text = " ".join([COPY_KEYS[key], *fill])
         pairs.append((f"copy-{index:02d}", text, COPY_KEYS[key], COPY_KEYS[(key + 3) % n_keys]))
     return model, pairs

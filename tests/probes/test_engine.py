@@ -66,7 +66,7 @@ def test_no_more_than_one_layer_pattern_alive(make_model, tiny_model):
     probe = sinks.SinkProbe(model.info)
     prompts = engine.tokenize_suite(model, suite_of(TEXTS), None)
     for batch in engine.batches(prompts, 3, model.tokenizer.pad_token_id, model.device):
-        engine.forward(model, batch, probe.hooks(batch) + lifetimes.hooks())
+        engine.run_batch(model, batch, [probe], lifetimes.hooks())
     assert lifetimes.seen == 2 * model.info.n_layers  # two batches, every layer
     # When layer l's pattern arrives, no earlier layer's pattern is still referenced.
     assert lifetimes.max_alive == 0

@@ -105,7 +105,7 @@ def run_planted(model, planted_hooks, params=None) -> pd.DataFrame:
     suite = suite_of(TEXTS)
     prompts = engine.tokenize_suite(model, suite, max_tokens=None)
     for batch in engine.batches(prompts, 2, model.tokenizer.pad_token_id, model.device):
-        engine.forward(model, batch, planted_hooks + probe.hooks(batch))
+        engine.run_batch(model, batch, [probe], planted_hooks)
     return pd.DataFrame(probe.rows())
 
 

@@ -1,0 +1,25 @@
+"""headlab dashboard entry point: `headlab dashboard [--data DIR]`, or
+`streamlit run dashboard/app.py -- --data DIR`. Pages live in dashboard/views/."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import ui
+
+st.set_page_config(page_title="headlab", layout="wide")
+
+PAGES = [
+    st.Page("views/overview.py", title="Overview", default=True),
+    st.Page("views/head_map.py", title="Head map"),
+    st.Page("views/head_detail.py", title="Head detail"),
+    st.Page("views/sinks.py", title="Sinks"),
+    st.Page("views/retrieval.py", title="Retrieval"),
+    st.Page("views/future_attention.py", title="Future attention"),
+    st.Page("views/sweeps.py", title="Sweeps"),
+    st.Page("views/compare.py", title="Compare"),
+]
+
+page = st.navigation(PAGES)
+ui.sidebar_run_picker(ui.data_dir())
+page.run()

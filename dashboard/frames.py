@@ -1,0 +1,156 @@
+"""Pure reshapes of a run's tidy table into what one view draws (no Streamlit, no plotting).
+
+A "series" is one (probe, metric, condition) of per-head rows; per-position metrics (α at key k)
+additionally pick a position. Heads that were not scored have no row; NaN stays NaN.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+SERIES_KEYS = ["probe", "metric", "condition"]
+
+
+def series_label(probe: str, metric: str, condition: object = None) -> str:
+    label = f"{probe}/{metric}"
+    return f"{label} [{condition}]" if isinstance(condition, str) else label
+
+
+def head_series(table: pd.DataFrame) -> pd.DataFrame:
+    """The per-head series of a table: probe, metric, condition, label, positions (sorted list)."""
+    heads = table[table["head"].notna()]
+    columns = [*SERIES_KEYS, "label", "positions"]
+    if heads.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for (probe, metric, condition), group in heads.groupby(SERIES_KEYS, dropna=False, sort=True):
+        condition = condition if isinstance(condition, str) else None
+        positions = sorted(int(p) for p in group["position"].dropna().unique())
+        rows.append([probe, metric, condition, series_label(probe, metric, condition), positions])
+    return pd.DataFrame(rows, columns=columns)
+
+
+def select(
+    table: pd.DataFrame,
+    probe: str,
+    metric: str,
+    condition: str | None = None,
+    position: int | None = None,
+) -> pd.DataFrame:
+    """Rows of one series (condition None = no condition; position None = no position)."""
+    rows = table[(table["probe"] == probe) & (table["metric"] == metric)]
+    rows = rows[rows["condition"].isna()] if condition is None else rows[
+        rows["condition"] == condition
+    ]
+    rows = rows[rows["position"].isna()] if position is None else rows[
+        rows["position"] == position
+    ]
+    return rows
+
+
+def head_values(
+    table: pd.DataFrame,
+    probe: str,
+    metric: str,
+    condition: str | None = None,
+    position: int | None = None,
+) -> pd.DataFrame:
+    """layer, head, value of one series; repeated (layer, head) rows (several models) are averaged."""
+    rows = select(table, probe, metric, condition, position)
+    rows = rows[rows["head"].notna()]
+    values = rows.groupby(["layer", "head"], as_index=False)["value"].mean()
+    return values.astype({"layer": "int64", "head": "int64", "value": "float64"})
+
+
+def top_heads(values: pd.DataFrame, k: int, threshold: float | None = None) -> pd.DataFrame:
+    """The k highest heads (at or above `threshold` if given), ranked 1..k; NaN is never ranked."""
+    ranked = values.dropna(subset=["value"])
+    if threshold is not None:
+        ranked = ranked[ranked["value"] >= threshold]
+    ranked = ranked.sort_values(["value", "layer", "head"], ascending=[False, True, True]).head(k)
+    ranked = ranked.assign(
+        rank=range(1, len(ranked) + 1),
+        name=[f"L{layer}H{head}" for layer, head in zip(ranked["layer"], ranked["head"],
+                                                        strict=True)],
+    )
+    return ranked[["rank", "name", "layer", "head", "value"]].reset_index(drop=True)
+
+
+def head_profile(table: pd.DataFrame, layer: int, head: int) -> pd.DataFrame:
+    """One head's value on every per-head series and position, with its rank among all heads.
+
+    rank 1 = highest value of that series; percentile = share of heads at or below this one.
+    """
+    heads = table[table["head"].notna()]
+    keys = [*SERIES_KEYS, "position"]
+    columns = [*keys, "label", "value", "rank", "n_heads", "percentile"]
+    rows = []
+    for key, group in heads.groupby(keys, dropna=False, sort=True):
+        probe, metric, condition, position = key
+        values = group.groupby(["layer", "head"])["value"].mean().dropna()
+        if (layer, head) not in values.index:
+            continue
+        value = values.loc[(layer, head)]
+        rows.append(
+            [probe, metric, condition if isinstance(condition, str) else None,
+             None if pd.isna(position) else int(position),
+             series_label(probe, metric, condition), value,
+             int((values > value).sum()) + 1, len(values),
+             float((values <= value).mean() * 100)]
+        )
+    return pd.DataFrame(rows, columns=columns)
+
+
+def pattern_matrix(cells: pd.DataFrame, n_blocks: int) -> list[list[float | None]]:
+    """query_block × key_block matrix of pooled attention; blocks not stored (above the causal
+    diagonal) are None, so the figure leaves them blank rather than drawing zeros."""
+    matrix: list[list[float | None]] = [[None] * n_blocks for _ in range(n_blocks)]
+    for query, key, value in cells[["query_block", "key_block", "value"]].itertuples(index=False):
+        matrix[int(query)][int(key)] = float(value)
+    return matrix
+
+
+# ---- sinks ----
+
+
+def sink_percent_by_layer(table: pd.DataFrame, positions: list[int]) -> pd.DataFrame:
+    """Sink_k^ε per layer in percent (mean over heads of the per-sequence sink rate) at each k."""
+    rows = table[(table["probe"] == "sink") & (table["metric"] == "sink_rate")]
+    rows = rows[rows["position"].isin(positions) & rows["head"].notna()]
+    percent = rows.groupby(["layer", "position"], as_index=False)["value"].mean()
+    percent["value"] *= 100
+    return percent.astype({"layer": "int64", "position": "int64"})
+
+
+def sink_map(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """layer × key position of a per-position sink metric, averaged over heads (α, or
+    Sink_k^ε in percent for sink_rate): where in the sequence each layer's sinks are."""
+    rows = table[(table["probe"] == "sink") & (table["metric"] == metric)]
+    rows = rows[rows["position"].notna() & rows["head"].notna()]
+    mean = rows.groupby(["layer", "position"], as_index=False)["value"].mean()
+    if metric == "sink_rate":
+        mean["value"] *= 100
+    return mean.astype({"layer": "int64", "position": "int64"})
+
+
+def massive_ratios(table: pd.DataFrame) -> pd.DataFrame:
+    """layer, condition (sink_token / other_tokens), value of the massive-activation ratio."""
+    rows = table[(table["probe"] == "sink") & (table["metric"] == "massive_ratio")]
+    return rows[["layer", "condition", "value"]].astype({"layer": "int64"}).reset_index(drop=True)
+
+
+# ---- compare ----
+
+
+def paired_heads(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Heads scored in both value tables: layer, head, a, b."""
+    merged = a.merge(b, on=["layer", "head"], suffixes=("_a", "_b"))
+    return merged.rename(columns={"value_a": "a", "value_b": "b"})
+
+
+def layer_profile(values: pd.DataFrame) -> pd.DataFrame:
+    """Mean and max over heads per layer, with depth = layer / (n_layers − 1) so models of
+    different depth line up."""
+    profile = values.groupby("layer", as_index=False)["value"].agg(["mean", "max"])
+    last = max(int(profile["layer"].max()), 1) if not profile.empty else 1
+    return profile.assign(depth=profile["layer"] / last)
