@@ -1,4 +1,4 @@
-"""`headlab` command line: scan, runs, show, prepare, models, probes."""
+"""`headlab` command line: scan, sweep, runs, show, prepare, models, probes."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from analyses import store, summary
+from analyses import retrieval_masking, store, summary, sweep_cli
 from analyses.scan import DEFAULT_PROBES, OutputNotWritableError, ScanConfig
 
 DEFAULT_DATA = Path("data")
@@ -27,6 +28,37 @@ def _max_tokens(text: str) -> int | None:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--max-tokens takes a whole number, got {text!r}") from None
+
+
+def _probe_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """`PROBE.NAME=VALUE` overrides, each read like the parameter's default (tuples: commas)."""
+    from dataclasses import MISSING, fields
+
+    from probes.base import get_probe
+
+    params: dict[str, dict[str, Any]] = {}
+    for item in items:
+        target, _, text = item.partition("=")
+        probe, _, name = target.partition(".")
+        known = {f.name: f.default for f in fields(get_probe(probe).Params)}
+        if name not in known:
+            raise KeyError(f"--param {item}: probe {probe!r} has no parameter {name!r}; "
+                           f"it has {', '.join(known)}")
+        default = known[name]
+        try:
+            if isinstance(default, tuple):
+                cast = type(default[0]) if default else str
+                value: Any = tuple(cast(part) for part in text.split(",") if part.strip())
+            elif isinstance(default, bool):
+                value = {"true": True, "false": False}[text.lower()]
+            elif default is None or default is MISSING:
+                value = text
+            else:
+                value = type(default)(text)
+        except (KeyError, ValueError):
+            raise KeyError(f"--param {item}: {text!r} is not a {type(default).__name__}") from None
+        params.setdefault(probe, {})[name] = value
+    return params
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--seed", type=int, default=0)
     scan.add_argument("--run-id", default=None, help="name of the run (default: time-model-probes)")
     scan.add_argument("--quiet", action="store_true", help="no progress bar")
+    scan.add_argument(
+        "--path",
+        choices=["auto", "bridge", "fast"],
+        default="auto",
+        help="engine path: 'fast' computes exact pattern rows from queries and keys in chunks "
+        "beside the model's own attention; 'bridge' uses TransformerLens hooks on whole patterns; "
+        "'auto' takes the fast path when every selected probe allows it",
+    )
+    scan.add_argument("--param", action="append", default=[], metavar="PROBE.NAME=VALUE",
+                      help="set a probe parameter, e.g. retrieval.lengths=512,4096 (repeatable)")
 
     runs = commands.add_parser("runs", help="list stored runs")
     runs.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data directory")
@@ -72,6 +114,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("models", help="list the model registry")
     commands.add_parser("probes", help="list the registered probe families")
+
+    dashboard = commands.add_parser(
+        "dashboard", help="open the results dashboard (Streamlit, on 127.0.0.1)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    dashboard.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data directory")
+    dashboard.add_argument("--port", type=int, default=8501, help="port on 127.0.0.1")
+
+    sweep = commands.add_parser(
+        "sweep", help="run a plan of head interventions on task metrics, resumably",
+        description="Ablate, scale or re-route heads as a plan says (a TOML file or flags) and "
+        "measure the tasks; results merge into a run as sweep-NAME.parquet. Rerun the same "
+        "command after an interruption to finish it.",
+    )
+    sweep_cli.add_arguments(sweep)
+
+    mask = commands.add_parser(
+        "mask-retrieval", help="NIAH accuracy with top-k retrieval heads masked vs random heads",
+        description="Mask the top-k retrieval heads of a stored retrieval run, and k random heads "
+        "from the same layers, while decoding (uniform attention = the authors' mask, or zero "
+        "output); store NIAH accuracy per condition beside the run.",
+    )
+    retrieval_masking.add_arguments(mask)
     return parser
 
 
@@ -90,7 +155,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     config = ScanConfig(
         model=args.model, probes=args.probes, prompts=args.prompts, max_tokens=args.max_tokens,
         batch_size=args.batch_size, data_dir=args.out, device=args.device, seed=args.seed,
-        run_id=args.run_id, progress=not args.quiet,
+        run_id=args.run_id,
+        path=args.path, progress=not args.quiet, probe_params=_probe_params(args.param),
     )
     directory = scan.run(config)
     table = store.load_run(args.out, directory.name)
@@ -148,9 +214,42 @@ def cmd_probes(args: argparse.Namespace) -> int:
     return 0
 
 
+def dashboard_command(data: Path, port: int) -> list[str]:
+    """`streamlit run dashboard/app.py` bound to localhost, headless, reading only `data`."""
+    import dashboard
+
+    app = Path(next(iter(dashboard.__path__))).resolve() / "app.py"
+    return [
+        sys.executable, "-m", "streamlit", "run", str(app),
+        "--server.address", "127.0.0.1", "--server.port", str(port),
+        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "viewer",
+        "--", "--data", str(data.expanduser().resolve()),
+    ]
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import subprocess
+
+    if not 1 <= args.port <= 65535:
+        print(f"headlab: error: --port must be in 1..65535, got {args.port}", file=sys.stderr)
+        return 2
+    print(f"headlab dashboard: http://127.0.0.1:{args.port} (data: {args.data.resolve()})")
+    try:
+        return subprocess.call(dashboard_command(args.data, args.port))
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    return sweep_cli.command(args)
+
+
 COMMANDS = {
+    "sweep": cmd_sweep,
+    "mask-retrieval": retrieval_masking.command,
     "scan": cmd_scan, "runs": cmd_runs, "show": cmd_show, "prepare": cmd_prepare,
-    "models": cmd_models, "probes": cmd_probes,
+    "models": cmd_models, "probes": cmd_probes, "dashboard": cmd_dashboard,
 }
 
 
@@ -160,8 +259,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from probes.prompts import PromptFileError
 
     args = build_parser().parse_args(argv)
+    from analyses.plan import PlanError
+    from analyses.tasks import TaskError
+    from probes.niah import NiahError
+
     known = (ModelUnavailableError, PromptFileError, PromptTooLongError, store.StoreError,
-             OutputNotWritableError)
+             OutputNotWritableError, PlanError, TaskError, NiahError,
+             retrieval_masking.MaskingError)
     try:
         return COMMANDS[args.command](args)
     except known as error:

@@ -32,6 +32,7 @@ class ScanConfig:
     seed: int = 0
     run_id: str | None = None
     progress: bool = True
+    path: str = "auto"  # engine path: auto | bridge | fast
     probe_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -61,7 +62,7 @@ def run(config: ScanConfig) -> Path:
     import torch
 
     from probes import engine
-    from probes.base import get_probe
+    from probes.base import GenerativeProbe, get_probe
     from probes.models import load
     from probes.prompts import load_jsonl, stdlib_docs_suite
 
@@ -87,6 +88,7 @@ def run(config: ScanConfig) -> Path:
         batch_size=config.batch_size,
         max_tokens=config.max_tokens,
         progress=config.progress,
+        path=config.path,
     )
     scanned = time.perf_counter()
     table = table.assign(model=config.model)
@@ -117,4 +119,10 @@ def run(config: ScanConfig) -> Path:
         "n_rows": len(table),
         "pid": os.getpid(),
     }
-    return store.write_run(config.data_dir, run_id, table, manifest)
+    side_tables = {  # e.g. the retrieval probe's per-sample outcomes
+        name: side
+        for probe in probes
+        if isinstance(probe, GenerativeProbe)
+        for name, side in probe.tables().items()
+    }
+    return store.write_run(config.data_dir, run_id, table, manifest, side_tables)

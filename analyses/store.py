@@ -3,6 +3,9 @@
     data/runs/<run_id>/results.parquet   run_id, model, probe, metric, layer, head, position,
                                          condition, value  (head/position/condition may be null)
     data/runs/<run_id>/manifest.json     provenance: model, prompts, probe parameters, versions
+    data/runs/<run_id>/tables/<name>.parquet  side tables of any shape (e.g. per-sample outcomes),
+                                         kept in a subdirectory so "*.parquet" globs of the run
+                                         still find only results tables
 
 Every write goes to a temporary file or directory first and is renamed into place, so a crash
 never leaves a half-written run. Reads check the schema and name the file that is wrong.
@@ -15,7 +18,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,8 @@ SCHEMA_KEY = b"headlab.schema"
 MANIFEST_KEY = b"headlab.manifest"
 RESULTS_FILE = "results.parquet"
 MANIFEST_FILE = "manifest.json"
+TABLES_DIR = "tables"
+TABLE_KEY = b"headlab.table"
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 SCHEMA = pa.schema(
@@ -103,6 +108,40 @@ def write_table(path: Path, table: pd.DataFrame, manifest: dict[str, Any] | None
     return path
 
 
+def side_table_path(directory: Path, name: str) -> Path:
+    """Where side table `name` of the run in `directory` lives."""
+    if not RUN_ID.match(name):
+        raise StoreError(f"invalid table name {name!r}: use letters, digits, '.', '_' and '-'")
+    return directory / TABLES_DIR / f"{name}.parquet"
+
+
+def write_side_table(
+    path: Path, table: pd.DataFrame, manifest: dict[str, Any] | None = None
+) -> Path:
+    """Write a free-form side table to `path` atomically, marked as headlab's, provenance kept."""
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    metadata = {TABLE_KEY: path.stem.encode()}
+    if manifest is not None:
+        metadata[MANIFEST_KEY] = json.dumps(manifest, default=str).encode()
+    arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), **metadata})
+    _atomic_write_bytes(path, lambda temporary: pq.write_table(arrow, temporary))
+    return path
+
+
+def read_side_table(data_dir: Path | str, run_id: str, name: str) -> pd.DataFrame:
+    """Side table `name` of a run; names the file when it is missing or not headlab's."""
+    path = side_table_path(run_dir(data_dir, run_id), name)
+    if not path.is_file():
+        raise StoreError(f"run {run_id!r} has no table {name!r} (looked for {path})")
+    try:
+        arrow = pq.read_table(path)
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
+        raise StoreError(f"{path} is not a readable parquet file: {error}") from error
+    if TABLE_KEY not in (arrow.schema.metadata or {}):
+        raise StoreError(f"{path} is a parquet file but not a headlab side table")
+    return arrow.to_pandas()
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> Path:
     text = json.dumps(payload, indent=2, default=str)
     _atomic_write_bytes(path, lambda temporary: Path(temporary).write_text(text))
@@ -143,9 +182,14 @@ def run_dir(data_dir: Path | str, run_id: str) -> Path:
 
 
 def write_run(
-    data_dir: Path | str, run_id: str, table: pd.DataFrame, manifest: dict[str, Any]
+    data_dir: Path | str,
+    run_id: str,
+    table: pd.DataFrame,
+    manifest: dict[str, Any],
+    side_tables: dict[str, pd.DataFrame] | None = None,
 ) -> Path:
-    """Create `runs/<run_id>/` with results and manifest, all or nothing (staged, then renamed)."""
+    """Create `runs/<run_id>/` with results, manifest and any side tables, all or nothing
+    (staged, then renamed)."""
     final = run_dir(data_dir, run_id)
     if final.exists():
         raise StoreError(f"run {final} already exists")
@@ -155,6 +199,8 @@ def write_run(
         table = table.assign(run_id=run_id)
         write_table(staging / RESULTS_FILE, table, manifest)
         write_json(staging / MANIFEST_FILE, {"run_id": run_id, **manifest})
+        for name, side in (side_tables or {}).items():
+            write_side_table(side_table_path(staging, name), side, manifest)
         staging.rename(final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -170,6 +216,15 @@ def read_manifest(data_dir: Path | str, run_id: str) -> dict[str, Any]:
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise StoreError(f"manifest {path} is not valid JSON: {error}") from error
+
+
+def update_manifest(
+    data_dir: Path | str, run_id: str, update: Callable[[dict[str, Any]], dict[str, Any]]
+) -> dict[str, Any]:
+    """Read a run's manifest, apply `update` to it, and write the result back atomically."""
+    manifest = update(read_manifest(data_dir, run_id))
+    write_json(run_dir(data_dir, run_id) / MANIFEST_FILE, manifest)
+    return manifest
 
 
 def run_ids(data_dir: Path | str) -> list[str]:

@@ -141,9 +141,7 @@ class PromptTokens:
 
 def load_pattern_prompts(data_dir: Path, run_id: str) -> dict[str, PromptTokens]:
     """The prompts whose pooled attention patterns the run stores, by prompt id."""
-    rows = _read_run(
-        data_dir, run_id, [("probe", "==", PATTERN_PROBE), ("metric", "==", "tokens")]
-    )
+    rows = _read_run(data_dir, run_id, [("probe", "==", PATTERN_PROBE), ("metric", "==", "tokens")])
     prompts = {}
     for condition in rows["condition"]:
         record = json.loads(condition)
@@ -159,9 +157,14 @@ def load_head_pattern(
 ) -> pd.DataFrame:
     """One head's pooled pattern on one stored prompt: query_block, key_block, value."""
     rows = _read_run(
-        data_dir, run_id,
-        [("probe", "==", PATTERN_PROBE), ("metric", "==", "attention"),
-         ("layer", "==", layer), ("head", "==", head)],
+        data_dir,
+        run_id,
+        [
+            ("probe", "==", PATTERN_PROBE),
+            ("metric", "==", "attention"),
+            ("layer", "==", layer),
+            ("head", "==", head),
+        ],
     )
     keys = {condition: json.loads(condition) for condition in rows["condition"].unique()}
     rows = rows.assign(
@@ -199,8 +202,18 @@ def list_runs(data_dir: Path) -> pd.DataFrame:
                 "git": (git.get("commit") or "")[:10] + ("+dirty" if git.get("dirty") else ""),
             }
         )
-    columns = ["run_id", "kind", "model", "probes", "prompts", "n_prompts", "max_tokens", "rows",
-               "created", "git"]
+    columns = [
+        "run_id",
+        "kind",
+        "model",
+        "probes",
+        "prompts",
+        "n_prompts",
+        "max_tokens",
+        "rows",
+        "created",
+        "git",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -48,9 +48,16 @@ def head_heatmap(
     signed = np.nanmin(grid) < 0 < np.nanmax(grid)
     figure.add_trace(
         go.Heatmap(
-            z=grid, x=list(range(grid.shape[1])), y=list(range(grid.shape[0])),
-            colorscale=DIVERGING if signed else SEQUENTIAL, zmid=0 if signed else None,
-            zmin=zmin, zmax=zmax, xgap=1, ygap=1, name="value",
+            z=grid,
+            x=list(range(grid.shape[1])),
+            y=list(range(grid.shape[0])),
+            colorscale=DIVERGING if signed else SEQUENTIAL,
+            zmid=0 if signed else None,
+            zmin=zmin,
+            zmax=zmax,
+            xgap=1,
+            ygap=1,
+            name="value",
             hovertemplate="L%{y} H%{x}<br>value %{z:.4g}<extra></extra>",
             colorbar={"title": {"text": "value"}},
         )
@@ -59,17 +66,26 @@ def head_heatmap(
         above = values[values["value"] >= threshold]
         figure.add_trace(
             go.Scatter(
-                x=above["head"], y=above["layer"], mode="markers", name=f"≥ {threshold:.3g}",
-                marker={"symbol": "square-open", "size": 14, "color": "red",
-                        "line": {"width": 2}},
+                x=above["head"],
+                y=above["layer"],
+                mode="markers",
+                name=f"≥ {threshold:.3g}",
+                marker={"symbol": "square-open", "size": 14, "color": "red", "line": {"width": 2}},
                 hovertemplate="L%{y} H%{x} ≥ threshold<extra></extra>",
             )
         )
     figure.update_xaxes(title="head", dtick=1, showgrid=False)
-    figure.update_yaxes(title="layer", autorange="reversed", showgrid=False,
-                        dtick=1 if grid.shape[0] <= 32 else None)
-    figure.update_layout(height=max(320, 18 * grid.shape[0] + 140), showlegend=threshold is not None,
-                         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"})
+    figure.update_yaxes(
+        title="layer",
+        autorange="reversed",
+        showgrid=False,
+        dtick=1 if grid.shape[0] <= 32 else None,
+    )
+    figure.update_layout(
+        height=max(320, 18 * grid.shape[0] + 140),
+        showlegend=threshold is not None,
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"},
+    )
     return figure
 
 
@@ -81,10 +97,14 @@ def profile_bars(profile: pd.DataFrame, title: str = "") -> go.Figure:
     ]
     figure = go.Figure(
         go.Bar(
-            x=profile["percentile"], y=labels, orientation="h",
+            x=profile["percentile"],
+            y=labels,
+            orientation="h",
             customdata=np.stack([profile["value"], profile["rank"], profile["n_heads"]], axis=-1)
-            if len(profile) else None,
-            text=[f"{value:.3g}" for value in profile["value"]], textposition="auto",
+            if len(profile)
+            else None,
+            text=[f"{value:.3g}" for value in profile["value"]],
+            textposition="auto",
             hovertemplate="%{y}<br>value %{customdata[0]:.4g}<br>rank %{customdata[1]} of "
             "%{customdata[2]}<br>percentile %{x:.0f}<extra></extra>",
         ),
@@ -110,20 +130,33 @@ def pattern_heatmap(
     """
     n_blocks = len(block_text)
     labels = [_short(text) for text in block_text]
-    hover = [[f"query: {block_text[q]!r}<br>key: {block_text[k]!r}" for k in range(n_blocks)]
-             for q in range(n_blocks)]
+    hover = [
+        [f"query: {block_text[q]!r}<br>key: {block_text[k]!r}" for k in range(n_blocks)]
+        for q in range(n_blocks)
+    ]
     figure = go.Figure(
         go.Heatmap(
             z=[[np.nan if value is None else value for value in row] for row in matrix],
-            x=list(range(n_blocks)), y=list(range(n_blocks)), customdata=hover,
-            colorscale=SEQUENTIAL, zmin=0, zmax=1, xgap=0, ygap=0,
+            x=list(range(n_blocks)),
+            y=list(range(n_blocks)),
+            customdata=hover,
+            colorscale=SEQUENTIAL,
+            zmin=0,
+            zmax=1,
+            xgap=0,
+            ygap=0,
             hovertemplate="%{customdata}<br>attention mass %{z:.3f}<extra></extra>",
             colorbar={"title": {"text": "mass"}},
         ),
         layout={"template": _TEMPLATE, "title": title},
     )
-    ticks = {"tickmode": "array", "tickvals": list(range(n_blocks)), "ticktext": labels,
-             "tickfont": {"size": 9 if n_blocks > 32 else 11}, "showgrid": False}
+    ticks = {
+        "tickmode": "array",
+        "tickvals": list(range(n_blocks)),
+        "ticktext": labels,
+        "tickfont": {"size": 9 if n_blocks > 32 else 11},
+        "showgrid": False,
+    }
     figure.update_xaxes(title="key", tickangle=-60, **ticks)
     figure.update_yaxes(title="query", autorange="reversed", **ticks)
     figure.update_layout(height=max(420, 14 * n_blocks + 200))
@@ -136,9 +169,15 @@ def sink_by_layer(percent: pd.DataFrame, epsilon: float | None = None) -> go.Fig
     figure = go.Figure(layout={"template": _TEMPLATE, "title": title})
     for position, group in percent.groupby("position", sort=True):
         figure.add_trace(
-            go.Scatter(x=group["layer"], y=group["value"], mode="lines+markers", name=f"k={position}",
-                       hovertemplate="layer %{x}<br>%{y:.1f}% of heads<extra>k=" + str(position)
-                       + "</extra>")
+            go.Scatter(
+                x=group["layer"],
+                y=group["value"],
+                mode="lines+markers",
+                name=f"k={position}",
+                hovertemplate="layer %{x}<br>%{y:.1f}% of heads<extra>k="
+                + str(position)
+                + "</extra>",
+            )
         )
     figure.update_xaxes(title="layer", dtick=1 if percent["layer"].nunique() <= 32 else None)
     figure.update_yaxes(title="% of heads that sink (α > ε)", range=[0, 101])
@@ -153,8 +192,12 @@ def position_map(frame: pd.DataFrame, *, value_label: str, title: str = "") -> g
     grid = frame.pivot(index="layer", columns="position", values="value").sort_index()
     figure.add_trace(
         go.Heatmap(
-            z=grid.to_numpy(), x=list(grid.columns), y=list(grid.index), colorscale=SEQUENTIAL,
-            xgap=1, ygap=1,
+            z=grid.to_numpy(),
+            x=list(grid.columns),
+            y=list(grid.index),
+            colorscale=SEQUENTIAL,
+            xgap=1,
+            ygap=1,
             hovertemplate="layer %{y}, key %{x}<br>" + value_label + " %{z:.3g}<extra></extra>",
             colorbar={"title": {"text": value_label}},
         )
@@ -173,8 +216,12 @@ def massive_activation_lines(ratios: pd.DataFrame) -> go.Figure:
     names = {"sink_token": "first token", "other_tokens": "largest other token"}
     for condition, group in ratios.groupby("condition", sort=True):
         figure.add_trace(
-            go.Scatter(x=group["layer"], y=group["value"], mode="lines+markers",
-                       name=names.get(condition, condition))
+            go.Scatter(
+                x=group["layer"],
+                y=group["value"],
+                mode="lines+markers",
+                name=names.get(condition, condition),
+            )
         )
     figure.update_xaxes(title="layer")
     figure.update_yaxes(title="max |h| / median |h|", type="log")
@@ -188,14 +235,29 @@ def compare_scatter(paired: pd.DataFrame, label_a: str, label_b: str, title: str
         return figure
     low = float(min(paired["a"].min(), paired["b"].min()))
     high = float(max(paired["a"].max(), paired["b"].max()))
-    figure.add_trace(go.Scatter(x=[low, high], y=[low, high], mode="lines", name="equal",
-                                line={"dash": "dot", "color": "grey"}, hoverinfo="skip"))
     figure.add_trace(
         go.Scatter(
-            x=paired["a"], y=paired["b"], mode="markers", name="head",
+            x=[low, high],
+            y=[low, high],
+            mode="lines",
+            name="equal",
+            line={"dash": "dot", "color": "grey"},
+            hoverinfo="skip",
+        )
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=paired["a"],
+            y=paired["b"],
+            mode="markers",
+            name="head",
             customdata=np.stack([paired["layer"], paired["head"]], axis=-1),
-            marker={"color": paired["layer"], "colorscale": SEQUENTIAL, "showscale": True,
-                    "colorbar": {"title": {"text": "layer"}}},
+            marker={
+                "color": paired["layer"],
+                "colorscale": SEQUENTIAL,
+                "showscale": True,
+                "colorbar": {"title": {"text": "layer"}},
+            },
             hovertemplate="L%{customdata[0]} H%{customdata[1]}<br>A %{x:.4g}<br>B %{y:.4g}"
             "<extra></extra>",
         )
@@ -210,9 +272,14 @@ def layer_profiles(profiles: Mapping[str, pd.DataFrame], statistic: str = "mean"
     figure = go.Figure(layout={"template": _TEMPLATE, "title": f"{statistic} over heads by depth"})
     for name, profile in profiles.items():
         figure.add_trace(
-            go.Scatter(x=profile["depth"], y=profile[statistic], mode="lines+markers", name=name,
-                       customdata=profile["layer"],
-                       hovertemplate="layer %{customdata}<br>%{y:.4g}<extra>" + name + "</extra>")
+            go.Scatter(
+                x=profile["depth"],
+                y=profile[statistic],
+                mode="lines+markers",
+                name=name,
+                customdata=profile["layer"],
+                hovertemplate="layer %{customdata}<br>%{y:.4g}<extra>" + name + "</extra>",
+            )
         )
     figure.update_xaxes(title="relative depth (layer / last layer)", range=[-0.02, 1.02])
     figure.update_yaxes(title=statistic)
@@ -220,8 +287,15 @@ def layer_profiles(profiles: Mapping[str, pd.DataFrame], statistic: str = "mean"
 
 
 def grid_heatmap(
-    frame: pd.DataFrame, *, x: str, y: str, value: str = "value", title: str = "",
-    zmin: float | None = 0.0, zmax: float | None = 1.0, value_label: str = "value",
+    frame: pd.DataFrame,
+    *,
+    x: str,
+    y: str,
+    value: str = "value",
+    title: str = "",
+    zmin: float | None = 0.0,
+    zmax: float | None = 1.0,
+    value_label: str = "value",
 ) -> go.Figure:
     """A generic two-axis heatmap, e.g. NIAH accuracy over context length × needle depth."""
     figure = go.Figure(layout={"template": _TEMPLATE, "title": title})
@@ -230,8 +304,14 @@ def grid_heatmap(
     grid = frame.pivot_table(index=y, columns=x, values=value, aggfunc="mean").sort_index()
     figure.add_trace(
         go.Heatmap(
-            z=grid.to_numpy(), x=[str(c) for c in grid.columns], y=[str(i) for i in grid.index],
-            colorscale=SEQUENTIAL, zmin=zmin, zmax=zmax, xgap=1, ygap=1,
+            z=grid.to_numpy(),
+            x=[str(c) for c in grid.columns],
+            y=[str(i) for i in grid.index],
+            colorscale=SEQUENTIAL,
+            zmin=zmin,
+            zmax=zmax,
+            xgap=1,
+            ygap=1,
             text=np.vectorize(lambda v: "" if np.isnan(v) else f"{v:.2f}")(grid.to_numpy()),
             texttemplate="%{text}",
             hovertemplate=f"{x} %{{x}}<br>{y} %{{y}}<br>{value_label} %{{z:.3f}}<extra></extra>",
@@ -244,7 +324,12 @@ def grid_heatmap(
 
 
 def spread_lines(
-    frame: pd.DataFrame, *, x: str, group: str, value: str = "value", title: str = "",
+    frame: pd.DataFrame,
+    *,
+    x: str,
+    group: str,
+    value: str = "value",
+    title: str = "",
     y_label: str = "value",
 ) -> go.Figure:
     """Mean over repeats (seeds, samples) per x, one line per group, with a min–max band.
@@ -261,14 +346,23 @@ def spread_lines(
                 go.Scatter(
                     x=[*stats.index, *stats.index[::-1]],
                     y=[*stats["max"], *stats["min"][::-1]],
-                    fill="toself", fillcolor=color, opacity=0.2, line={"width": 0},
-                    name=f"{name} (min–max)", hoverinfo="skip", showlegend=True,
+                    fill="toself",
+                    fillcolor=color,
+                    opacity=0.2,
+                    line={"width": 0},
+                    name=f"{name} (min–max)",
+                    hoverinfo="skip",
+                    showlegend=True,
                 )
             )
         figure.add_trace(
             go.Scatter(
-                x=list(stats.index), y=stats["mean"], mode="lines+markers", name=str(name),
-                line={"color": color}, customdata=stats["count"],
+                x=list(stats.index),
+                y=stats["mean"],
+                mode="lines+markers",
+                name=str(name),
+                line={"color": color},
+                customdata=stats["count"],
                 hovertemplate=f"{x} %{{x}}<br>mean %{{y:.4g}} over %{{customdata}}"
                 f"<extra>{name}</extra>",
             )
@@ -279,7 +373,10 @@ def spread_lines(
 
 
 def token_series(
-    series: Mapping[str, Sequence[float]], tokens: Sequence[str], *, title: str = "",
+    series: Mapping[str, Sequence[float]],
+    tokens: Sequence[str],
+    *,
+    title: str = "",
     y_label: str = "value",
 ) -> go.Figure:
     """Per-token values (e.g. WAAD_t, FAI_s) along one prompt, the tokens on the x axis."""
@@ -287,12 +384,65 @@ def token_series(
     positions = list(range(len(tokens)))
     for name, values in series.items():
         figure.add_trace(
-            go.Scatter(x=positions[: len(values)], y=list(values), mode="lines+markers", name=name,
-                       customdata=[repr(token) for token in tokens[: len(values)]],
-                       hovertemplate="%{x}: %{customdata}<br>%{y:.4g}<extra>" + name + "</extra>")
+            go.Scatter(
+                x=positions[: len(values)],
+                y=list(values),
+                mode="lines+markers",
+                name=name,
+                customdata=[repr(token) for token in tokens[: len(values)]],
+                hovertemplate="%{x}: %{customdata}<br>%{y:.4g}<extra>" + name + "</extra>",
+            )
         )
-    figure.update_xaxes(title="token", tickmode="array", tickvals=positions,
-                        ticktext=[_short(token, 10) for token in tokens], tickangle=-60,
-                        tickfont={"size": 9 if len(tokens) > 48 else 11})
+    figure.update_xaxes(
+        title="token",
+        tickmode="array",
+        tickvals=positions,
+        ticktext=[_short(token, 10) for token in tokens],
+        tickangle=-60,
+        tickfont={"size": 9 if len(tokens) > 48 else 11},
+    )
     figure.update_yaxes(title=y_label)
+    return figure
+
+
+LOCALITY_COLOURS = {"local": "#2c7bb6", "middle": "#e0e0e0", "global": "#d7191c"}
+
+
+def locality_map(
+    classes: pd.DataFrame,
+    distance: pd.DataFrame,
+    *,
+    n_layers: int | None = None,
+    n_heads: int | None = None,
+) -> go.Figure:
+    """Layer × head map of each head's class (local / middle / global), hover = its mean
+    attention distance; `classes` has layer, head, condition; `distance` layer, head, value."""
+    names = list(LOCALITY_COLOURS)
+    codes = classes.assign(value=classes["condition"].map(names.index).astype("float64"))
+    grid = _grid(codes[["layer", "head", "value"]], n_layers, n_heads)
+    distances = (
+        _grid(distance, grid.shape[0], grid.shape[1]) if not distance.empty else grid * np.nan
+    )
+    colours = [LOCALITY_COLOURS[name] for name in names]
+    # a step colour scale: class code i (0, 1, 2) owns the i-th third of [zmin, zmax]
+    scale = [[stop, colours[i]] for i in range(3) for stop in (i / 3, (i + 1) / 3)]
+    figure = go.Figure(
+        go.Heatmap(
+            z=grid,
+            x=list(range(grid.shape[1])),
+            y=list(range(grid.shape[0])),
+            customdata=distances,
+            colorscale=scale,
+            zmin=-0.5,
+            zmax=2.5,
+            xgap=1,
+            ygap=1,
+            colorbar={"tickvals": [0, 1, 2], "ticktext": names, "title": {"text": "class"}},
+            hovertemplate="L%{y} H%{x}<br>mean distance %{customdata:.3g} tokens<extra></extra>",
+        ),
+        layout={"template": _TEMPLATE, "title": "local and global heads (by mean distance)"},
+    )
+    figure.update_xaxes(title="head", dtick=1)
+    figure.update_yaxes(title="layer", autorange="reversed")
+    figure.update_layout(height=max(320, 18 * grid.shape[0] + 140))
     return figure

@@ -6,6 +6,9 @@ additionally pick a position. Heads that were not scored have no row; NaN stays 
 
 from __future__ import annotations
 
+import json
+import re
+
 import pandas as pd
 
 SERIES_KEYS = ["probe", "metric", "condition"]
@@ -37,14 +40,19 @@ def select(
     condition: str | None = None,
     position: int | None = None,
 ) -> pd.DataFrame:
-    """Rows of one series (condition None = no condition; position None = no position)."""
+    """Rows of one series (condition None = no condition; position None = no position).
+
+    NaN counts as None: series tables built with pandas turn a missing condition into NaN.
+    """
+    condition = condition if isinstance(condition, str) else None
+    position = None if position is None or pd.isna(position) else int(position)
     rows = table[(table["probe"] == probe) & (table["metric"] == metric)]
-    rows = rows[rows["condition"].isna()] if condition is None else rows[
-        rows["condition"] == condition
-    ]
-    rows = rows[rows["position"].isna()] if position is None else rows[
-        rows["position"] == position
-    ]
+    rows = (
+        rows[rows["condition"].isna()]
+        if condition is None
+        else rows[rows["condition"] == condition]
+    )
+    rows = rows[rows["position"].isna()] if position is None else rows[rows["position"] == position]
     return rows
 
 
@@ -55,7 +63,7 @@ def head_values(
     condition: str | None = None,
     position: int | None = None,
 ) -> pd.DataFrame:
-    """layer, head, value of one series; repeated (layer, head) rows (several models) are averaged."""
+    """layer, head, value of one series; repeated (layer, head) rows are averaged."""
     rows = select(table, probe, metric, condition, position)
     rows = rows[rows["head"].notna()]
     values = rows.groupby(["layer", "head"], as_index=False)["value"].mean()
@@ -70,8 +78,9 @@ def top_heads(values: pd.DataFrame, k: int, threshold: float | None = None) -> p
     ranked = ranked.sort_values(["value", "layer", "head"], ascending=[False, True, True]).head(k)
     ranked = ranked.assign(
         rank=range(1, len(ranked) + 1),
-        name=[f"L{layer}H{head}" for layer, head in zip(ranked["layer"], ranked["head"],
-                                                        strict=True)],
+        name=[
+            f"L{layer}H{head}" for layer, head in zip(ranked["layer"], ranked["head"], strict=True)
+        ],
     )
     return ranked[["rank", "name", "layer", "head", "value"]].reset_index(drop=True)
 
@@ -92,11 +101,17 @@ def head_profile(table: pd.DataFrame, layer: int, head: int) -> pd.DataFrame:
             continue
         value = values.loc[(layer, head)]
         rows.append(
-            [probe, metric, condition if isinstance(condition, str) else None,
-             None if pd.isna(position) else int(position),
-             series_label(probe, metric, condition), value,
-             int((values > value).sum()) + 1, len(values),
-             float((values <= value).mean() * 100)]
+            [
+                probe,
+                metric,
+                condition if isinstance(condition, str) else None,
+                None if pd.isna(position) else int(position),
+                series_label(probe, metric, condition),
+                value,
+                int((values > value).sum()) + 1,
+                len(values),
+                float((values <= value).mean() * 100),
+            ]
         )
     return pd.DataFrame(rows, columns=columns)
 
@@ -154,3 +169,157 @@ def layer_profile(values: pd.DataFrame) -> pd.DataFrame:
     profile = values.groupby("layer", as_index=False)["value"].agg(["mean", "max"])
     last = max(int(profile["layer"].max()), 1) if not profile.empty else 1
     return profile.assign(depth=profile["layer"] / last)
+
+
+# ---- retrieval (probes/retrieval.py) ----
+
+RETRIEVAL_PROBE = "retrieval"
+
+
+def niah_grid(table: pd.DataFrame, metric: str = "niah_accuracy") -> pd.DataFrame:
+    """length, depth, value of a NIAH metric stored per cell (position = prompt length,
+    condition = "depth=D")."""
+    rows = table[(table["probe"] == RETRIEVAL_PROBE) & (table["metric"] == metric)]
+    rows = rows[rows["position"].notna() & rows["condition"].str.startswith("depth=", na=False)]
+    return pd.DataFrame(
+        {
+            "length": rows["position"].astype("int64"),
+            "depth": rows["condition"].str.removeprefix("depth=").astype("int64"),
+            "value": rows["value"].astype("float64"),
+        }
+    ).reset_index(drop=True)
+
+
+def overall(table: pd.DataFrame, probe: str, metric: str, condition: str = "all") -> float | None:
+    rows = select(table, probe, metric, condition)
+    return None if rows.empty else float(rows["value"].mean())
+
+
+# ---- sweeps (analyses/sweep.py; conditions spelled by analyses.plan.Unit.condition) ----
+
+SWEEP_PROBE = "sweep"
+_CONDITION = re.compile(r"^(?P<kind>[A-Za-z_]+)(?:=(?P<strength>[^|]+))?(?:\|(?P<group>.+))?$")
+_RANKED = re.compile(
+    r"^(?P<selection>top|random)(?P<k>\d+):(?P<ranking>.+?)(?::seed(?P<seed>\d+))?$"
+)
+SWEEP_COLUMNS = [
+    "metric",
+    "kind",
+    "strength",
+    "selection",
+    "k",
+    "ranking",
+    "seed",
+    "heads",
+    "layer",
+    "head",
+    "value",
+]
+
+
+def parse_condition(condition: str) -> dict[str, object]:
+    """A sweep unit's condition, e.g. "zero|top4:sink/alpha@0", "zero|random4:…:seed1",
+    "scale=2|heads:L3H1,L5H2", "mean", "clean", split into its parts."""
+    parsed: dict[str, object] = dict.fromkeys(SWEEP_COLUMNS[1:8])
+    match = _CONDITION.match(condition)
+    if match is None:
+        return {**parsed, "kind": condition}
+    parsed["kind"] = match["kind"]
+    parsed["strength"] = float(match["strength"]) if match["strength"] else None
+    group = match["group"] or ""
+    ranked = _RANKED.match(group)
+    if ranked:
+        parsed.update(
+            selection=ranked["selection"],
+            k=int(ranked["k"]),
+            ranking=ranked["ranking"],
+            seed=int(ranked["seed"]) if ranked["seed"] else None,
+        )
+    elif group.startswith("heads:"):
+        parsed.update(selection="heads", heads=group.removeprefix("heads:"))
+    return parsed
+
+
+def sweep_units(table: pd.DataFrame) -> pd.DataFrame:
+    """Sweep rows with their condition parsed (one row per unit and metric)."""
+    rows = table[table["probe"] == SWEEP_PROBE]
+    if rows.empty:
+        return pd.DataFrame(columns=SWEEP_COLUMNS)
+    parsed = {c: parse_condition(c) for c in rows["condition"].dropna().unique()}
+    records = [
+        {
+            **parsed.get(condition, {}),
+            "metric": metric,
+            "layer": layer,
+            "head": head,
+            "value": value,
+        }
+        for metric, condition, layer, head, value in rows[
+            ["metric", "condition", "layer", "head", "value"]
+        ].itertuples(index=False)
+    ]
+    return pd.DataFrame(records, columns=SWEEP_COLUMNS)
+
+
+def clean_value(table: pd.DataFrame, metric: str) -> float | None:
+    """The task measure without intervention (condition "clean"); None for .harm metrics."""
+    return overall(table, SWEEP_PROBE, metric.removesuffix(".harm"), "clean")
+
+
+def topk_curves(units: pd.DataFrame, metric: str, ranking: str, mode: str) -> pd.DataFrame:
+    """k, selection ("top-k" / "random-k"), seed, value of one top-k-vs-random experiment."""
+    rows = units[
+        (units["metric"] == metric)
+        & (units["ranking"] == ranking)
+        & (units["kind"] == mode)
+        & units["selection"].isin(["top", "random"])
+        & units["strength"].isna()
+    ]
+    return pd.DataFrame(
+        {
+            "k": rows["k"].astype("int64"),
+            "selection": rows["selection"] + "-k",
+            "seed": rows["seed"],
+            "value": rows["value"].astype("float64"),
+        }
+    ).reset_index(drop=True)
+
+
+def strength_curves(units: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """strength, series (kind and heads), value of every strength grid of one metric."""
+    rows = units[(units["metric"] == metric) & units["strength"].notna()]
+    where = rows["heads"].fillna(
+        rows["selection"].fillna("")
+        + rows["k"].astype("Int64").astype("string").fillna("")
+        + ":"
+        + rows["ranking"].fillna("")
+    )
+    return pd.DataFrame(
+        {
+            "strength": rows["strength"].astype("float64"),
+            "series": rows["kind"] + " " + where,
+            "value": rows["value"].astype("float64"),
+        }
+    ).reset_index(drop=True)
+
+
+# ---- future attention (probes/future_attention.py) ----
+
+FUTURE_PROBE = "future_attention"
+
+
+def token_rows(table: pd.DataFrame, probe: str, metrics: list[str]) -> pd.DataFrame:
+    """prompt, position, token, metric, value of per-token rows whose condition is JSON
+    {"prompt", "token"}."""
+    rows = table[(table["probe"] == probe) & table["metric"].isin(metrics)]
+    rows = rows[rows["position"].notna() & rows["condition"].notna()]
+    keys = {c: json.loads(c) for c in rows["condition"].unique()}
+    return pd.DataFrame(
+        {
+            "prompt": rows["condition"].map(lambda c: keys[c].get("prompt")),
+            "position": rows["position"].astype("int64"),
+            "token": rows["condition"].map(lambda c: keys[c].get("token", "")),
+            "metric": rows["metric"],
+            "value": rows["value"].astype("float64"),
+        }
+    ).reset_index(drop=True)

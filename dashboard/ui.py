@@ -37,10 +37,19 @@ def missing(what: str, command: str) -> None:
     st.code(command, language="bash")
 
 
+def newest_first(root: Path) -> list[str]:
+    """Run ids by creation time (from the manifests), newest first; ties by name."""
+    runs = data.runs(root)
+    ordered = runs.assign(created=runs["created"].fillna("")).sort_values(
+        ["created", "run_id"], ascending=False
+    )
+    return list(ordered["run_id"])
+
+
 def sidebar_run_picker(root: Path) -> str | None:
     """The run every page shows, newest first; `?run=<id>` in the URL picks it when valid."""
     try:
-        ids = data.run_ids(root)[::-1]
+        ids = newest_first(root)
     except (OSError, StoreError) as error:
         st.sidebar.error(str(error))
         return None
@@ -87,8 +96,9 @@ def no_runs(root: Path) -> None:
     st.warning(f"The data directory `{root}` {where}.")
     st.markdown("Make a run (the sink probe on the default model takes about ten seconds):")
     st.code(f"{scan_command(root, 'sink,pattern')} --max-tokens 128", language="bash")
-    st.markdown("Then reload this page. To look at another directory: "
-                "`headlab dashboard --data DIR`.")
+    st.markdown(
+        "Then reload this page. To look at another directory: `headlab dashboard --data DIR`."
+    )
 
 
 def run_context() -> RunContext:

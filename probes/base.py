@@ -135,6 +135,23 @@ class StreamingProbe(Probe):
         return lambda resid, hook: self.on_resid_pre(layer, resid, batch)
 
 
+class GenerativeProbe(Probe):
+    """A probe that generates instead of reading one forward pass (e.g. greedy decoding on
+    needle-in-a-haystack prompts). The engine skips it in its passes and calls `generate` once;
+    `tables` may return extra per-run tables (name -> DataFrame) that the scan stores beside the
+    tidy rows."""
+
+    def hooks(self, batch: Batch) -> list[Hook]:
+        return []
+
+    @abstractmethod
+    def generate(self, model: LoadedModel, *, progress: bool = True) -> None:
+        """Run the probe's own prompts through `model`, folding the results into its state."""
+
+    def tables(self) -> dict[str, Any]:
+        return {}
+
+
 PROBES: dict[str, type[Probe]] = {}
 
 

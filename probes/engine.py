@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from probes.base import Batch, Probe
+from probes.base import Batch, GenerativeProbe, Probe
 from probes.models import LoadedModel
 from probes.prompts import PromptSuite
 
@@ -92,6 +92,8 @@ def plan_passes(
     suite_readers: list[Probe] = []
     own: list[Pass] = []
     for probe in probes:
+        if isinstance(probe, GenerativeProbe):
+            continue  # it decodes on its own, after the passes
         supplied = probe.prompts(model, suite, max_tokens)
         if supplied is None:
             suite_readers.append(probe)
@@ -124,13 +126,46 @@ def forward(model: LoadedModel, batch: Batch, fwd_hooks: list) -> None:
         bridge(batch.tokens, attention_mask=batch.attention_mask, return_type=None)
 
 
+PATHS = ("auto", "bridge", "fast")
+
+
+def choose_path(model: LoadedModel, probes: Sequence[Probe], path: str) -> str:
+    """'fast' (probes/fastpath.py) when every probe is a StreamingProbe and the model's layers
+    are reachable; 'bridge' (TransformerLens hooks on whole patterns) otherwise."""
+    from probes import fastpath
+
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+    if path == "bridge":
+        return "bridge"
+    if fastpath.supports(model, probes):
+        return "fast"
+    if path == "fast":
+        others = [p.name for p in probes if not isinstance(p, StreamingProbe)]
+        raise ValueError(
+            f"the fast path cannot run probes {others or [p.name for p in probes]} on model "
+            f"{model.info.name!r}; use path='bridge'"
+        )
+    return "bridge"
+
+
 def run_batch(
-    model: LoadedModel, batch: Batch, probes: Sequence[Probe], extra_hooks: Sequence = ()
+    model: LoadedModel,
+    batch: Batch,
+    probes: Sequence[Probe],
+    extra_hooks: Sequence = (),
+    path: str = "bridge",
 ) -> None:
     """One batch through every probe: their hooks in one forward pass, then `end_batch`.
 
-    `extra_hooks` run before the probes' hooks on the same hook point (tests plant patterns so).
+    `extra_hooks` run before the probes' hooks on the same hook point (tests plant patterns so);
+    they need the bridge path.
     """
+    if choose_path(model, probes, path) == "fast" and not extra_hooks:
+        from probes import fastpath
+
+        fastpath.run_batch(model, batch, probes)
+        return
     fwd_hooks = list(extra_hooks) + [hook for probe in probes for hook in probe.hooks(batch)]
     forward(model, batch, fwd_hooks)
     for probe in probes:
@@ -166,8 +201,14 @@ def run(
     batch_size: int = 4,
     max_tokens: int | None = 256,
     progress: bool = True,
+    path: str = "auto",
 ) -> pd.DataFrame:
-    """Run `suite` through `model` with all `probes` streaming; return their tidy rows."""
+    """Run `suite` through `model` with all `probes` streaming; return their tidy rows.
+
+    `path`: "auto" takes the fast path (exact pattern rows from queries and keys beside the
+    model's own attention) when all probes of a pass allow it, else the bridge's hooks;
+    "bridge" or "fast" force one.
+    """
     if not probes:
         raise ValueError("no probes selected")
     if batch_size < 1:
@@ -180,12 +221,19 @@ def run(
     passes = plan_passes(model, probes, suite, max_tokens)
     n_tokens = sum(len(prompt.tokens) for each in passes for prompt in each.prompts)
     with tqdm(
-        total=n_tokens, unit="tok", desc=f"scan {model.info.name}", disable=not progress
+        total=n_tokens,
+        unit="tok",
+        desc=f"scan {model.info.name}",
+        disable=not progress or not n_tokens,
     ) as bar:
         for each in passes:
+            chosen = choose_path(model, each.probes, path)
             for batch in batches(each.prompts, batch_size, pad_id, model.device, each.keep_order):
-                run_batch(model, batch, each.probes)
+                run_batch(model, batch, each.probes, path=chosen)
                 bar.update(int(batch.lengths.sum()))
+    for probe in probes:
+        if isinstance(probe, GenerativeProbe):
+            probe.generate(model, progress=progress)
     frames = [pd.DataFrame(probe.rows()).assign(probe=probe.name) for probe in probes]
     table = pd.concat(frames, ignore_index=True)
     for column in RESULT_COLUMNS:

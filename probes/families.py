@@ -5,4 +5,5 @@ from probes import divergence  # noqa: F401
 from probes import future_attention  # noqa: F401
 from probes import pattern_classes  # noqa: F401
 from probes import pattern_snapshots  # noqa: F401
+from probes import retrieval  # noqa: F401
 from probes import sinks  # noqa: F401

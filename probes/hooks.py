@@ -24,6 +24,18 @@ def block(layer: int, kind: str) -> str:
     return f"blocks.{layer}.hook_{kind}"
 
 
+def final_norm(kind: str = "out") -> str:
+    """Hook name around the final normalisation before the unembedding, e.g. final_norm("out")."""
+    if kind not in ("in", "out"):
+        raise ValueError(f"unknown final-norm hook kind {kind!r}; expected 'in' or 'out'")
+    return f"ln_final.hook_{kind}"
+
+
+def logits() -> str:
+    """Hook name of the unembedding's output, the logits [batch, pos, vocab]."""
+    return "unembed.hook_out"
+
+
 def layer_of(hook_name: str) -> int:
     """The layer index a block hook name refers to."""
     match = _LAYER.match(hook_name)

@@ -28,8 +28,7 @@ from typing import Any
 import torch
 from jaxtyping import Float
 
-from probes import hooks
-from probes.base import Batch, Hook, Probe, ProbeParams, register_probe
+from probes.base import Batch, ProbeParams, StreamingProbe, register_probe
 from probes.models import LoadedModel
 
 MAX_BLOCKS = 64  # keeps a stored pattern at ≤ 2,080 cells per head and prompt
@@ -48,15 +47,18 @@ def block_starts(length: int, max_blocks: int) -> list[int]:
     return [index * length // n_blocks for index in range(n_blocks)]
 
 
+def block_membership(length: int, starts: Sequence[int]) -> Float[torch.Tensor, "pos block"]:
+    """One-hot [position, block] matrix of which block each of `length` positions is in."""
+    boundaries = torch.tensor(list(starts[1:]), dtype=torch.long)
+    block_of = torch.bucketize(torch.arange(length), boundaries, right=True)
+    return torch.nn.functional.one_hot(block_of, len(starts)).float()
+
+
 def pool_pattern(
     pattern: Float[torch.Tensor, "head q_pos k_pos"], starts: Sequence[int]
 ) -> Float[torch.Tensor, "head q_block k_block"]:
     """Mean over each query block of the attention mass sent to each key block."""
-    n_positions = pattern.shape[-1]
-    boundaries = torch.tensor(list(starts[1:]), device=pattern.device)
-    block_of = torch.bucketize(torch.arange(n_positions, device=pattern.device), boundaries,
-                               right=True)
-    membership = torch.nn.functional.one_hot(block_of, len(starts)).to(pattern.dtype)  # [pos, B]
+    membership = block_membership(pattern.shape[-1], starts).to(pattern)
     mass = torch.einsum("qb,hqk,kc->hbc", membership, pattern, membership)
     return mass / membership.sum(0)[None, :, None]
 
@@ -69,8 +71,9 @@ class PatternParams(ProbeParams):
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_blocks <= MAX_BLOCKS:
-            raise ValueError(f"pattern probe: max_blocks must be in [1, {MAX_BLOCKS}], "
-                             f"got {self.max_blocks}")
+            raise ValueError(
+                f"pattern probe: max_blocks must be in [1, {MAX_BLOCKS}], got {self.max_blocks}"
+            )
         if self.n_prompts < 1 and not self.prompt_ids:
             raise ValueError(f"pattern probe: n_prompts must be at least 1, got {self.n_prompts}")
 
@@ -79,11 +82,11 @@ class PatternParams(ProbeParams):
 class _Snapshot:
     ids: list[int]
     starts: list[int]
-    pooled: dict[int, torch.Tensor]  # layer -> [head, B, B]
+    mass: dict[int, torch.Tensor]  # layer -> [head, B, B], attention mass summed over queries
 
 
 @register_probe
-class PatternSnapshotProbe(Probe):
+class PatternSnapshotProbe(StreamingProbe):
     name = "pattern"
     Params = PatternParams
     description = "pooled attention patterns of a few prompts, for the dashboard's head detail"
@@ -92,6 +95,7 @@ class PatternSnapshotProbe(Probe):
         super().__init__(info, params)
         self.snapshots: dict[str, _Snapshot] = {}
         self.decode = None
+        self._rows: dict[int, str] = {}  # row in the current batch -> prompt id
 
     def bind(self, model: LoadedModel) -> None:
         self.decode = model.tokenizer.decode
@@ -103,51 +107,78 @@ class PatternSnapshotProbe(Probe):
             return prompt_id in self.params.prompt_ids
         return len(self.snapshots) < self.params.n_prompts
 
-    def hooks(self, batch: Batch) -> list[Hook]:
-        chosen: dict[int, str] = {}  # row in batch -> prompt id
+    def start_batch(self, batch: Batch) -> None:
+        self._rows = {}
         for row, prompt_id in enumerate(batch.prompt_ids):
             if self._wanted(prompt_id):
                 length = int(batch.lengths[row])
                 self.snapshots[prompt_id] = _Snapshot(
                     ids=batch.tokens[row, :length].tolist(),
                     starts=block_starts(length, self.params.max_blocks),
-                    pooled={},
+                    mass={},
                 )
-                chosen[row] = prompt_id
-        if not chosen:
-            return []
+                self._rows[row] = prompt_id
 
-        def on_pattern(pattern: torch.Tensor, hook: Any) -> None:
-            layer = hooks.layer_of(hook.name)
-            for row, prompt_id in chosen.items():
-                snapshot = self.snapshots[prompt_id]
-                length = len(snapshot.ids)
-                real = pattern[row, :, :length, :length].float()
-                snapshot.pooled[layer] = pool_pattern(real, snapshot.starts).cpu()
+    def on_pattern(self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch) -> None:
+        # Pooling is a sum over queries, so query chunks add up; the mean is taken in rows().
+        for row, prompt_id in self._rows.items():
+            snapshot = self.snapshots[prompt_id]
+            length = len(snapshot.ids)
+            n_queries = max(0, min(rows.shape[2], length - q_start))
+            if n_queries == 0:
+                continue
+            chunk = rows[row, :, :n_queries, :length].float()
+            membership = block_membership(length, snapshot.starts).to(chunk.device)
+            mass = torch.einsum(
+                "qb,hqk,kc->hbc", membership[q_start : q_start + n_queries], chunk, membership
+            ).cpu()
+            snapshot.mass[layer] = snapshot.mass.get(layer, 0) + mass
 
-        return [(hooks.attn(layer, "pattern"), on_pattern) for layer in range(self.info.n_layers)]
+    def end_batch(self, batch: Batch) -> None:
+        self._rows = {}
 
     def rows(self) -> list[dict[str, Any]]:
         missing = sorted(set(self.params.prompt_ids) - set(self.snapshots))
         if missing:
-            raise ValueError(f"pattern probe: prompt ids {missing} were never fed "
-                             f"(fed: {sorted(self.snapshots) or 'none of those asked for'})")
+            raise ValueError(
+                f"pattern probe: prompt ids {missing} were never fed "
+                f"(fed: {sorted(self.snapshots) or 'none of those asked for'})"
+            )
         rows: list[dict[str, Any]] = []
         for prompt_id, snapshot in self.snapshots.items():
             text = [self.decode([token]) for token in snapshot.ids] if self.decode else None
-            tokens = {"prompt": prompt_id, "ids": snapshot.ids, "text": text,
-                      "block_starts": snapshot.starts}
-            rows.append({"metric": "tokens", "layer": None, "head": None,
-                         "condition": json.dumps(tokens), "value": float(len(snapshot.ids))})
+            tokens = {
+                "prompt": prompt_id,
+                "ids": snapshot.ids,
+                "text": text,
+                "block_starts": snapshot.starts,
+            }
+            rows.append(
+                {
+                    "metric": "tokens",
+                    "layer": None,
+                    "head": None,
+                    "condition": json.dumps(tokens),
+                    "value": float(len(snapshot.ids)),
+                }
+            )
             n_blocks = len(snapshot.starts)
             conditions = [attention_condition(prompt_id, kb) for kb in range(n_blocks)]
-            for layer, pooled in sorted(snapshot.pooled.items()):
+            queries = block_membership(len(snapshot.ids), snapshot.starts).sum(0)
+            for layer, mass in sorted(snapshot.mass.items()):
+                pooled = mass / queries[None, :, None]
                 values = pooled.tolist()
                 for head in range(pooled.shape[0]):
                     for qb in range(n_blocks):
                         rows.extend(
-                            {"metric": "attention", "layer": layer, "head": head, "position": qb,
-                             "condition": conditions[kb], "value": values[head][qb][kb]}
+                            {
+                                "metric": "attention",
+                                "layer": layer,
+                                "head": head,
+                                "position": qb,
+                                "condition": conditions[kb],
+                                "value": values[head][qb][kb],
+                            }
                             for kb in range(qb + 1)
                         )
         return rows

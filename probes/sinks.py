@@ -66,8 +66,9 @@ def massive_activation_ratio(
     for index, length in enumerate(lengths.tolist()):
         magnitude = resid[index, :length].abs().float()
         median = magnitude.median().clamp(min=torch.finfo(torch.float32).tiny)
-        sink_ratio.append(magnitude[sink_position].max() / median)
-        others = torch.cat([magnitude[:sink_position], magnitude[sink_position + 1 :]])
+        token_max = magnitude.amax(dim=-1)
+        sink_ratio.append(token_max[sink_position] / median)
+        others = torch.cat([token_max[:sink_position], token_max[sink_position + 1 :]])
         other_ratio.append(others.max() / median if others.numel() else torch.tensor(float("nan")))
     return torch.stack(sink_ratio), torch.stack(other_ratio)
 

@@ -87,6 +87,26 @@ def attend_uniform(layer: int, head: int, keys_of_query: Callable[[int], Sequenc
     return _plant(layer, head, make)
 
 
+def emit(tokens: Sequence[int]):
+    """Greedy decoding emits `tokens` in order, one per single-query step, by raising their
+    logit; a multi-query forward (a prefill) restarts the sequence, later steps are untouched."""
+    state = {"step": 0}
+
+    def hook(logits: torch.Tensor, hook) -> torch.Tensor:
+        if logits.shape[1] != 1:
+            state["step"] = 0
+            return logits
+        step = state["step"]
+        state["step"] += 1
+        if step >= len(tokens):
+            return logits
+        logits = logits.clone()
+        logits[:, -1, tokens[step]] = logits[:, -1].max() + BIG
+        return logits
+
+    return (hooks.logits(), hook)
+
+
 @contextmanager
 def planted(model, plants: Sequence[tuple[str, Callable]]) -> Iterator[None]:
     """Keep `plants` active around a whole `engine.run` (its per-batch hooks nest inside)."""

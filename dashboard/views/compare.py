@@ -10,20 +10,23 @@ from dashboard import data, figures, frames, ui
 
 st.title("Compare runs")
 root = ui.data_dir()
-ids = data.run_ids(root)[::-1]
+ids = ui.newest_first(root)
 if len(ids) < 2:
     if not ids:
         ui.no_runs(root)
     else:
         st.info("Comparing needs two runs; make another, e.g. on a second model:")
-        st.code(f"{ui.scan_command(root, 'sink')} --model gemma-3-270m --max-tokens 128",
-                language="bash")
+        st.code(
+            f"{ui.scan_command(root, 'sink')} --model gemma-3-270m --max-tokens 128",
+            language="bash",
+        )
     st.stop()
 
 current = st.session_state.get(ui.RUN_KEY, ids[0])
 left, right = st.columns(2)
-run_a = left.selectbox("run A", ids, index=ids.index(current) if current in ids else 0,
-                       key="compare_a")
+run_a = left.selectbox(
+    "run A", ids, index=ids.index(current) if current in ids else 0, key="compare_a"
+)
 run_b = right.selectbox("run B", ids, index=1 if ids[0] == run_a else 0, key="compare_b")
 try:
     tables = {run: data.results(root, run) for run in (run_a, run_b)}
@@ -33,7 +36,8 @@ except StoreError as error:
     st.stop()
 
 series = frames.head_series(tables[run_a]).merge(
-    frames.head_series(tables[run_b])[["label"]], on="label")
+    frames.head_series(tables[run_b])[["label"]], on="label"
+)
 if series.empty:
     st.info("The two runs share no per-head metric.")
     st.stop()
@@ -42,8 +46,12 @@ chosen = series[series["label"] == label].iloc[0]
 position = None
 if chosen["positions"]:
     position = st.selectbox("key position k", chosen["positions"], key="compare_position")
-values = {run: frames.head_values(tables[run], chosen["probe"], chosen["metric"],
-                                  chosen["condition"], position) for run in (run_a, run_b)}
+values = {
+    run: frames.head_values(
+        tables[run], chosen["probe"], chosen["metric"], chosen["condition"], position
+    )
+    for run in (run_a, run_b)
+}
 
 
 def name(run: str) -> str:
@@ -53,29 +61,41 @@ def name(run: str) -> str:
 
 columns = st.columns(2)
 for column, run, side in zip(columns, (run_a, run_b), "ab", strict=True):
-    column.plotly_chart(figures.head_heatmap(values[run], title=name(run)),
-                        key=f"compare_map_{side}")
+    column.plotly_chart(
+        figures.head_heatmap(values[run], title=name(run)), key=f"compare_map_{side}"
+    )
 
 paired = frames.paired_heads(values[run_a], values[run_b])
-same_shape = (values[run_a][["layer", "head"]].max().tolist()
-              == values[run_b][["layer", "head"]].max().tolist())
+same_shape = (
+    values[run_a][["layer", "head"]].max().tolist()
+    == values[run_b][["layer", "head"]].max().tolist()
+)
 if same_shape and len(paired) > 1:
     pearson = paired["a"].corr(paired["b"])
     spearman = paired["a"].rank().corr(paired["b"].rank())
-    st.caption(f"{len(paired)} heads in both runs: Pearson r = {pearson:.3f}, "
-               f"Spearman ρ = {spearman:.3f}, mean |A − B| = "
-               f"{(paired['a'] - paired['b']).abs().mean():.4g}")
-    st.plotly_chart(figures.compare_scatter(paired, f"A: {run_a}", f"B: {run_b}",
-                                            title=f"{label}: head by head"),
-                    key="compare_scatter")
+    st.caption(
+        f"{len(paired)} heads in both runs: Pearson r = {pearson:.3f}, "
+        f"Spearman ρ = {spearman:.3f}, mean |A − B| = "
+        f"{(paired['a'] - paired['b']).abs().mean():.4g}"
+    )
+    st.plotly_chart(
+        figures.compare_scatter(
+            paired, f"A: {run_a}", f"B: {run_b}", title=f"{label}: head by head"
+        ),
+        key="compare_scatter",
+    )
 else:
-    st.caption("The runs have different layer × head grids (different models): compare them "
-               "by relative depth below.")
+    st.caption(
+        "The runs have different layer × head grids (different models): compare them "
+        "by relative depth below."
+    )
 statistic = st.radio("per layer", ["mean", "max"], horizontal=True, key="compare_statistic")
 profiles = {name(run): frames.layer_profile(values[run]) for run in (run_a, run_b)}
 st.plotly_chart(figures.layer_profiles(profiles, statistic), key="compare_profiles")
 summary = pd.DataFrame(
-    [{"run": name(run), "heads": len(v), "mean": v["value"].mean(), "max": v["value"].max()}
-     for run, v in values.items()]
+    [
+        {"run": name(run), "heads": len(v), "mean": v["value"].mean(), "max": v["value"].max()}
+        for run, v in values.items()
+    ]
 )
 st.dataframe(summary, hide_index=True, key="compare_summary")

@@ -1,4 +1,65 @@
-"""placeholder"""
+"""Future attention: per-token WAAD (local heads) and FAI (global heads) along a prompt, and
+which heads are local or global (Li et al. 2025)."""
+
+from __future__ import annotations
+
 import streamlit as st
 
-st.title("future_attention")
+from dashboard import figures, frames, ui
+
+st.title("Future attention")
+context = ui.run_context()
+table = context.table
+if not (table["probe"] == frames.FUTURE_PROBE).any():
+    ui.missing("future-attention results", ui.scan_command(context.root, "future_attention"))
+    st.stop()
+
+params = context.probe_params(frames.FUTURE_PROBE)
+tokens = frames.token_rows(table, frames.FUTURE_PROBE, ["waad", "fai"])
+if tokens.empty:
+    st.info("This run stores no per-token WAAD / FAI series.")
+else:
+    prompt = st.selectbox("prompt", sorted(tokens["prompt"].unique()), key="future_prompt")
+    series = tokens[tokens["prompt"] == prompt]
+    text = series.drop_duplicates("position").sort_values("position")["token"].tolist()
+    for metric, label, what in (
+        (
+            "waad",
+            "WAAD_t",
+            f"windowed attention distance of the local heads (W = {params.get('window', '?')})",
+        ),
+        (
+            "fai",
+            "FAI_s",
+            f"attention later tokens (t − s in [{params.get('horizon_low', '?')}, "
+            f"{params.get('horizon_high', '?')}]) pay to s, global heads",
+        ),
+    ):
+        values = series[series["metric"] == metric].set_index("position")["value"]
+        values = values.reindex(range(len(text)))
+        st.plotly_chart(
+            figures.token_series(
+                {label: values.tolist()}, text, title=f"{label}: {what}", y_label=label
+            ),
+            key=f"future_{metric}",
+        )
+    fai = series[series["metric"] == "fai"].nlargest(10, "value")
+    st.markdown("**Tokens with the highest FAI** (anchors later tokens look back to)")
+    st.dataframe(fai[["position", "token", "value"]], hide_index=True, key="future_anchors")
+
+st.subheader("Local and global heads")
+classes = table[(table["probe"] == frames.FUTURE_PROBE) & (table["metric"] == "locality")]
+distance = frames.head_values(table, frames.FUTURE_PROBE, "mean_attention_distance")
+if classes.empty:
+    st.info("This run stores no head classes.")
+else:
+    n_layers, n_heads = context.shape
+    st.plotly_chart(
+        figures.locality_map(
+            classes[["layer", "head", "condition"]].astype({"layer": "int64", "head": "int64"}),
+            distance,
+            n_layers=n_layers,
+            n_heads=n_heads,
+        ),
+        key="future_locality",
+    )

@@ -21,11 +21,15 @@ if profile.empty:
     st.info(f"L{layer}H{head} has no per-head scores in this run.")
 else:
     headline = profile[profile["position"].isna() | (profile["position"] == 0)]
-    st.plotly_chart(figures.profile_bars(headline, title="percentile among all heads "
-                                         "(per-position metrics at k = 0)"),
-                    key="detail_profile")
-    st.dataframe(profile.drop(columns=["probe", "metric", "condition"]), hide_index=True,
-                 key="detail_scores")
+    st.plotly_chart(
+        figures.profile_bars(
+            headline, title="percentile among all heads (per-position metrics at k = 0)"
+        ),
+        key="detail_profile",
+    )
+    st.dataframe(
+        profile.drop(columns=["probe", "metric", "condition"]), hide_index=True, key="detail_scores"
+    )
 
 st.subheader(f"L{layer}H{head}: attention pattern")
 prompts = data.pattern_prompts(context.root, context.run_id)
@@ -41,11 +45,16 @@ if cells.empty:
 pooled = tokens.n_blocks < len(tokens.text)
 st.caption(
     f"{len(tokens.text)} tokens"
-    + (f", pooled into {tokens.n_blocks} blocks: each cell is the attention mass a query of "
-       "the row's block sends to the column's block, averaged over the block's queries"
-       if pooled else "; each cell is the attention weight A[query, key]")
+    + (
+        f", pooled into {tokens.n_blocks} blocks: each cell is the attention mass a query of "
+        "the row's block sends to the column's block, averaged over the block's queries"
+        if pooled
+        else "; each cell is the attention weight A[query, key]"
+    )
 )
 matrix = frames.pattern_matrix(cells, tokens.n_blocks)
 labels = [tokens.block_text(block) for block in range(tokens.n_blocks)]
-st.plotly_chart(figures.pattern_heatmap(matrix, labels, title=f"L{layer}H{head} on {prompt_id}"),
-                key="detail_pattern")
+st.plotly_chart(
+    figures.pattern_heatmap(matrix, labels, title=f"L{layer}H{head} on {prompt_id}"),
+    key="detail_pattern",
+)

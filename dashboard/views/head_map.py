@@ -17,10 +17,15 @@ label = st.selectbox("metric", list(series["label"]), key="map_series")
 chosen = series[series["label"] == label].iloc[0]
 position = None
 if chosen["positions"]:
-    position = st.selectbox("key position k", chosen["positions"], key="map_position",
-                            help="this metric is stored per key position")
-values = frames.head_values(context.table, chosen["probe"], chosen["metric"],
-                            chosen["condition"], position)
+    position = st.selectbox(
+        "key position k",
+        chosen["positions"],
+        key="map_position",
+        help="this metric is stored per key position",
+    )
+values = frames.head_values(
+    context.table, chosen["probe"], chosen["metric"], chosen["condition"], position
+)
 if values.empty:
     st.info("No head has a value for this metric at this position.")
     st.stop()
@@ -31,21 +36,27 @@ use_threshold = left.toggle("mark heads at or above a threshold", key="map_use_t
 threshold = None
 if use_threshold and high > low:
     threshold = left.slider("threshold", low, high, (low + high) / 2, key="map_threshold")
-k = right.number_input("top k", min_value=1, max_value=len(values), value=min(10, len(values)),
-                       key="map_k")
+k = right.number_input(
+    "top k", min_value=1, max_value=len(values), value=min(10, len(values)), key="map_k"
+)
 
 n_layers, n_heads = context.shape
 title = label + (f" @ k={position}" if position is not None else "")
 st.plotly_chart(
-    figures.head_heatmap(values, title=title, threshold=threshold, n_layers=n_layers,
-                         n_heads=n_heads),
+    figures.head_heatmap(
+        values, title=title, threshold=threshold, n_layers=n_layers, n_heads=n_heads
+    ),
     key="map_heatmap",
 )
 top = frames.top_heads(values, int(k), threshold)
-st.markdown(f"**Top {len(top)} heads**" + (f" with value ≥ {threshold:.4g}" if threshold else "")
-            + " — select a row to open it in head detail")
-selection = st.dataframe(top, hide_index=True, key="map_top", on_select="rerun",
-                         selection_mode="single-row")
+st.markdown(
+    f"**Top {len(top)} heads**"
+    + (f" with value ≥ {threshold:.4g}" if threshold else "")
+    + " — select a row to open it in head detail"
+)
+selection = st.dataframe(
+    top, hide_index=True, key="map_top", on_select="rerun", selection_mode="single-row"
+)
 rows = selection.selection.rows if selection else []
 if rows:
     picked = top.iloc[rows[0]]

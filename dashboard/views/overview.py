@@ -30,15 +30,24 @@ columns[3].metric("rows", f"{len(context.table):,}")
 
 st.markdown("**Probes and parameters**")
 st.dataframe(
-    [{"probe": name, "parameters": ", ".join(f"{k}={v}" for k, v in (params or {}).items())}
-     for name, params in (manifest.get("probes") or {}).items()],
-    hide_index=True, key="overview_probes",
+    [
+        {"probe": name, "parameters": ", ".join(f"{k}={v}" for k, v in (params or {}).items())}
+        for name, params in (manifest.get("probes") or {}).items()
+    ],
+    hide_index=True,
+    key="overview_probes",
 )
 st.markdown("**What the run stores**")
-counts = (context.table.groupby(["probe", "metric"], dropna=False)
-          .agg(rows=("value", "size"), heads=("head", "nunique"),
-               positions=("position", "nunique"), conditions=("condition", "nunique"))
-          .reset_index())
+counts = (
+    context.table.groupby(["probe", "metric"], dropna=False)
+    .agg(
+        rows=("value", "size"),
+        heads=("head", "nunique"),
+        positions=("position", "nunique"),
+        conditions=("condition", "nunique"),
+    )
+    .reset_index()
+)
 st.dataframe(counts, hide_index=True, key="overview_counts")
 
 st.markdown("**Provenance**")
@@ -55,7 +64,10 @@ provenance = {
     "git": f"{git.get('commit')}" + (" (uncommitted changes)" if git.get("dirty") else ""),
     "versions": ", ".join(f"{k} {v}" for k, v in (manifest.get("versions") or {}).items()),
 }
-st.dataframe([{"field": key, "value": str(value)} for key, value in provenance.items()],
-             hide_index=True, key="overview_provenance")
+st.dataframe(
+    [{"field": key, "value": str(value)} for key, value in provenance.items()],
+    hide_index=True,
+    key="overview_provenance",
+)
 with st.expander("manifest.json"):
     st.json(manifest, expanded=False)

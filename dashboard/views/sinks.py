@@ -15,28 +15,42 @@ if not (table["probe"] == "sink").any():
 
 params = context.probe_params("sink")
 epsilon = params.get("epsilon")
-positions = sorted(int(p) for p in table.loc[(table["probe"] == "sink")
-                                             & (table["metric"] == "sink_rate"),
-                                             "position"].dropna().unique())
+positions = sorted(
+    int(p)
+    for p in table.loc[(table["probe"] == "sink") & (table["metric"] == "sink_rate"), "position"]
+    .dropna()
+    .unique()
+)
 overall = frames.sink_percent_by_layer(table, positions)
 if positions:
     first = overall[overall["position"] == positions[0]]["value"].mean()
-    st.metric(f"Sink_{positions[0]}^ε over all heads (ε = {epsilon})", f"{first:.1f}%",
-              help="percentage of (sequence, layer, head) whose α on the key exceeds ε "
-              "(Gu et al. 2024)")
-    shown = st.multiselect("key positions k", positions, default=positions[:1],
-                           key="sinks_positions")
-    st.plotly_chart(figures.sink_by_layer(overall[overall["position"].isin(shown)], epsilon),
-                    key="sinks_by_layer")
+    st.metric(
+        f"Sink_{positions[0]}^ε over all heads (ε = {epsilon})",
+        f"{first:.1f}%",
+        help="percentage of (sequence, layer, head) whose α on the key exceeds ε (Gu et al. 2024)",
+    )
+    shown = st.multiselect(
+        "key positions k", positions, default=positions[:1], key="sinks_positions"
+    )
+    st.plotly_chart(
+        figures.sink_by_layer(overall[overall["position"].isin(shown)], epsilon),
+        key="sinks_by_layer",
+    )
 
 st.subheader("Where the sinks are")
-choice = st.radio("colour by", ["Sink_k^ε (% of heads)", "mean α over heads"], horizontal=True,
-                  key="sinks_map_metric")
+choice = st.radio(
+    "colour by",
+    ["Sink_k^ε (% of heads)", "mean α over heads"],
+    horizontal=True,
+    key="sinks_map_metric",
+)
 metric = "sink_rate" if choice.startswith("Sink") else "alpha"
 st.plotly_chart(
-    figures.position_map(frames.sink_map(table, metric),
-                         value_label="% heads" if metric == "sink_rate" else "α",
-                         title=f"{choice} by layer and key position"),
+    figures.position_map(
+        frames.sink_map(table, metric),
+        value_label="% heads" if metric == "sink_rate" else "α",
+        title=f"{choice} by layer and key position",
+    ),
     key="sinks_map",
 )
 hidden = frames.head_values(table, "sink", "hidden_sink_count")
@@ -44,9 +58,12 @@ if not hidden.empty:
     n_layers, n_heads = context.shape
     threshold = params.get("hidden_threshold")
     st.plotly_chart(
-        figures.head_heatmap(hidden, n_layers=n_layers, n_heads=n_heads,
-                             title=f"hidden sinks beyond position 0 per sequence "
-                             f"(ACT: α > {threshold})"),
+        figures.head_heatmap(
+            hidden,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            title=f"hidden sinks beyond position 0 per sequence (ACT: α > {threshold})",
+        ),
         key="sinks_hidden",
     )
 ratios = frames.massive_ratios(table)

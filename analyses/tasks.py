@@ -1,0 +1,247 @@
+"""Task metrics for interventions: how well does the model still do the job?
+
+A `Task` turns a model plus forward hooks into named measures. `ForwardTask`s are scored from
+the logits of one teacher-forced forward pass per batch, which lets a sweep reuse the clean
+prefix and stack several interventions in one pass:
+
+  lm   mean next-token cross-entropy on prose (the standard-library docs suite); lower is better
+  ioi  logit(correct) − logit(incorrect) at the last token of IOI-style prompt pairs, and the
+       share of pairs where it is positive; higher is better
+
+Extension point — NIAH accuracy: needle-in-a-haystack needs greedy generation, not one forward
+pass. Register a `Task` subclass whose `evaluate(model, fwd_hooks)` runs the retrieval code's
+haystacks under the given hooks and returns {"accuracy": ...}; sweeps then run it per
+intervention (no prefix reuse or stacking) with everything else unchanged.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from jaxtyping import Float, Int
+
+from analyses.ioi import PromptPair, ioi_pairs, load_pairs
+from probes import hooks as hook_names
+from probes.base import Batch, Hook
+from probes.engine import TokenizedPrompt, batches, patterns_released_after_each_layer
+from probes.models import LoadedModel
+from probes.prompts import stdlib_docs_suite
+
+
+class TaskError(ValueError):
+    """A task cannot run as configured; the message names the task and the parameter."""
+
+
+@dataclass(frozen=True)
+class TaskParams:
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TaskBatch:
+    batch: Batch
+    answers: Int[torch.Tensor, "batch 2"] | None = None  # (correct, incorrect) token ids
+    read_at: Int[torch.Tensor, "batch n_read"] | None = None  # positions whose logits matter
+
+
+class Task(ABC):
+    """A task; `evaluate` is all a sweep needs from it."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[TaskParams]]
+    higher_is_better: ClassVar[dict[str, bool]]  # measure -> direction
+    objective: ClassVar[str]  # the measure attribution patching differentiates
+    description: ClassVar[str] = ""
+
+    def __init__(self, params: TaskParams | None = None) -> None:
+        self.params = params if params is not None else self.Params()
+
+    @abstractmethod
+    def evaluate(self, model: LoadedModel, fwd_hooks: list[Hook]) -> dict[str, float]:
+        """The task's measures with `fwd_hooks` active."""
+
+
+class ForwardTask(Task):
+    """A task scored from the logits of one forward pass per batch."""
+
+    @abstractmethod
+    def prepare(self, model: LoadedModel, batch_size: int) -> list[TaskBatch]:
+        """The task's batches for `model`, in a fixed order."""
+
+    @abstractmethod
+    def score(
+        self, logits: Float[torch.Tensor, "batch n_read vocab"], task_batch: TaskBatch
+    ) -> dict[str, Float[torch.Tensor, ""]]:
+        """Each measure's sum over the batch; divide by the summed `weight` for the mean."""
+
+    @abstractmethod
+    def weight(self, task_batch: TaskBatch) -> float:
+        """How many items (tokens, prompts) the batch's sums are over."""
+
+    def evaluate(self, model: LoadedModel, fwd_hooks: list[Hook]) -> dict[str, float]:
+        """One full forward per batch; the plain path a sweep's fast path must agree with."""
+        totals: dict[str, float] = {}
+        weight = 0.0
+        bridge = model.bridge
+        for task_batch in self.prepare(model, batch_size=8):
+            hooks = [*fwd_hooks, *read_positions_hooks(task_batch.read_at, copies=1)]
+            with (
+                torch.inference_mode(),
+                bridge.hooks(fwd_hooks=hooks),
+                patterns_released_after_each_layer(bridge),
+            ):
+                logits = bridge(
+                    task_batch.batch.tokens, attention_mask=task_batch.batch.attention_mask
+                )
+            for measure, value in self.score(logits, task_batch).items():
+                totals[measure] = totals.get(measure, 0.0) + float(value)
+            weight += self.weight(task_batch)
+        return {measure: total / weight for measure, total in totals.items()}
+
+
+def read_positions_hooks(read_at: torch.Tensor | None, copies: int) -> list[Hook]:
+    """A hook keeping only the positions whose logits a task reads, before the unembedding, so
+    the vocabulary projection runs on those alone. `read_at` is per row of one copy."""
+    if read_at is None:
+        return []
+    index = read_at.repeat(copies, 1)
+
+    def pick(resid: torch.Tensor, hook: Any) -> torch.Tensor:
+        return resid.gather(1, index[..., None].expand(-1, -1, resid.shape[-1]).to(resid.device))
+
+    return [(hook_names.final_norm("out"), pick)]
+
+
+def _pad_id(model: LoadedModel) -> int:
+    pad = model.tokenizer.pad_token_id
+    return pad if pad is not None else (model.tokenizer.eos_token_id or 0)
+
+
+@dataclass(frozen=True)
+class LMParams(TaskParams):
+    n_prompts: int = 4
+    max_tokens: int = 128  # BOS included
+
+
+class LMLossTask(ForwardTask):
+    name = "lm"
+    Params = LMParams
+    higher_is_better: ClassVar[dict[str, bool]] = {"loss": False}
+    objective = "loss"
+    description = "mean next-token cross-entropy on standard-library prose"
+
+    def prepare(self, model: LoadedModel, batch_size: int) -> list[TaskBatch]:
+        params = self.params
+        if params.n_prompts < 1 or params.max_tokens < 2:
+            raise TaskError(f"task lm needs n_prompts >= 1 and max_tokens >= 2, got {params}")
+        suite = stdlib_docs_suite(n_prompts=params.n_prompts)
+        prompts = [
+            TokenizedPrompt(p.id, tuple(model.tokenize(p.text)[: params.max_tokens]))
+            for p in suite.prompts
+        ]
+        return [TaskBatch(b) for b in batches(prompts, batch_size, _pad_id(model), model.device)]
+
+    def score(self, logits: torch.Tensor, task_batch: TaskBatch) -> dict[str, torch.Tensor]:
+        batch = task_batch.batch
+        targets = batch.tokens[:, 1:]
+        real = batch.attention_mask[:, 1:].bool()  # a target is real iff its position is
+        log_probs = logits[:, :-1].float().log_softmax(-1)
+        picked = log_probs.gather(-1, targets[..., None])[..., 0]
+        return {"loss": -(picked * real).sum()}
+
+    def weight(self, task_batch: TaskBatch) -> float:
+        return float(task_batch.batch.attention_mask[:, 1:].sum())
+
+
+@dataclass(frozen=True)
+class IOIParams(TaskParams):
+    n_prompts: int = 32
+    seed: int = 0
+    path: str | None = None  # a JSONL file of pairs instead of the built-in templates
+
+
+class LogitDiffTask(ForwardTask):
+    name = "ioi"
+    Params = IOIParams
+    higher_is_better: ClassVar[dict[str, bool]] = {"logit_diff": True, "accuracy": True}
+    objective = "logit_diff"
+    description = "logit difference on IOI-style prompt pairs (correct − incorrect name)"
+
+    def __init__(
+        self, params: TaskParams | None = None, pairs: tuple[PromptPair, ...] | None = None
+    ) -> None:
+        super().__init__(params)
+        self._pairs = pairs
+
+    def pairs(self) -> tuple[PromptPair, ...]:
+        if self._pairs is not None:
+            return self._pairs
+        if self.params.path is not None:
+            return load_pairs(Path(self.params.path))
+        return ioi_pairs(self.params.n_prompts, self.params.seed)
+
+    def prepare(self, model: LoadedModel, batch_size: int) -> list[TaskBatch]:
+        pairs = self.pairs()
+        answers = {}
+        for pair in pairs:
+            good = model.tokenize(pair.correct, prepend_bos=False)[:1]
+            bad = model.tokenize(pair.incorrect, prepend_bos=False)[:1]
+            if not good or not bad or good == bad:
+                raise TaskError(
+                    f"task {self.name}: pair {pair.id!r} needs answers whose first tokens differ "
+                    f"on model {model.info.name!r}; got {pair.correct!r} and {pair.incorrect!r}"
+                )
+            answers[pair.id] = (good[0], bad[0])
+        prompts = [TokenizedPrompt(pair.id, tuple(model.tokenize(pair.text))) for pair in pairs]
+        prepared = []
+        for batch in batches(prompts, batch_size, _pad_id(model), model.device):
+            ids = torch.tensor([answers[pid] for pid in batch.prompt_ids], device=model.device)
+            prepared.append(TaskBatch(batch, ids, (batch.lengths - 1)[:, None]))
+        return prepared
+
+    def score(self, logits: torch.Tensor, task_batch: TaskBatch) -> dict[str, torch.Tensor]:
+        last = logits[:, -1].float()  # read_at keeps only the last real position
+        picked = last.gather(-1, task_batch.answers)
+        diff = picked[:, 0] - picked[:, 1]
+        return {"logit_diff": diff.sum(), "accuracy": (diff > 0).float().sum()}
+
+    def weight(self, task_batch: TaskBatch) -> float:
+        return float(len(task_batch.batch.lengths))
+
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Add a task to the registry; duplicate names are refused."""
+    if cls.name in TASKS:
+        raise ValueError(f"task {cls.name!r} is already registered by {TASKS[cls.name]}")
+    TASKS[cls.name] = cls
+    return cls
+
+
+register_task(LMLossTask)
+register_task(LogitDiffTask)
+
+
+def make_task(name: str, params: dict[str, Any] | None = None, where: str = "") -> Task:
+    """A registered task built from a plain dict of parameters; errors name `where` it came from."""
+    if name not in TASKS:
+        raise TaskError(
+            f"{where}unknown task {name!r}; registered tasks: {', '.join(sorted(TASKS))} "
+            "(NIAH accuracy appears once the retrieval code registers it; see analyses.tasks)"
+        )
+    cls = TASKS[name]
+    params = dict(params or {})
+    known = {f.name for f in fields(cls.Params)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise TaskError(
+            f"{where}task {name!r} has no parameter(s) {unknown}; known: {sorted(known)}"
+        )
+    return cls(cls.Params(**params))

@@ -1,0 +1,97 @@
+"""Greedy decoding through the bridge with a KV cache, the way the retrieval-head authors decode.
+
+The prompt minus its last token is prefilled; decoding then feeds the last prompt token first, so
+cache position p holds prompt token p and every decoding step has exactly one query per row
+(nightdessert/Retrieval_Head, `evaluate_and_log` → `decode`). Hooks given to `greedy_decode` see
+only those one-query steps; the prefill runs with its own hooks (none by default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from probes.base import Hook
+from probes.engine import patterns_released_after_each_layer
+from probes.models import LoadedModel
+
+OnStep = Callable[[int, torch.Tensor], None]
+
+
+class StopRule:
+    """A row stops after a special token (EOS, end of turn, …) or a token whose text holds a
+    newline (the authors stop at '<0x0A>'). The stopping token is kept, and scored."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.special = frozenset(tokenizer.all_special_ids)
+        self._newline: dict[int, bool] = {}
+
+    def __call__(self, token: int) -> bool:
+        if token in self.special:
+            return True
+        if token not in self._newline:
+            self._newline[token] = "\n" in self.tokenizer.decode([token])
+        return self._newline[token]
+
+
+def prefill(model: LoadedModel, tokens: Sequence[int], fwd_hooks: Sequence[Hook] = ()) -> Any:
+    """The Hugging Face KV cache after all but the last of `tokens` (hooked only by `fwd_hooks`)."""
+    if len(tokens) < 2:
+        raise ValueError(f"a prompt to decode from needs at least 2 tokens, got {len(tokens)}")
+    ids = torch.tensor([list(tokens[:-1])], device=model.device)
+    bridge = model.bridge
+    with (
+        torch.inference_mode(),
+        bridge.hooks(fwd_hooks=list(fwd_hooks)),
+        patterns_released_after_each_layer(bridge),
+    ):
+        _, cache = bridge(ids, return_type="logits_and_cache")
+    return cache
+
+
+def greedy_decode(
+    model: LoadedModel,
+    cache: Any,
+    last_token: int,
+    *,
+    max_new_tokens: int,
+    stop: Callable[[int], bool],
+    fwd_hooks: Sequence[Hook] = (),
+    n_rows: int = 1,
+    on_step: OnStep | None = None,
+) -> list[list[int]]:
+    """Greedy tokens per row, each ending at its first stop token (or after `max_new_tokens`).
+
+    `cache` (from `prefill`) is extended in place, and repeated to `n_rows` identical rows first,
+    so `fwd_hooks` can treat rows differently (e.g. `interventions.stacked_hooks`). `on_step(step,
+    tokens)` sees every step's greedy tokens [rows] right after its forward pass.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if n_rows > 1:
+        cache.batch_repeat_interleave(n_rows)
+    bridge = model.bridge
+    inputs = torch.full((n_rows, 1), last_token, dtype=torch.long, device=model.device)
+    generated: list[list[int]] = [[] for _ in range(n_rows)]
+    done = [False] * n_rows
+    with (
+        torch.inference_mode(),
+        bridge.hooks(fwd_hooks=list(fwd_hooks)),
+        patterns_released_after_each_layer(bridge),
+    ):
+        for step in range(max_new_tokens):
+            logits, cache = bridge(inputs, return_type="logits_and_cache", past_key_values=cache)
+            tokens = logits[:, -1].argmax(-1)
+            if on_step is not None:
+                on_step(step, tokens)
+            for row, token in enumerate(tokens.tolist()):
+                if not done[row]:
+                    generated[row].append(token)
+                    done[row] = stop(token)
+            if all(done):
+                break
+            inputs = tokens[:, None]
+    return generated

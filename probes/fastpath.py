@@ -1,0 +1,237 @@
+"""The fast path for streaming probes: pattern rows from queries and keys, in query chunks.
+
+The bridge computes every layer's attention eagerly (a full T×T softmax per layer, hooks on
+everything). For probes that only reduce pattern rows and the residual stream
+(`StreamingProbe`), we instead run the underlying Hugging Face model with the bridge's wrappers
+swapped out and a registered attention function that
+  1. rebuilds the exact softmax pattern from the layer's post-rotary queries and keys, a chunk of
+     query rows at a time (GQA-aware, same mask, fp32 softmax), hands each chunk to the probes,
+  2. returns the layer's output from the model's fast SDPA kernel.
+Peak memory holds one chunk of one layer's rows: batch × heads × chunk × T floats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Float
+
+from probes.base import Batch, StreamingProbe
+from probes.models import LoadedModel
+
+ATTENTION_NAME = "headlab_streaming"
+CHUNK_BYTES = 64 * 2**20  # one chunk of pattern rows, in fp32
+
+
+@dataclass
+class _Consumer:
+    probes: Sequence[StreamingProbe]
+    batch: Batch
+    chunk_bytes: int
+
+
+_ACTIVE: ContextVar[_Consumer | None] = ContextVar("headlab_fastpath_consumer", default=None)
+
+
+def pattern_rows(
+    query: Float[torch.Tensor, "batch head q_pos d_head"],
+    key: Float[torch.Tensor, "batch kv_head k_pos d_head"],
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    q_start: int,
+    q_stop: int,
+    softcap: float | None = None,
+) -> Float[torch.Tensor, "batch head q_chunk k_pos"]:
+    """Softmax attention rows q_start:q_stop, as eager attention computes them.
+
+    Grouped-query attention is handled by grouping query heads per KV head (query head h reads
+    KV head h // n_rep), so keys are never copied n_rep times.
+    """
+    n_batch, n_heads, n_queries, d_head = query.shape
+    n_kv, n_keys = key.shape[1], key.shape[-2]
+    n_rep, n_rows = n_heads // n_kv, q_stop - q_start
+    grouped = query[:, :, q_start:q_stop].reshape(n_batch, n_kv, n_rep * n_rows, d_head)
+    scores = torch.matmul(grouped, key.transpose(-1, -2)) * scaling
+    scores = scores.view(n_batch, n_heads, n_rows, n_keys)
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    if attention_mask is None:  # the mask was skipped because it is plainly causal
+        offset = n_keys - n_queries
+        queries = torch.arange(q_start, q_stop, device=query.device)[:, None] + offset
+        hidden = torch.arange(n_keys, device=query.device)[None, :] > queries
+        scores.masked_fill_(hidden, float("-inf"))
+    else:
+        mask = attention_mask[:, :, q_start:q_stop, :n_keys]
+        if mask.dtype == torch.bool:
+            scores.masked_fill_(~mask, float("-inf"))
+        else:
+            scores += mask
+    return torch.softmax(scores, dim=-1, dtype=torch.float32)
+
+
+def rows_times_values(
+    rows: Float[torch.Tensor, "batch head q_chunk k_pos"],
+    value: Float[torch.Tensor, "batch kv_head k_pos d_head"],
+) -> Float[torch.Tensor, "batch head q_chunk d_head"]:
+    """Attention output of the rows, grouped per KV head like `pattern_rows`."""
+    n_batch, n_heads, n_rows, n_keys = rows.shape
+    n_kv = value.shape[1]
+    grouped = rows.to(value.dtype).reshape(n_batch, n_kv, (n_heads // n_kv) * n_rows, n_keys)
+    return torch.matmul(grouped, value).view(n_batch, n_heads, n_rows, value.shape[-1])
+
+
+def _chunk_rows(consumer: _Consumer, n_batch: int, n_heads: int, n_keys: int) -> int:
+    return max(1, consumer.chunk_bytes // (4 * n_batch * n_heads * n_keys))
+
+
+def streaming_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """A transformers attention function. When probes read patterns, compute attention in query
+    chunks ourselves (exact eager softmax), hand each chunk of rows to the probes and use the same
+    rows for the output; otherwise run the fast SDPA kernel."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    consumer = _ACTIVE.get()
+    readers = [p for p in consumer.probes if "pattern" in p.reads] if consumer else []
+    if not readers or module.training:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    layer = module.layer_idx
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    n_batch, n_heads, n_queries, _ = query.shape
+    output = query.new_empty(n_batch, n_heads, n_queries, value.shape[-1])
+    step = _chunk_rows(consumer, n_batch, n_heads, key.shape[-2])
+    for q_start in range(0, n_queries, step):
+        q_stop = min(q_start + step, n_queries)
+        rows = pattern_rows(
+            query, key, attention_mask, scale, q_start, q_stop, kwargs.get("softcap")
+        )
+        for probe in readers:
+            probe.on_pattern(layer, rows, q_start, consumer.batch)
+        output[:, :, q_start:q_stop] = rows_times_values(rows, value)
+    return output.transpose(1, 2).contiguous(), None
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ATTENTION_NAME, streaming_attention)
+    AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
+
+
+@contextmanager
+def unbridged(root: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Temporarily put the original Hugging Face modules back where the bridge wrapped them."""
+    swapped: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
+
+    def restore_originals(parent: torch.nn.Module) -> None:
+        for name, child in list(parent.named_children()):
+            original = getattr(child, "original_component", None)
+            if isinstance(original, torch.nn.Module):
+                swapped.append((parent, name, child))
+                setattr(parent, name, original)
+                child = original
+            restore_originals(child)
+
+    restore_originals(root)
+    try:
+        yield root
+    finally:
+        for parent, name, wrapper in reversed(swapped):
+            setattr(parent, name, wrapper)
+
+
+@contextmanager
+def attention_implementation(config: Any, name: str) -> Iterator[None]:
+    configs = [config, *(c for c in vars(config).values() if hasattr(c, "_attn_implementation"))]
+    previous = [c._attn_implementation for c in configs]
+    for each in configs:
+        each._attn_implementation = name
+    try:
+        yield
+    finally:
+        for each, value in zip(configs, previous, strict=True):
+            each._attn_implementation = value
+
+
+def decoder_layers(hf_model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The decoder-layer list of a causal LM (`model.layers` for Llama, Gemma, Qwen, Mistral)."""
+    base = getattr(hf_model, "model", hf_model)
+    base = getattr(base, "language_model", base)
+    layers = getattr(base, "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise NotImplementedError(
+            f"the fast path does not know where {type(hf_model).__name__} keeps its layers; "
+            "use the bridge path (path='bridge')"
+        )
+    return layers
+
+
+def supports(model: LoadedModel, probes: Sequence[object]) -> bool:
+    """Whether the fast path can serve these probes on this model."""
+    if not probes or not all(isinstance(probe, StreamingProbe) for probe in probes):
+        return False
+    try:
+        layers = decoder_layers(model.bridge.original_model)
+    except NotImplementedError:
+        return False
+    return len(layers) == model.info.n_layers
+
+
+def run_batch(
+    model: LoadedModel,
+    batch: Batch,
+    probes: Sequence[StreamingProbe],
+    chunk_bytes: int = CHUNK_BYTES,
+) -> None:
+    """One batch through the fast path: same calls to the probes as the bridge path makes."""
+    _register()
+    hf_model = model.bridge.original_model
+    for probe in probes:
+        probe.start_batch(batch)
+    resid_readers = [probe for probe in probes if "resid_pre" in probe.reads]
+
+    def resid_hook(layer: int):
+        def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+            resid = args[0] if args else kwargs["hidden_states"]
+            for probe in resid_readers:
+                probe.on_resid_pre(layer, resid, batch)
+
+        return hook
+
+    token = _ACTIVE.set(_Consumer(probes, batch, chunk_bytes))
+    handles = []
+    try:
+        with (
+            torch.inference_mode(),
+            unbridged(hf_model),
+            attention_implementation(hf_model.config, ATTENTION_NAME),
+        ):
+            if resid_readers:
+                for layer, module in enumerate(decoder_layers(hf_model)):
+                    handles.append(
+                        module.register_forward_pre_hook(resid_hook(layer), with_kwargs=True)
+                    )
+            base = getattr(hf_model, "model", hf_model)  # skip the unembedding: no logits needed
+            base(input_ids=batch.tokens, attention_mask=batch.attention_mask, use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+        _ACTIVE.reset(token)
+    for probe in probes:
+        probe.end_batch(batch)

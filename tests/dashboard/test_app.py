@@ -1,0 +1,319 @@
+"""Every dashboard page under Streamlit's AppTest, on the fixture runs (tests/dashboard/
+fixture_runs.py): no exception, the expected charts and tables, and widgets that change them."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from analyses import store
+from tests.dashboard import fixture_runs as fx
+
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+PAGES = ["overview", "head_map", "head_detail", "sinks", "retrieval", "future_attention",
+         "sweeps", "compare"]  # fmt: skip
+
+
+def open_page(data_dir: Path, page: str = "overview", query: dict[str, str] | None = None):
+    app = AppTest.from_file(str(APP), default_timeout=60)
+    app.session_state["data_dir"] = str(data_dir)
+    app.query_params.update(query or {})
+    app.run()
+    if page != "overview":
+        app.switch_page(f"views/{page}.py").run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
+def rerun(app: AppTest) -> AppTest:
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
+def charts(app: AppTest) -> dict[str, dict[str, Any]]:
+    """Plotly figures on the page by widget key, as the JSON sent to the browser."""
+    return {chart.key: json.loads(chart.proto.spec) for chart in app.get("plotly_chart")}
+
+
+def tables(app: AppTest) -> dict[str, Any]:
+    """DataFrames on the page by widget key (the element id ends with the key)."""
+    return {table.proto.id.split("-", 2)[-1]: table.value for table in app.dataframe}
+
+
+def z_of(figure: dict[str, Any]) -> list[list[float]]:
+    return [[math.nan if v is None else v for v in row] for row in figure["data"][0]["z"]]
+
+
+def texts(app: AppTest) -> str:
+    parts = [e.value for kind in ("info", "warning", "error", "markdown", "caption", "code")
+             for e in getattr(app, kind)]  # fmt: skip
+    return "\n".join(str(part) for part in parts)
+
+
+# --- every page -------------------------------------------------------------------------------
+
+
+EXPECTED_CHARTS = {
+    "overview": set(),
+    "head_map": {"map_heatmap"},
+    "head_detail": {"detail_profile", "detail_pattern"},
+    "sinks": {"sinks_by_layer", "sinks_map", "sinks_hidden", "sinks_massive"},
+    "retrieval": {"retrieval_grid", "retrieval_heads", "retrieval_masking"},
+    "future_attention": {"future_waad", "future_fai", "future_locality"},
+    "sweeps": {"sweep_topk", "sweep_strength", "sweep_single"},
+    "compare": {"compare_map_a", "compare_map_b", "compare_scatter", "compare_profiles"},
+}
+EXPECTED_TABLES = {
+    "overview": {"overview_runs", "overview_probes", "overview_counts", "overview_provenance"},
+    "head_map": {"map_top"},
+    "head_detail": {"detail_scores"},
+    "sinks": set(),
+    "retrieval": {"retrieval_top"},
+    "future_attention": {"future_anchors"},
+    "sweeps": {"sweep_topk_table"},
+    "compare": {"compare_summary"},
+}
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_draws_its_charts_and_tables_on_a_full_run(fixture_data, page):
+    app = open_page(fixture_data, page)
+    assert not app.error, [e.value for e in app.error]
+    assert set(charts(app)) == EXPECTED_CHARTS[page]
+    assert set(tables(app)) >= EXPECTED_TABLES[page]
+    assert app.session_state["run"] == "toy-a"  # the newest run by manifest time
+
+
+@pytest.mark.parametrize(
+    ("page", "command"),
+    [
+        ("head_detail", "headlab scan --probes sink,pattern"),
+        ("retrieval", "headlab scan --probes retrieval"),
+        ("future_attention", "headlab scan --probes future_attention"),
+        ("sweeps", "headlab sweep"),
+    ],
+)
+def test_pages_say_what_to_run_when_the_run_lacks_their_data(fixture_data, page, command):
+    app = open_page(fixture_data, page, query={"run": "toy-b"})
+    assert app.session_state["run"] == "toy-b"
+    codes = [code.value for code in app.code]
+    assert any(code.startswith(command) and str(fixture_data) in code for code in codes), codes
+    assert "in this run" in texts(app)
+
+
+@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("state", ["missing", "empty"])
+def test_an_empty_or_missing_data_directory_shows_what_to_run(tmp_path, page, state):
+    root = tmp_path / "data"
+    if state == "empty":
+        (root / "runs").mkdir(parents=True)
+    app = open_page(root, page)
+    assert not app.error
+    assert not charts(app)
+    assert "does not exist" in texts(app) if state == "missing" else "holds no runs" in texts(app)
+    assert any(code.value.startswith("headlab scan") for code in app.code)
+
+
+# --- safety -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("crafted", ["../toy-a", "..", "/etc/passwd", "toy-a/../../x", "nope"])
+def test_a_crafted_run_in_the_url_is_ignored(fixture_data, crafted):
+    app = open_page(fixture_data, "head_map", query={"run": crafted})
+    assert app.session_state["run"] == "toy-a"
+    assert "map_heatmap" in charts(app)
+
+
+def test_a_corrupt_run_is_reported_by_name_not_as_a_traceback(tmp_path):
+    root = fx.write_fixture_runs(tmp_path)
+    (root / "runs" / "toy-b" / store.RESULTS_FILE).write_bytes(b"not parquet")
+    app = open_page(root, "sinks", query={"run": "toy-b"})
+    assert "results.parquet" in " ".join(e.value for e in app.error)
+    assert not charts(app)
+
+
+# --- widgets change what is shown -------------------------------------------------------------
+
+
+def alpha_grid(position: int) -> list[list[float]]:
+    return [[fx.alpha(layer, head, position) for head in range(fx.N_HEADS)]
+            for layer in range(fx.N_LAYERS)]  # fmt: skip
+
+
+def test_head_map_follows_metric_position_threshold_and_k(fixture_data):
+    app = open_page(fixture_data, "head_map")
+    app.selectbox(key="map_series").set_value("sink/alpha")
+    rerun(app)
+    assert z_of(charts(app)["map_heatmap"]) == pytest.approx(alpha_grid(0))
+    app.selectbox(key="map_position").set_value(2)
+    rerun(app)
+    assert z_of(charts(app)["map_heatmap"]) == pytest.approx(alpha_grid(2))
+
+    app.selectbox(key="map_series").set_value("sink/hidden_sink_count")
+    rerun(app)
+    assert not [box for box in app.selectbox if box.key == "map_position"]  # no positions
+    grid = z_of(charts(app)["map_heatmap"])
+    assert grid == [[float(head) for head in range(fx.N_HEADS)]] * fx.N_LAYERS
+
+    app.selectbox(key="map_series").set_value("sink/alpha")
+    app.selectbox(key="map_position").set_value(0)
+    app.toggle(key="map_use_threshold").set_value(True)
+    rerun(app)
+    app.slider(key="map_threshold").set_value(0.75)
+    app.number_input(key="map_k").set_value(3)
+    rerun(app)
+    figure = charts(app)["map_heatmap"]
+    ring = figure["data"][1]
+    assert sorted(zip(ring["y"], ring["x"], strict=True)) == [(2, 0), (2, 1), (2, 2), (2, 3)]
+    assert list(tables(app)["map_top"]["name"]) == ["L2H3", "L2H2", "L2H1"]
+    app.number_input(key="map_k").set_value(12)
+    rerun(app)
+    assert list(tables(app)["map_top"]["name"]) == ["L2H3", "L2H2", "L2H1", "L2H0"]  # ≥ 0.75
+
+
+def test_head_detail_shows_the_chosen_heads_scores_and_pattern(fixture_data):
+    app = open_page(fixture_data, "head_detail")
+    app.selectbox(key="detail_layer").set_value(2)
+    app.selectbox(key="detail_head").set_value(3)
+    rerun(app)
+    scores = tables(app)["detail_scores"]
+    alpha = scores[(scores["label"] == "sink/alpha") & (scores["position"] == 0)].iloc[0]
+    assert alpha["value"] == pytest.approx(1.0) and alpha["rank"] == 1
+    pattern = charts(app)["detail_pattern"]
+    assert app.selectbox(key="detail_prompt").value == "p0"
+    assert z_of(pattern) == pytest.approx(
+        [[v if k <= q else math.nan for k, v in enumerate(row)]
+         for q, row in enumerate(fx.pooled(2, 3, "p0"))],
+        nan_ok=True,
+    )  # fmt: skip
+    assert pattern["layout"]["xaxis"]["ticktext"] == fx.TOKENS["p0"]
+
+    app.selectbox(key="detail_prompt").set_value("p1")
+    app.selectbox(key="detail_layer").set_value(0)
+    app.selectbox(key="detail_head").set_value(0)
+    rerun(app)
+    pattern = charts(app)["detail_pattern"]
+    blocks = ["<s> a", " b c", " d e", " f g", " h i"]
+    assert pattern["layout"]["yaxis"]["ticktext"] == blocks
+    grid = z_of(pattern)
+    expected = fx.pooled(0, 0, "p1")  # previous-token head, two tokens per block
+    assert [grid[q][k] for q in range(5) for k in range(q + 1)] == pytest.approx(
+        [expected[q][k] for q in range(5) for k in range(q + 1)]
+    )
+    assert grid[1][0] == pytest.approx(0.5)  # " b" looks at "a" (block 0), " c" at " b"
+    assert "pooled into 5 blocks" in texts(app)
+
+
+def test_head_detail_starts_from_the_head_in_the_url(fixture_data):
+    app = open_page(fixture_data, "head_detail", query={"layer": "1", "head": "2"})
+    assert (app.selectbox(key="detail_layer").value, app.selectbox(key="detail_head").value) == (
+        1,
+        2,
+    )
+    assert "L1H2" in " ".join(header.value for header in app.subheader)
+
+
+def test_sinks_page_plots_sink_percent_by_layer_for_the_chosen_positions(fixture_data):
+    app = open_page(fixture_data, "sinks")
+    (metric,) = app.metric
+    assert metric.value == "75.0%"  # 9 of 12 heads have α_0 > 0.3
+    figure = charts(app)["sinks_by_layer"]
+    assert [trace["name"] for trace in figure["data"]] == ["k=0"]
+    assert figure["data"][0]["y"] == pytest.approx([25.0, 100.0, 100.0])
+    app.multiselect(key="sinks_positions").set_value([0, 1])
+    rerun(app)
+    figure = charts(app)["sinks_by_layer"]
+    assert [trace["name"] for trace in figure["data"]] == ["k=0", "k=1"]
+    assert figure["data"][1]["y"] == pytest.approx([0.0, 0.0, 0.0])
+
+    before = z_of(charts(app)["sinks_map"])
+    app.radio(key="sinks_map_metric").set_value("mean α over heads")
+    rerun(app)
+    after = z_of(charts(app)["sinks_map"])
+    assert after != before
+    assert after[2][0] == pytest.approx(sum(fx.alpha(2, h, 0) for h in range(4)) / 4)
+
+
+def test_retrieval_page_shows_the_niah_grid_scores_and_masking(fixture_data):
+    app = open_page(fixture_data, "retrieval")
+    grid = charts(app)["retrieval_grid"]["data"][0]
+    cells = {(int(x), int(y)): grid["z"][row][col] for row, y in enumerate(grid["y"])
+             for col, x in enumerate(grid["x"])}  # fmt: skip
+    assert cells == fx.NIAH
+    ring = charts(app)["retrieval_heads"]["data"][1]
+    assert set(zip(ring["y"], ring["x"], strict=True)) == fx.RETRIEVAL_HEADS
+    assert "2 of 12 heads" in texts(app)
+    app.number_input(key="retrieval_threshold").set_value(0.5)
+    rerun(app)
+    assert len(charts(app)["retrieval_heads"]["data"][1]["x"]) == 0
+    assert "0 of 12 heads" in texts(app)
+    masking = charts(app)["retrieval_masking"]
+    top = next(trace for trace in masking["data"] if trace["name"] == "top-k")
+    assert top["y"] == pytest.approx(list(fx.MASKED_K.values()))
+
+
+def test_future_attention_page_plots_the_token_series_with_their_tokens(fixture_data):
+    app = open_page(fixture_data, "future_attention")
+    figures_ = charts(app)
+    waad = figures_["future_waad"]
+    assert waad["data"][0]["y"] == fx.WAAD
+    assert waad["layout"]["xaxis"]["ticktext"] == fx.TOKENS["p0"]
+    assert figures_["future_fai"]["data"][0]["y"] == fx.FAI
+    anchors = tables(app)["future_anchors"]
+    assert list(anchors["token"])[:2] == ["<s>", " cat"]  # FAI 0.4, 0.3
+    codes = z_of(figures_["future_locality"])
+    assert codes[0] == [0.0] * 4 and codes[2] == [2.0] * 4 and codes[1] == [1.0] * 4
+
+
+def test_sweeps_page_compares_top_k_with_random_k_over_seeds(fixture_data):
+    app = open_page(fixture_data, "sweeps")
+    assert app.selectbox(key="sweep_ranking").value == "retrieval/retrieval_score"
+    app.selectbox(key="sweep_ranking").set_value("sink/alpha@0")
+    rerun(app)
+    app.selectbox(key="sweep_mode").set_value("zero")
+    app.selectbox(key="sweep_metric").set_value("ioi.logit_diff")
+    rerun(app)
+    figure = charts(app)["sweep_topk"]
+    by_name = {trace["name"]: trace for trace in figure["data"]}
+    assert by_name["top-k"]["y"] == pytest.approx([fx.TOP_K[1], fx.TOP_K[2]])
+    means = [(fx.RANDOM_K[(k, 0)] + fx.RANDOM_K[(k, 1)]) / 2 for k in (1, 2)]
+    assert by_name["random-k"]["y"] == pytest.approx(means)
+    assert "random-k (min–max)" in by_name
+    assert figure["layout"]["shapes"][0]["y0"] == fx.CLEAN  # the clean baseline
+
+    app.selectbox(key="sweep_metric").set_value("ioi.logit_diff.harm")
+    rerun(app)
+    figure = charts(app)["sweep_topk"]
+    top = next(trace for trace in figure["data"] if trace["name"] == "top-k")
+    assert top["y"] == pytest.approx([fx.CLEAN - fx.TOP_K[1], fx.CLEAN - fx.TOP_K[2]])
+    assert not figure["layout"].get("shapes")
+
+    strength = charts(app)["sweep_strength"]
+    assert strength["data"][0]["y"] == pytest.approx(list(fx.STRENGTHS.values()))
+    app.selectbox(key="sweep_single_metric").set_value("ioi.logit_diff.harm")
+    rerun(app)
+    single = z_of(charts(app)["sweep_single"])
+    assert single[2][3] == pytest.approx(0.1 * fx.index(2, 3))
+    assert "sweep_attribution" in charts(app)  # attribution estimates for the same measure
+
+
+def test_compare_page_pairs_heads_of_one_model_and_lines_up_two_models_by_depth(fixture_data):
+    app = open_page(fixture_data, "compare")
+    assert (app.selectbox(key="compare_a").value, app.selectbox(key="compare_b").value) == (
+        "toy-a",
+        "toy-b",
+    )
+    assert "Pearson r = -1.000" in texts(app)  # toy-b has α reversed
+    assert "compare_scatter" in charts(app)
+    app.selectbox(key="compare_b").set_value("duo")
+    rerun(app)
+    assert "compare_scatter" not in charts(app)
+    assert "different layer × head grids" in texts(app)
+    profiles = charts(app)["compare_profiles"]
+    assert [trace["x"][-1] for trace in profiles["data"]] == [1.0, 1.0]  # both end at depth 1
