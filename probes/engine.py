@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from probes.base import Batch, GenerativeProbe, Probe
+from probes.base import Batch, GenerativeProbe, Probe, StreamingProbe
 from probes.models import LoadedModel
 from probes.prompts import PromptSuite
 
