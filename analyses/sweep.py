@@ -244,7 +244,6 @@ def run(config: SweepConfig, model: LoadedModel | None = None) -> Path:
     whose `info.name` is the plan's model).
     """
     from analyses.attribution import attribution_scores
-    from analyses.interventions import hooks
     from probes.models import load
 
     plan = config.plan
@@ -295,11 +294,13 @@ def run(config: SweepConfig, model: LoadedModel | None = None) -> Path:
             if not isinstance(task, ForwardTask):
                 clean = task.evaluate(model, [])
                 _write_clean(parts, name, clean, clean_id, done)
-                for unit in task_units:
-                    measures = task.evaluate(model, hooks([unit.build(None)], model.info))
-                    write_part(parts, _unit_rows(unit, measures, clean, task), [unit.id])
-                    bar.update(1)
-                    n_done_now += 1
+                for chunk in chunks(task_units, copies_wanted):
+                    results = task.evaluate_stacked(model, [[u.build(None)] for u in chunk])
+                    rows = [row for unit, measures in zip(chunk, results, strict=True)
+                            for row in _unit_rows(unit, measures, clean, task)]  # fmt: skip
+                    write_part(parts, rows, [unit.id for unit in chunk])
+                    bar.update(len(chunk))
+                    n_done_now += len(chunk)
                 continue
             layers = {unit.first_layer for unit in task_units} | {model.info.n_layers // 2}
             prepared = PreparedTask(model, task, plan.batch_size, layers)

@@ -8,15 +8,20 @@ prefix and stack several interventions in one pass:
   ioi  logit(correct) − logit(incorrect) at the last token of IOI-style prompt pairs, and the
        share of pairs where it is positive; higher is better
 
-Extension point — NIAH accuracy: needle-in-a-haystack needs greedy generation, not one forward
-pass. Register a `Task` subclass whose `evaluate(model, fwd_hooks)` runs the retrieval code's
-haystacks under the given hooks and returns {"accuracy": ...}; sweeps then run it per
-intervention (no prefix reuse or stacking) with everything else unchanged.
+  niah NIAH accuracy (and mean ROUGE-1 recall) of greedy answers on the retrieval probe's
+       needle-in-a-haystack grid (probes.retrieval); as the retrieval-head authors do, the
+       prefill runs clean and interventions act while decoding; higher is better
+
+Other tasks plug in with `register_task`: a `Task` needs only `evaluate(model, fwd_hooks)`;
+overriding `evaluate_stacked` lets several interventions share passes (NIAH decodes them as
+rows of one batch). Tasks that are not `ForwardTask`s get no prefix reuse or attribution.
 """
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,6 +29,7 @@ from typing import Any, ClassVar
 import torch
 from jaxtyping import Float, Int
 
+from analyses.interventions import Intervention, hooks, stacked_hooks
 from analyses.ioi import PromptPair, ioi_pairs, load_pairs
 from probes import hooks as hook_names
 from probes.base import Batch, Hook
@@ -64,6 +70,12 @@ class Task(ABC):
     @abstractmethod
     def evaluate(self, model: LoadedModel, fwd_hooks: list[Hook]) -> dict[str, float]:
         """The task's measures with `fwd_hooks` active."""
+
+    def evaluate_stacked(
+        self, model: LoadedModel, copies: Sequence[Sequence[Intervention]]
+    ) -> list[dict[str, float]]:
+        """The measures under each list of interventions (default: one evaluation each)."""
+        return [self.evaluate(model, hooks(list(each), model.info)) for each in copies]
 
 
 class ForwardTask(Task):
@@ -214,6 +226,82 @@ class LogitDiffTask(ForwardTask):
         return float(len(task_batch.batch.lengths))
 
 
+@dataclass(frozen=True)
+class NiahParams(TaskParams):
+    lengths: tuple[int, ...] = (256,)  # prompt lengths in tokens
+    depths: tuple[int, ...] = (0, 50, 100)  # needle depth, percent of the haystack
+    needles_per_cell: int = 1
+    max_new_tokens: int = 24
+    recall_threshold: float = 0.5  # answered when ROUGE-1 recall > this (the authors' rule)
+    needles: str | None = None  # None: the retrieval probe's defaults
+    haystack: str | None = None
+    template: str | None = None
+
+
+class NiahTask(Task):
+    name = "niah"
+    Params = NiahParams
+    higher_is_better: ClassVar[dict[str, bool]] = {"accuracy": True, "recall": True}
+    objective = "accuracy"
+    description = "needle-in-a-haystack accuracy of greedy answers (retrieval probe's grid)"
+
+    def __init__(self, params: TaskParams | None = None) -> None:
+        super().__init__(params)
+        self._prefilled: tuple[str, list[tuple[Any, Any]]] | None = None
+
+    def _samples(self, model: LoadedModel) -> list[tuple[Any, Any]]:
+        """(sample, clean KV cache of all but its last token), prefilled once per model."""
+        from probes import decode
+        from probes.retrieval import RetrievalParams, niah_samples
+
+        if self._prefilled is None or self._prefilled[0] != model.info.name:
+            p = self.params
+            given = {k: getattr(p, k) for k in ("needles", "haystack", "template") if getattr(p, k)}
+            params = RetrievalParams(
+                lengths=tuple(p.lengths), depths=tuple(p.depths),
+                needles_per_cell=p.needles_per_cell, max_new_tokens=p.max_new_tokens, **given,
+            )  # fmt: skip
+            samples = niah_samples(model, params)
+            self._prefilled = (
+                model.info.name,
+                [(s, decode.prefill(model, s.tokens)) for s in samples],
+            )
+        return self._prefilled[1]
+
+    def evaluate(self, model: LoadedModel, fwd_hooks: list[Hook]) -> dict[str, float]:
+        return self._decode(model, fwd_hooks, n_rows=1)[0]
+
+    def evaluate_stacked(
+        self, model: LoadedModel, copies: Sequence[Sequence[Intervention]]
+    ) -> list[dict[str, float]]:
+        return self._decode(model, stacked_hooks(copies, model.info), n_rows=len(copies))
+
+    def _decode(self, model: LoadedModel, fwd_hooks: list[Hook], n_rows: int):
+        from probes import decode
+        from probes.retrieval import rouge1_recall
+
+        stop = decode.StopRule(model.tokenizer)
+        recall = torch.zeros(n_rows, dtype=torch.float64)
+        correct = torch.zeros(n_rows, dtype=torch.float64)
+        samples = self._samples(model)
+        for sample, cache in samples:
+            answers = decode.greedy_decode(
+                model, copy.deepcopy(cache), sample.tokens[-1],
+                max_new_tokens=self.params.max_new_tokens, stop=stop, fwd_hooks=fwd_hooks,
+                n_rows=n_rows,
+            )  # fmt: skip
+            for row, generated in enumerate(answers):
+                text = model.tokenizer.decode(generated, skip_special_tokens=True).strip()
+                score = rouge1_recall(sample.needle.answer, text)
+                recall[row] += score
+                correct[row] += score > self.params.recall_threshold
+        n = len(samples)
+        return [
+            {"accuracy": float(c / n), "recall": float(r / n)}
+            for c, r in zip(correct, recall, strict=True)
+        ]
+
+
 TASKS: dict[str, type[Task]] = {}
 
 
@@ -227,14 +315,14 @@ def register_task(cls: type[Task]) -> type[Task]:
 
 register_task(LMLossTask)
 register_task(LogitDiffTask)
+register_task(NiahTask)
 
 
 def make_task(name: str, params: dict[str, Any] | None = None, where: str = "") -> Task:
     """A registered task built from a plain dict of parameters; errors name `where` it came from."""
     if name not in TASKS:
         raise TaskError(
-            f"{where}unknown task {name!r}; registered tasks: {', '.join(sorted(TASKS))} "
-            "(NIAH accuracy appears once the retrieval code registers it; see analyses.tasks)"
+            f"{where}unknown task {name!r}; registered tasks: {', '.join(sorted(TASKS))}"
         )
     cls = TASKS[name]
     params = dict(params or {})
@@ -244,4 +332,5 @@ def make_task(name: str, params: dict[str, Any] | None = None, where: str = "") 
         raise TaskError(
             f"{where}task {name!r} has no parameter(s) {unknown}; known: {sorted(known)}"
         )
+    params = {key: tuple(v) if isinstance(v, list) else v for key, v in params.items()}
     return cls(cls.Params(**params))

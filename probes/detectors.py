@@ -140,8 +140,11 @@ class DetectorProbe(Probe):
             layer = hooks.layer_of(hook.name)
             for index, detector in enumerate(DETECTORS):
                 scores = detector_scores(
-                    pattern.float(), patterns[detector], batch.lengths,
-                    self.params.exclude_bos, self.params.exclude_current_token,
+                    pattern.float(),
+                    patterns[detector],
+                    batch.lengths,
+                    self.params.exclude_bos,
+                    self.params.exclude_current_token,
                 )
                 self.score_sum[index, layer] += scores.double().sum(0).cpu()
 
@@ -152,7 +155,12 @@ class DetectorProbe(Probe):
             return []
         mean = self.score_sum / self.n_sequences
         return [
-            {"metric": detector, "layer": layer, "head": head, "value": mean[index, layer, head].item()}
+            {
+                "metric": detector,
+                "layer": layer,
+                "head": head,
+                "value": mean[index, layer, head].item(),
+            }
             for index, detector in enumerate(DETECTORS)
             for layer in range(self.info.n_layers)
             for head in range(self.info.n_heads)
@@ -193,9 +201,7 @@ class AttentionStatsProbe(Probe):
             entropy = attention_entropy(pattern)
             per_query = (entropy, entropy / log_visible, attention_distance(pattern))
             for index, values in enumerate(per_query):
-                self.sums[index, layer] += (
-                    torch.einsum("bhq,bq->h", values, queries).double().cpu()
-                )
+                self.sums[index, layer] += torch.einsum("bhq,bq->h", values, queries).double().cpu()
 
         return [(hooks.attn(layer, "pattern"), on_pattern) for layer in range(self.info.n_layers)]
 
@@ -204,7 +210,12 @@ class AttentionStatsProbe(Probe):
             return []
         mean = self.sums / self.n_queries
         return [
-            {"metric": metric, "layer": layer, "head": head, "value": mean[index, layer, head].item()}
+            {
+                "metric": metric,
+                "layer": layer,
+                "head": head,
+                "value": mean[index, layer, head].item(),
+            }
             for index, metric in enumerate(self.METRICS)
             for layer in range(self.info.n_layers)
             for head in range(self.info.n_heads)

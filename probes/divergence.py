@@ -131,8 +131,9 @@ class DivergenceProbe(Probe):
         tokenizer = model.tokenizer
         self.decode = lambda token: tokenizer.decode([token])
 
-    def layout(self, model: LoadedModel, prompt_id: str, text: str, where: str,
-               max_tokens: int | None) -> Layout:
+    def layout(
+        self, model: LoadedModel, prompt_id: str, text: str, where: str, max_tokens: int | None
+    ) -> Layout:
         """Token ids of one prompt with and without its segment."""
         p = self.params
         pieces = split_segment(text, p.segment_open, p.segment_close, where)
@@ -151,22 +152,29 @@ class DivergenceProbe(Probe):
                 f"{where}: the segment has {len(segment)} tokens and {len(after)} follow it "
                 f"(max_tokens={max_tokens}); both must be at least 1"
             )
-        return Layout(prompt_id, tuple(before + segment + after), tuple(before + after),
-                      min(p.answer_tokens, len(after)))
+        return Layout(
+            prompt_id,
+            tuple(before + segment + after),
+            tuple(before + after),
+            min(p.answer_tokens, len(after)),
+        )
 
     def prompts(
         self, model: LoadedModel, suite: PromptSuite, max_tokens: int | None
     ) -> list[TokenizedPrompt]:
         layouts = [
-            self.layout(model, prompt.id, prompt.text, f"prompt {prompt.id!r} of {suite.source}",
-                        max_tokens)
+            self.layout(
+                model, prompt.id, prompt.text, f"prompt {prompt.id!r} of {suite.source}", max_tokens
+            )
             for prompt in suite.prompts
         ]
         layouts.sort(key=lambda layout: len(layout.with_segment))  # similar lengths share batches
         prompts = []
         for layout in layouts:
-            for variant, tokens in (("with", layout.with_segment),
-                                    ("without", layout.without_segment)):
+            for variant, tokens in (
+                ("with", layout.with_segment),
+                ("without", layout.without_segment),
+            ):
                 engine_id = f"{layout.prompt_id}#{variant}"
                 self.variants[engine_id] = (layout, variant)
                 prompts.append(TokenizedPrompt(engine_id, tokens))
@@ -218,6 +226,14 @@ class DivergenceProbe(Probe):
             for offset, value in enumerate(t_vhd.tolist()):
                 position = start + offset
                 token = self.decode(layout.with_segment[position])
-                rows.append({"metric": "t_vhd", "layer": None, "head": None, "position": position,
-                             "condition": token_condition(layout.prompt_id, token), "value": value})
+                rows.append(
+                    {
+                        "metric": "t_vhd",
+                        "layer": None,
+                        "head": None,
+                        "position": position,
+                        "condition": token_condition(layout.prompt_id, token),
+                        "value": value,
+                    }
+                )
         return rows

@@ -20,7 +20,7 @@ on 16 prompts × 256 tokens). A two-pass scheme would hold nothing but double th
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -118,10 +118,12 @@ class FutureAttentionParams(ProbeParams):
 
 @dataclass
 class _Series:
+    """One prompt's per-head series, filled layer by layer."""
+
     tokens: list[int]
+    scored: torch.Tensor  # [pos] bool: in R
     waad: torch.Tensor  # [layer, head, pos]
     fai: torch.Tensor  # [layer, head, pos], NaN where the window is empty
-    scored: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # [pos] bool
 
 
 @register_probe
@@ -133,7 +135,9 @@ class FutureAttentionProbe(Probe):
 
     name = "future_attention"
     Params = FutureAttentionParams
-    description = "local/global heads by attention distance; per-token WAAD and FAI (preplan/anchor)"
+    description = (
+        "local/global heads by attention distance; per-token WAAD and FAI (preplan/anchor)"
+    )
 
     def __init__(self, info, params: FutureAttentionParams | None = None) -> None:
         super().__init__(info, params)
@@ -190,7 +194,9 @@ class FutureAttentionProbe(Probe):
         if self.n_scored == 0:
             return []
         distance = self.mean_distance()
-        local, global_ = split_heads(distance, self.params.local_fraction, self.params.global_fraction)
+        local, global_ = split_heads(
+            distance, self.params.local_fraction, self.params.global_fraction
+        )
         n = distance.numel()
         rank = torch.empty(n)
         rank[torch.argsort(distance.flatten(), stable=True)] = torch.arange(n, dtype=torch.float32)
@@ -199,11 +205,28 @@ class FutureAttentionProbe(Probe):
         for layer in range(self.info.n_layers):
             for head in range(self.info.n_heads):
                 base = {"layer": layer, "head": head}
-                locality = "local" if local[layer, head] else "global" if global_[layer, head] else "middle"
-                rows.append({**base, "metric": "mean_attention_distance",
-                             "value": distance[layer, head].item()})
-                rows.append({**base, "metric": "locality", "condition": locality,
-                             "value": rank[layer, head].item()})
+                locality = (
+                    "local"
+                    if local[layer, head]
+                    else "global"
+                    if global_[layer, head]
+                    else "middle"
+                )
+                rows.append(
+                    {
+                        **base,
+                        "metric": "mean_attention_distance",
+                        "value": distance[layer, head].item(),
+                    }
+                )
+                rows.append(
+                    {
+                        **base,
+                        "metric": "locality",
+                        "condition": locality,
+                        "value": rank[layer, head].item(),
+                    }
+                )
         for prompt_id, series in self.series.items():
             waad = series.waad[local].mean(0)  # [pos]: WAAD of Ā_loc
             fai = series.fai[global_].mean(0)  # [pos]: FAI of Ā_glob

@@ -171,10 +171,11 @@ class NiahBuilder:
         return ids, offsets
 
     def sample(self, needle: Needle, length: int, depth: int) -> NiahSample:
-        """`needle` at `depth` percent of a haystack cut so that the prompt has ~`length` tokens."""
+        """`needle` at `depth` percent of a haystack cut so that the prompt has `length` tokens
+        (or the nearest count below it that re-tokenisation allows)."""
         if not 0 <= depth <= 100:
             raise NiahError(f"depth must lie in [0, 100] percent, got {depth}")
-        overhead = len(self.encode(self.render(needle.needle, needle.question))[0]) + 2
+        overhead = len(self.encode(self.render(needle.needle, needle.question))[0])
         budget = length - overhead
         if budget < 1:
             raise NiahError(
@@ -182,10 +183,32 @@ class NiahBuilder:
                 f"and needle {needle.id!r} already take {overhead} tokens of model "
                 f"{self.model.info.name!r}"
             )
+        best = None
+        for _ in range(4):  # joining text re-tokenises a little differently; correct the cut
+            ids, span = self._build(needle, budget, depth)
+            if len(ids) <= length and (best is None or len(ids) > len(best[0])):
+                best = (ids, span)
+            budget += length - len(ids)
+            if len(ids) == length or budget < 1:
+                break
+        if best is None:
+            raise NiahError(f"no haystack cut gives a prompt of at most {length} tokens")
+        ids, span = best
+        return NiahSample(
+            id=f"{needle.id}@len={length},depth={depth}",
+            needle=needle,
+            length=length,
+            depth=depth,
+            tokens=tuple(ids),
+            answer_span=span,
+        )
+
+    def _build(self, needle: Needle, budget: int, depth: int) -> tuple[list[int], tuple[int, int]]:
+        """Prompt ids and answer span with `budget` haystack tokens and the needle at `depth`."""
         if budget > len(self._hay_offsets):
             raise NiahError(
-                f"context length {length} needs {budget} haystack tokens; the haystack has "
-                f"only {len(self._hay_offsets)} with model {self.model.info.name!r}"
+                f"the prompt needs {budget} haystack tokens; the haystack has only "
+                f"{len(self._hay_offsets)} with model {self.model.info.name!r}"
             )
         chunk = self.haystack[: self._hay_offsets[budget - 1][1]].rstrip()
         if depth == 100:
@@ -201,15 +224,7 @@ class NiahBuilder:
             raise NiahError(f"the chat template of {self.model.info.name!r} altered the context")
         ids, offsets = self.encode(text)
         start = context_at + needle_at + needle.answer_offset
-        span = token_span(offsets, start, start + len(needle.answer))
-        return NiahSample(
-            id=f"{needle.id}@len={length},depth={depth}",
-            needle=needle,
-            length=length,
-            depth=depth,
-            tokens=tuple(ids),
-            answer_span=span,
-        )
+        return ids, token_span(offsets, start, start + len(needle.answer))
 
 
 def token_span(offsets: Sequence[tuple[int, int]], start: int, end: int) -> tuple[int, int]:

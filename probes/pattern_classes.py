@@ -71,8 +71,9 @@ def candidate_masks(
     n_slash = max(budget - n_vertical, n_init)
     columns = _top_mask(rows.sum(1), n_vertical, n_init)  # [head, k]
     diagonal_mass = torch.zeros(n_heads, n_keys, device=device, dtype=rows.dtype)
-    diagonal_mass.scatter_add_(1, lag.clamp(min=0).flatten()[None].expand(n_heads, -1),
-                               (rows * visible).flatten(1))
+    diagonal_mass.scatter_add_(
+        1, lag.clamp(min=0).flatten()[None].expand(n_heads, -1), (rows * visible).flatten(1)
+    )
     diagonals = _top_mask(diagonal_mass, n_slash, n_init)  # [head, lag]
     on_diagonal = diagonals.gather(1, lag.clamp(min=0).flatten()[None].expand(n_heads, -1))
     vertical_slash = visible & (columns[:, None, :] | on_diagonal.view(n_heads, n_queries, n_keys))
@@ -86,8 +87,12 @@ def candidate_masks(
     n_blocks = max(1, round(budget / block_size))
     blocks = _top_mask(block_mass, n_blocks, 0)  # [head, query block, key block]
     block_sparse = visible & blocks[:, query_block][:, :, key_block]
-    return {"local": local.expand_as(rows), "sink": sink.expand_as(rows),
-            "vertical_slash": vertical_slash, "block_sparse": block_sparse}
+    return {
+        "local": local.expand_as(rows),
+        "sink": sink.expand_as(rows),
+        "vertical_slash": vertical_slash,
+        "block_sparse": block_sparse,
+    }
 
 
 def mask_recall(
@@ -126,7 +131,9 @@ class PatternClassProbe(Probe):
 
     name = "pattern_class"
     Params = PatternClassParams
-    description = "sink / local / vertical-slash / block-sparse / diffuse by mask recall (MInference)"
+    description = (
+        "sink / local / vertical-slash / block-sparse / diffuse by mask recall (MInference)"
+    )
 
     def __init__(self, info, params: PatternClassParams | None = None) -> None:
         super().__init__(info, params)
@@ -135,7 +142,7 @@ class PatternClassProbe(Probe):
 
     def hooks(self, batch: Batch) -> list[Hook]:
         p = self.params
-        lengths = [length for length in batch.lengths.tolist()]
+        lengths = batch.lengths.tolist()
         profiled = [index for index, length in enumerate(lengths) if length >= p.min_length]
         self.n_profiled += len(profiled)
 
@@ -162,10 +169,14 @@ class PatternClassProbe(Probe):
         for layer in range(self.info.n_layers):
             for head in range(self.info.n_heads):
                 base = {"layer": layer, "head": head}
-                by_mask = {name: recall[slot, layer, head].item() for slot, name in enumerate(MASKS)}
+                by_mask = {
+                    name: recall[slot, layer, head].item() for slot, name in enumerate(MASKS)
+                }
                 for name, value in by_mask.items():
                     rows.append({**base, "metric": f"recall_{name}", "value": value})
                 chosen = classify(by_mask, self.params.recall_threshold)
                 value = max(by_mask.values()) if chosen == "diffuse" else by_mask[chosen]
-                rows.append({**base, "metric": "pattern_class", "condition": chosen, "value": value})
+                rows.append(
+                    {**base, "metric": "pattern_class", "condition": chosen, "value": value}
+                )
         return rows

@@ -87,6 +87,17 @@ def attend_uniform(layer: int, head: int, keys_of_query: Callable[[int], Sequenc
     return _plant(layer, head, make)
 
 
+def word_haystack(words: Sequence[str], n_sentences: int = 80, seed: int = 0) -> str:
+    """Sentences of 5–9 random `words`, each ending in " ." (a haystack for word tokenizers)."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def pick(n: int) -> list[str]:
+        return [words[int(i)] for i in torch.randint(0, len(words), (n,), generator=generator)]
+
+    lengths = torch.randint(5, 10, (n_sentences,), generator=generator).tolist()
+    return " ".join(" ".join([*pick(n), "."]) for n in lengths)
+
+
 def emit(tokens: Sequence[int]):
     """Greedy decoding emits `tokens` in order, one per single-query step, by raising their
     logit; a multi-query forward (a prefill) restarts the sequence, later steps are untouched."""

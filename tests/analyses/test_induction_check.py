@@ -7,8 +7,9 @@ from probes.synthetic import repeated_random_prompts
 from tests import planting
 
 HALF = 16
-CONFIG = InductionCheckConfig(model="tiny-random", top_k=2, n_sequences=3, half_len=HALF,
-                              seeds=(1, 2), batch_size=2)
+CONFIG = InductionCheckConfig(
+    model="tiny-random", top_k=2, n_sequences=3, half_len=HALF, seeds=(1, 2), batch_size=2
+)
 
 
 def induction_key(query: int) -> int:
@@ -33,15 +34,20 @@ def test_planted_induction_head_ranks_first_and_random_heads_avoid_the_top(tiny_
 def test_clean_losses_equal_a_plain_forward_and_ablation_changes_them(tiny_model):
     table = induction_check.run(CONFIG, tiny_model).set_index(["seed", "condition"])
     for seed in CONFIG.seeds:
-        tokens = torch.tensor([p.tokens for p in repeated_random_prompts(
-            tiny_model, CONFIG.n_sequences, HALF, seed, "test")])
+        tokens = torch.tensor(
+            [
+                p.tokens
+                for p in repeated_random_prompts(tiny_model, CONFIG.n_sequences, HALF, seed, "test")
+            ]
+        )
         with torch.inference_mode():
             logits = tiny_model.bridge(tokens, return_type="logits")
         losses = induction_check.next_token_losses(logits, tokens)
         clean = table.loc[(seed, "clean")]
         assert clean.loss_first_half == pytest.approx(losses[:, 1:HALF].mean().item(), rel=1e-5)
-        assert clean.loss_repeated == pytest.approx(losses[:, HALF : 2 * HALF].mean().item(),
-                                                    rel=1e-5)
+        assert clean.loss_repeated == pytest.approx(
+            losses[:, HALF : 2 * HALF].mean().item(), rel=1e-5
+        )
         assert clean.delta_repeated == 0.0
         assert table.loc[(seed, "top")].loss_repeated != pytest.approx(clean.loss_repeated)
 
@@ -68,4 +74,5 @@ def test_smollm2_induction_heads_are_causal(smollm2):
         assert top.delta_repeated > 2 * max(rand.delta_repeated, 0.05)
         # the first half cannot be predicted by induction; ablation barely moves it
         assert abs(top.loss_first_half - table.loc[(seed, "clean")].loss_first_half) < (
-            top.delta_repeated)
+            top.delta_repeated
+        )

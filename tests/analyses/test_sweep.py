@@ -13,7 +13,14 @@ import torch
 from analyses import store, sweep
 from analyses.cli import main
 from analyses.interventions import HeadAblation, HeadScale, hooks
-from analyses.plan import PlanError, Ranking, load_plan, matched_random_heads, plan_from_dict
+from analyses.plan import (
+    PlanError,
+    Ranking,
+    Unit,
+    load_plan,
+    matched_random_heads,
+    plan_from_dict,
+)
 from analyses.tasks import make_task
 from tests import planting
 
@@ -300,3 +307,61 @@ heads = [[0, 1], [1, 2]]
     record = store.read_manifest(killed, run_id)["sweeps"]["resume"]
     plan_units_before = [u for u in finished_before if not u.endswith(("|clean", ":zero"))]
     assert record["last_session"]["units"] == n_units - 4 - len(plan_units_before)
+
+
+# --- NIAH accuracy as a sweep task (the retrieval probe's grid, greedy decoding) ---------------
+
+
+@pytest.fixture
+def tiny_niah(tmp_path):
+    from probes.models.tiny import word_vocabulary
+
+    words = [w for w in word_vocabulary()[4:] if w.isalpha() and len(w) > 1 and w != "blue"]
+    haystack = tmp_path / "haystack.txt"
+    haystack.write_text(planting.word_haystack(words))
+    needles = tmp_path / "needles.jsonl"
+    needle = {"id": "n", "needle": "the secret code is blue .", "question": "what is the code ?",
+              "answer": "blue"}  # fmt: skip
+    needles.write_text(json.dumps(needle) + "\n")
+    template = "{context} question : {question} answer :"
+    return {"lengths": [48], "depths": [50], "max_new_tokens": 3, "needles": str(needles),
+            "haystack": str(haystack), "template": template}  # fmt: skip
+
+
+def test_niah_task_scores_planted_answers_and_stacks_rows(tiny_model, tiny_niah):
+    task = make_task("niah", tiny_niah)
+    tok = tiny_model.tokenizer
+
+    def answer(word):  # decoding emits `word`, then stops (a fresh hook: it counts steps)
+        return planting.emit([tok.convert_tokens_to_ids(word), tok.eos_token_id])
+
+    assert task.evaluate(tiny_model, [answer("blue")]) == {"accuracy": 1.0, "recall": 1.0}
+    assert task.evaluate(tiny_model, [answer("red")]) == {"accuracy": 0.0, "recall": 0.0}
+    copies = [[], [HeadAblation(((0, 1),), "uniform")], [HeadScale(((1, 0),), 2.0)]]
+    with planting.planted(tiny_model, [answer("blue")]):
+        rows = task.evaluate_stacked(tiny_model, copies)
+    assert rows == [{"accuracy": 1.0, "recall": 1.0}] * 3
+    plain = task.evaluate_stacked(tiny_model, copies)
+    assert plain == [task.evaluate(tiny_model, hooks(c, tiny_model.info)) for c in copies]
+
+
+# --- the real default model -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_prefix_reuse_and_stacking_are_exact_on_smollm2(smollm2):
+    from analyses.prefix import resume_is_exact
+
+    task = make_task("ioi", {"n_prompts": 4})
+    prepared = sweep.PreparedTask(smollm2, task, batch_size=4, layers={0, 15, 29})
+    assert resume_is_exact(smollm2, prepared.batches[0].batch)
+    units = [
+        Unit("ioi", "zero", ((15, 4),)),
+        Unit("ioi", "uniform", ((15, 5),)),  # GQA: heads 3..5 share a KV head
+        Unit("ioi", "mean", ((15, 3),)),
+    ]
+    stacked = prepared.run_stacked(units, reuse=True)
+    for unit, got in zip(units, stacked, strict=True):
+        alone = task.evaluate(smollm2, hooks([unit.build(prepared.means)], smollm2.info))
+        assert got["logit_diff"] == pytest.approx(alone["logit_diff"], abs=1e-4), unit.id
+    assert len({round(s["logit_diff"], 4) for s in stacked}) == 3  # three different edits

@@ -22,8 +22,9 @@ def random_causal_patterns(*shape: int, seed: int = 0) -> torch.Tensor:
 
 
 def run(model, params=None, plants=(), suite=None) -> pd.DataFrame:
-    probe = detectors.DetectorProbe(model.info, params or detectors.DetectorParams(
-        n_sequences=3, half_len=HALF))
+    probe = detectors.DetectorProbe(
+        model.info, params or detectors.DetectorParams(n_sequences=3, half_len=HALF)
+    )
     suite = suite or PromptSuite("unused", (Prompt("x", "the"),), "test")
     with planting.planted(model, plants):
         return engine.run(model, [probe], suite, batch_size=2, progress=False)
@@ -54,7 +55,9 @@ def test_detection_patterns_equal_transformer_lens_per_sequence_and_ignore_paddi
             assert not ours[name][row, length:].any() and not ours[name][row, :, length:].any()
 
 
-@pytest.mark.parametrize("exclude_bos,exclude_current", list(itertools.product([False, True], [False, True])))
+@pytest.mark.parametrize(
+    "exclude_bos,exclude_current", list(itertools.product([False, True], [False, True]))
+)
 def test_scores_equal_transformer_lens_similarity_score(exclude_bos, exclude_current):
     generator = torch.Generator().manual_seed(1)
     tokens = torch.randint(0, 4, (2, 9), generator=generator)
@@ -68,7 +71,8 @@ def test_scores_equal_transformer_lens_similarity_score(exclude_bos, exclude_cur
                 expected = tl.compute_head_attention_similarity_score(
                     pattern[row, head, :length, :length].clone(),
                     detection[row, :length, :length].float(),
-                    exclude_bos=exclude_bos, exclude_current_token=exclude_current,
+                    exclude_bos=exclude_bos,
+                    exclude_current_token=exclude_current,
                     error_measure="mul",
                 )
                 assert ours[row, head].item() == pytest.approx(expected, abs=1e-6), name
@@ -93,11 +97,16 @@ def test_probe_equals_transformer_lens_detect_head_on_the_bridge(tiny_model):
     texts = [tiny_model.tokenizer.decode(list(p.tokens[1:])) for p in prompts]
     for prompt, text in zip(prompts, texts, strict=True):  # the reference reads the same ids
         assert tiny_model.bridge.to_tokens(text)[0].tolist() == list(prompt.tokens)
-    for name, tl_name in [("previous_token", "previous_token_head"),
-                          ("duplicate_token", "duplicate_token_head"), ("induction", "induction_head")]:
+    for name, tl_name in [
+        ("previous_token", "previous_token_head"),
+        ("duplicate_token", "duplicate_token_head"),
+        ("induction", "induction_head"),
+    ]:
         expected = tl.detect_head(tiny_model.bridge, texts, tl_name, exclude_bos=True)
         for layer, head in itertools.product(range(2), range(4)):
-            assert value(rows, name, layer, head) == pytest.approx(expected[layer, head].item(), abs=1e-5)
+            assert value(rows, name, layer, head) == pytest.approx(
+                expected[layer, head].item(), abs=1e-5
+            )
 
 
 # --- planted heads ------------------------------------------------------------------------------
@@ -155,12 +164,22 @@ STATS_TEXTS = ["the cat went to the park and the dog went to the store", "mary g
 def run_stats(model, plants) -> pd.DataFrame:
     suite = PromptSuite("t", tuple(Prompt(f"p{i}", t) for i, t in enumerate(STATS_TEXTS)), "test")
     with planting.planted(model, plants):
-        return engine.run(model, [detectors.AttentionStatsProbe(model.info)], suite, batch_size=2,
-                          max_tokens=None, progress=False)
+        return engine.run(
+            model,
+            [detectors.AttentionStatsProbe(model.info)],
+            suite,
+            batch_size=2,
+            max_tokens=None,
+            progress=False,
+        )
 
 
 def test_planted_heads_have_closed_form_entropy_and_distance(tiny_model):
-    plants = [planting.previous_token_head(0, 0), planting.uniform_head(0, 1), planting.bos_head(1, 0)]
+    plants = [
+        planting.previous_token_head(0, 0),
+        planting.uniform_head(0, 1),
+        planting.bos_head(1, 0),
+    ]
     rows = run_stats(tiny_model, plants)
     queries = [q for text in STATS_TEXTS for q in range(1, len(tiny_model.tokenize(text)))]
     assert value(rows, "mean_attention_distance", 0, 0) == pytest.approx(1.0, abs=1e-5)
@@ -169,9 +188,11 @@ def test_planted_heads_have_closed_form_entropy_and_distance(tiny_model):
     assert value(rows, "entropy", 0, 1) == pytest.approx(mean_log, rel=1e-5)
     assert value(rows, "entropy_normalized", 0, 1) == pytest.approx(1.0, rel=1e-5)
     assert value(rows, "mean_attention_distance", 0, 1) == pytest.approx(
-        sum(q / 2 for q in queries) / len(queries), rel=1e-5)
+        sum(q / 2 for q in queries) / len(queries), rel=1e-5
+    )
     assert value(rows, "mean_attention_distance", 1, 0) == pytest.approx(
-        sum(queries) / len(queries), rel=1e-5)
+        sum(queries) / len(queries), rel=1e-5
+    )
     assert value(rows, "entropy_normalized", 1, 0) == pytest.approx(0.0, abs=1e-4)
 
 
@@ -186,5 +207,9 @@ def test_smollm2_has_induction_heads_that_a_planted_free_random_model_lacks(smol
     assert len(induction) == 270
     # Olsson et al.: pretrained LMs grow induction heads; a random model has none.
     assert induction.max() > 0.5
-    assert run(tiny_model, detectors.DetectorParams(4, 32, exclude_bos=True)).query(
-        "metric == 'induction'").value.max() < 0.2
+    assert (
+        run(tiny_model, detectors.DetectorParams(4, 32, exclude_bos=True))
+        .query("metric == 'induction'")
+        .value.max()
+        < 0.2
+    )

@@ -28,8 +28,9 @@ SUITE = PromptSuite("t", tuple(Prompt(f"p{i}", t) for i, t in enumerate(TEXTS)),
 def run(model, plants=(), params=None, batch_size=3) -> pd.DataFrame:
     probe = DivergenceProbe(model.info, params or DivergenceParams(answer_tokens=4))
     with planting.planted(model, plants):
-        return engine.run(model, [probe], SUITE, batch_size=batch_size, max_tokens=None,
-                          progress=False)
+        return engine.run(
+            model, [probe], SUITE, batch_size=batch_size, max_tokens=None, progress=False
+        )
 
 
 def vhd(rows: pd.DataFrame) -> dict[tuple[int, int], float]:
@@ -69,9 +70,11 @@ def test_layouts_remove_exactly_the_segment(tiny_model):
     probe = DivergenceProbe(tiny_model.info, DivergenceParams(answer_tokens=4))
     prompts = {p.id: p.tokens for p in probe.prompts(tiny_model, SUITE, None)}
     ids = tiny_model.tokenize
-    before, segment, after = ids("mary gave the ball"), ids("the cat went to the park and the dog",
-                                                            prepend_bos=False), ids(
-        "to john and the man went to the store", prepend_bos=False)
+    before, segment, after = (
+        ids("mary gave the ball"),
+        ids("the cat went to the park and the dog", prepend_bos=False),
+        ids("to john and the man went to the store", prepend_bos=False),
+    )
     assert prompts["p0#with"] == tuple(before + segment + after)
     assert prompts["p0#without"] == tuple(before + after)
     unmarked = ids(TEXTS[2])  # default: the first half after BOS is the segment
@@ -84,7 +87,7 @@ def test_layouts_remove_exactly_the_segment(tiny_model):
 def test_a_prompt_with_nothing_after_its_segment_is_refused(tiny_model):
     suite = PromptSuite("t", (Prompt("bad", "the cat <segment> went </segment>"),), "file.jsonl")
     probe = DivergenceProbe(tiny_model.info)
-    with pytest.raises(SegmentError, match="prompt 'bad' of file.jsonl"):
+    with pytest.raises(SegmentError, match=r"prompt 'bad' of file\.jsonl"):
         probe.prompts(tiny_model, suite, None)
 
 
@@ -97,11 +100,17 @@ def reference_divergence(model, params):
     probe.prompts(model, SUITE, None)
     per_prompt = {}
     for layout, variant in probe.variants.values():
-        tokens = torch.tensor([layout.with_segment if variant == "with" else layout.without_segment])
+        tokens = torch.tensor(
+            [layout.with_segment if variant == "with" else layout.without_segment]
+        )
         _, cache = model.bridge.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_z"))
         start = layout.answer_start(variant)
-        z = torch.stack([cache[hooks.attn(layer, "z")][0, start : start + layout.n_answer]
-                         for layer in range(model.info.n_layers)])  # [layer, answer, head, d]
+        z = torch.stack(
+            [
+                cache[hooks.attn(layer, "z")][0, start : start + layout.n_answer]
+                for layer in range(model.info.n_layers)
+            ]
+        )  # [layer, answer, head, d]
         per_prompt.setdefault(layout.prompt_id, {})[variant] = z
     divergence = {
         prompt: (z["with"] - z["without"]).norm(dim=-1).permute(0, 2, 1)  # [layer, head, answer]
@@ -119,8 +128,9 @@ def test_streaming_equals_two_separate_runs(tiny_model, batch_size):
     for (layer, head), value in vhd(rows).items():
         assert value == pytest.approx(mean[layer, head].item(), rel=1e-4, abs=1e-6)
     t_vhd = rows[rows.metric == "t_vhd"]
+    prompt_of = t_vhd.condition.map(lambda c: json.loads(c)["prompt"])
     for prompt, values in divergence.items():
-        picked = t_vhd[t_vhd.condition.map(lambda c: json.loads(c)["prompt"] == prompt)]
+        picked = t_vhd[prompt_of == prompt]
         expected = values.flatten(0, 1).topk(3, dim=0).values.mean(0)
         assert picked.value.tolist() == pytest.approx(expected.tolist(), rel=1e-4)
     p0 = t_vhd[t_vhd.condition.map(lambda c: json.loads(c)["prompt"] == "p0")]
@@ -133,8 +143,11 @@ def test_streaming_equals_two_separate_runs(tiny_model, batch_size):
 def test_a_head_that_never_reads_the_segment_has_divergence_zero(tiny_model):
     """Layer 0 reads token embeddings only: a head attending to its own token, or to BOS, gives
     the same output with and without the segment; a uniform head averages over it."""
-    plants = [planting.attend_to(0, 0, lambda q: q), planting.bos_head(0, 1),
-              planting.uniform_head(0, 2)]
+    plants = [
+        planting.attend_to(0, 0, lambda q: q),
+        planting.bos_head(0, 1),
+        planting.uniform_head(0, 2),
+    ]
     scores = vhd(run(tiny_model, plants))
     assert scores[(0, 0)] == pytest.approx(0.0, abs=1e-5)
     assert scores[(0, 1)] == pytest.approx(0.0, abs=1e-5)
@@ -146,9 +159,11 @@ def test_a_head_that_never_reads_the_segment_has_divergence_zero(tiny_model):
 def test_smollm2_answer_tokens_that_need_the_document_diverge_most(smollm2):
     """The paper's finding in text: tokens grounded in the removed context (the digits, which
     only the document supplies) have higher T-VHD than the template token before them."""
-    suite = PromptSuite("t", (Prompt("doc", (
-        "<segment>The secret number of the blue house is 4721. The red house has no number."
-        "</segment> Question: what is the secret number of the blue house? Answer: 4721")),), "t")
+    text = (
+        "<segment>The secret number of the blue house is 4721. The red house has no "
+        "number.</segment> Question: what is the secret number of the blue house? Answer: 4721"
+    )
+    suite = PromptSuite("t", (Prompt("doc", text),), "t")
     probe = DivergenceProbe(smollm2.info, DivergenceParams(answer_tokens=6))
     rows = engine.run(smollm2, [probe], suite, max_tokens=None, progress=False)
     scores = rows[rows.metric == "vhd"]

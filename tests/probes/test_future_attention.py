@@ -50,7 +50,8 @@ def reference(model, params: FutureAttentionParams):
     for prompt in SUITE.prompts:
         tokens = torch.tensor([model.tokenize(prompt.text)])
         _, cache = model.bridge.run_with_cache(
-            tokens, names_filter=lambda name: name.endswith("hook_pattern"))
+            tokens, names_filter=lambda name: name.endswith("hook_pattern")
+        )
         maps[prompt.id] = torch.stack(
             [cache[hooks.attn(layer, "pattern")][0] for layer in range(model.info.n_layers)]
         ).double()  # [layer, head, T, T]
@@ -78,18 +79,30 @@ def reference(model, params: FutureAttentionParams):
         }
         fai[prompt_id] = {}
         for s in range(n):
-            window = [t for t in range(params.first_position, n)
-                      if s + params.horizon_low <= t <= min(n - 1, s + params.horizon_high)]
+            window = [
+                t
+                for t in range(params.first_position, n)
+                if s + params.horizon_low <= t <= min(n - 1, s + params.horizon_high)
+            ]
             if window:
                 fai[prompt_id][s] = sum(a_glob[t, s].item() for t in window) / len(window)
     return d, set(local), set(global_), waad, fai
 
 
-@pytest.mark.parametrize("params", [
-    FutureAttentionParams(),
-    FutureAttentionParams(local_fraction=0.25, global_fraction=0.5, window=3, horizon_low=2,
-                          horizon_high=7, first_position=3),
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        FutureAttentionParams(),
+        FutureAttentionParams(
+            local_fraction=0.25,
+            global_fraction=0.5,
+            window=3,
+            horizon_low=2,
+            horizon_high=7,
+            first_position=3,
+        ),
+    ],
+)
 def test_streaming_equals_the_papers_equations_on_full_maps(tiny_model, params):
     rows = run(tiny_model, params=params)
     d, local, global_, waad, fai = reference(tiny_model, params)
@@ -113,8 +126,12 @@ def test_streaming_equals_the_papers_equations_on_full_maps(tiny_model, params):
 
 
 def test_planted_local_heads_are_local_with_waad_one_and_bos_heads_anchor_fai(tiny_model):
-    plants = [planting.previous_token_head(0, 0), planting.previous_token_head(1, 1),
-              planting.bos_head(0, 2), planting.bos_head(1, 3)]
+    plants = [
+        planting.previous_token_head(0, 0),
+        planting.previous_token_head(1, 1),
+        planting.bos_head(0, 2),
+        planting.bos_head(1, 3),
+    ]
     rows = run(tiny_model, plants)  # 8 heads: 30 % → 2 local, 2 global
     classes = locality(rows)
     assert {h for h, c in classes.items() if c == "local"} == {(0, 0), (1, 1)}
@@ -146,8 +163,11 @@ def test_token_rows_name_their_prompt_and_token(tiny_model):
     rows = run(tiny_model)
     waad = rows[rows.metric == "waad"]
     labels = [json.loads(c) for c in waad.condition]
-    first = [label["token"] for label, p in zip(labels, waad.position, strict=True)
-             if label["prompt"] == "p1"]
+    first = [
+        label["token"]
+        for label, p in zip(labels, waad.position, strict=True)
+        if label["prompt"] == "p1"
+    ]
     assert first == TEXTS[1].split()  # position 0 (BOS) is not scored
     assert waad.layer.isna().all() and waad["head"].isna().all()
 

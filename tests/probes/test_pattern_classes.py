@@ -23,8 +23,15 @@ def text_of(n_words: int, seed: int) -> str:
     return " ".join(WORDS[i] for i in torch.randint(len(WORDS), (n_words,), generator=generator))
 
 
-SUITE = PromptSuite("t", (Prompt("long", text_of(199, 0)), Prompt("short", text_of(170, 1)),
-                          Prompt("tiny", text_of(20, 2))), "test")
+SUITE = PromptSuite(
+    "t",
+    (
+        Prompt("long", text_of(199, 0)),
+        Prompt("short", text_of(170, 1)),
+        Prompt("tiny", text_of(20, 2)),
+    ),
+    "test",
+)
 
 
 def random_causal_patterns(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -136,14 +143,26 @@ PLANTS = {
     (1, 0): planting.attend_uniform(1, 0, block_keys),
     (1, 1): planting.uniform_head(1, 1),
 }
-EXPECTED = {(0, 0): "local", (0, 1): "sink", (0, 2): "sink", (0, 3): "vertical_slash",
-            (1, 0): "block_sparse", (1, 1): "diffuse"}
+EXPECTED = {
+    (0, 0): "local",
+    (0, 1): "sink",
+    (0, 2): "sink",
+    (0, 3): "vertical_slash",
+    (1, 0): "block_sparse",
+    (1, 1): "diffuse",
+}
 
 
 def run(model, plants) -> pd.DataFrame:
     with planting.planted(model, plants):
-        return engine.run(model, [PatternClassProbe(model.info)], SUITE, batch_size=2,
-                          max_tokens=None, progress=False)
+        return engine.run(
+            model,
+            [PatternClassProbe(model.info)],
+            SUITE,
+            batch_size=2,
+            max_tokens=None,
+            progress=False,
+        )
 
 
 def value(rows: pd.DataFrame, metric: str, layer: int, head: int) -> float:

@@ -1,0 +1,205 @@
+"""`headlab bench`: what a probe scan costs next to a plain forward pass, at growing lengths.
+
+Three ways to get the same per-head sink metrics on one sequence of T tokens, each measured in a
+fresh process (so peak RSS is its own) and repeated:
+  plain     the Hugging Face model's forward with SDPA attention: the floor, no metrics at all
+  naive     the TransformerLens way: run_with_cache of every layer's hook_pattern, then reduce
+  headlab   headlab's engine (the fast path unless --path says otherwise)
+Wall time is the forward (or scan) alone, model loading excluded; peak RSS is the whole process.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from analyses import store
+
+METHODS = ("plain", "naive", "headlab")
+DEFAULT_TOKENS = (512, 1024, 2048, 4096, 8192)
+# Fraction of physical memory the naive way's cached patterns may take before we skip it.
+NAIVE_MEMORY_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    model: str = "smollm2-135m"
+    tokens: tuple[int, ...] = DEFAULT_TOKENS
+    methods: tuple[str, ...] = METHODS
+    repeats: int = 3
+    path: str = "auto"
+    data_dir: Path = Path("data")
+    timeout_s: float = 1800.0
+
+
+def naive_pattern_bytes(n_layers: int, n_heads: int, n_tokens: int) -> int:
+    """Memory of every layer's fp32 [head, T, T] pattern, which run_with_cache keeps."""
+    return n_layers * n_heads * n_tokens * n_tokens * 4
+
+
+def physical_memory_bytes() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().total)
+
+
+def bench_tokens(model, n_tokens: int):
+    """One sequence of exactly `n_tokens` tokens (BOS first) of standard-library prose."""
+    import torch
+
+    from probes.prompts import stdlib_docs_suite
+
+    words = max(64, n_tokens)  # prose runs about 1.3 tokens per word: this is always enough
+    (prompt,) = stdlib_docs_suite(1, words).prompts
+    ids = model.tokenize(prompt.text)[:n_tokens]
+    if len(ids) < n_tokens:
+        raise ValueError(f"the offline corpus gave {len(ids)} tokens; {n_tokens} were asked for")
+    return torch.tensor([ids])
+
+
+def measure_once(model_name: str, method: str, n_tokens: int, path: str) -> dict:
+    """Run one measurement in this process; return wall seconds and peak RSS."""
+    import torch
+
+    from probes import engine, fastpath, hooks, sinks
+    from probes.base import Batch
+    from probes.models import load
+
+    model = load(model_name)
+    tokens = bench_tokens(model, n_tokens)
+    batch = Batch(tokens, torch.tensor([n_tokens]), ("bench",))
+    hf_model = model.bridge.original_model
+    started = time.perf_counter()
+    if method == "plain":
+        with (
+            torch.inference_mode(),
+            fastpath.unbridged(hf_model),
+            fastpath.attention_implementation(hf_model.config, "sdpa"),
+        ):
+            hf_model(input_ids=tokens, use_cache=False)
+    elif method == "naive":
+        probe = sinks.SinkProbe(model.info)
+        names = [hooks.attn(layer, "pattern") for layer in range(model.info.n_layers)]
+        with torch.inference_mode():
+            _, cache = model.bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
+            probe.start_batch(batch)
+            for layer, name in enumerate(names):
+                probe.on_pattern(layer, cache[name], 0, batch)
+            probe.end_batch(batch)
+    elif method == "headlab":
+        probe = sinks.SinkProbe(model.info)
+        engine.run_batch(model, batch, [probe], path=engine.choose_path(model, [probe], path))
+    else:
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    wall = time.perf_counter() - started
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"wall_s": wall, "peak_rss_mb": peak_kib / 1024}
+
+
+def measure_in_subprocess(config: BenchConfig, method: str, n_tokens: int) -> dict:
+    command = [
+        sys.executable,
+        "-m",
+        "analyses.bench",
+        config.model,
+        method,
+        str(n_tokens),
+        config.path,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=config.timeout_s)
+    if result.returncode != 0:
+        tail = result.stderr.strip().splitlines()[-3:]
+        raise RuntimeError(f"bench {method} at T={n_tokens} failed: {' | '.join(tail)}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run(config: BenchConfig, progress: bool = True) -> pd.DataFrame:
+    """Measure every (method, T) `repeats` times; one row per measurement (skips included)."""
+    from tqdm.auto import tqdm
+
+    from probes.models import load
+
+    info = load(config.model).info
+    rows = []
+    plan = [(t, m) for t in config.tokens for m in config.methods]
+    with tqdm(total=len(plan) * config.repeats, desc="bench", disable=not progress) as bar:
+        for n_tokens, method in plan:
+            if n_tokens > info.n_ctx:
+                raise ValueError(
+                    f"T={n_tokens} exceeds the {info.n_ctx}-token context of {config.model!r}"
+                )
+            needed = naive_pattern_bytes(info.n_layers, info.n_heads, n_tokens)
+            if method == "naive" and needed > NAIVE_MEMORY_FRACTION * physical_memory_bytes():
+                rows.append(
+                    {
+                        "method": method,
+                        "tokens": n_tokens,
+                        "repeat": None,
+                        "wall_s": None,
+                        "peak_rss_mb": None,
+                        "skipped": f"patterns alone need {needed / 2**30:.0f} GiB",
+                    }
+                )
+                bar.update(config.repeats)
+                continue
+            for repeat in range(config.repeats):
+                measured = measure_in_subprocess(config, method, n_tokens)
+                rows.append(
+                    {
+                        "method": method,
+                        "tokens": n_tokens,
+                        "repeat": repeat,
+                        **measured,
+                        "skipped": None,
+                    }
+                )
+                bar.update(1)
+    return pd.DataFrame(rows)
+
+
+def summarise(measurements: pd.DataFrame) -> pd.DataFrame:
+    """Medians per (T, method) and the ratios headlab/plain and headlab/naive."""
+    done = measurements[measurements["skipped"].isna()]
+    medians = done.groupby(["tokens", "method"])[["wall_s", "peak_rss_mb"]].median().unstack()
+    table = pd.DataFrame(index=sorted(measurements["tokens"].unique()))
+    for method in METHODS:
+        if ("wall_s", method) in medians:
+            table[f"{method}_s"] = medians[("wall_s", method)]
+            table[f"{method}_mb"] = medians[("peak_rss_mb", method)]
+    if "headlab_s" in table and "plain_s" in table:
+        table["time_vs_plain"] = table["headlab_s"] / table["plain_s"]
+        table["rss_vs_plain"] = table["headlab_mb"] / table["plain_mb"]
+    if "headlab_s" in table and "naive_s" in table:
+        table["time_vs_naive"] = table["headlab_s"] / table["naive_s"]
+        table["rss_vs_naive"] = table["headlab_mb"] / table["naive_mb"]
+    table.index.name = "tokens"
+    return table
+
+
+def save(measurements: pd.DataFrame, config: BenchConfig) -> Path:
+    """Measurements to data/bench/<time>-<model>.parquet, written atomically."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    path = Path(config.data_dir) / "bench" / f"{stamp}-{config.model}.parquet"
+    store.write_side_table(path, measurements.assign(model=config.model), asdict(config))
+    return path
+
+
+def format_summary(table: pd.DataFrame) -> str:
+    return table.to_string(float_format=lambda value: f"{value:.2f}", na_rep="skipped")
+
+
+def _worker() -> None:
+    """`python -m analyses.bench MODEL METHOD T PATH`: one measurement, printed as JSON."""
+    model, method, n_tokens, path = sys.argv[1:5]
+    print(json.dumps(measure_once(model, method, int(n_tokens), path)))
+
+
+if __name__ == "__main__":
+    _worker()

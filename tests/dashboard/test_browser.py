@@ -1,0 +1,122 @@
+"""One real browser: `headlab dashboard` serves the app on 127.0.0.1 and headless Chromium
+renders the head map's plotly heatmap.
+
+Needs the Debian packages `chromium` and `chromium-driver` and the `selenium` package.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--window-size=1400,1400")  # fmt: skip
+STARTUP_S = 90
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_healthy(url: str, server: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"the dashboard exited with {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"the dashboard did not answer at {url} within {timeout} s")
+
+
+@pytest.fixture
+def dashboard_url(fixture_data: Path, tmp_path: Path) -> Iterator[str]:
+    """`headlab dashboard` on a free port, stopped (its whole process group) afterwards."""
+    port = free_port()
+    log = (tmp_path / "dashboard.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "analyses.cli", "dashboard", "--data", str(fixture_data),
+         "--port", str(port)],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, server, STARTUP_S)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not shutil.which(path)]
+    if missing:
+        pytest.fail(f"{missing} not found: apt-get install -y chromium chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_the_head_map_renders_in_a_real_browser(dashboard_url, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    assert dashboard_url.startswith("http://127.0.0.1:")
+    browser.get(f"{dashboard_url}/head_map?run=toy-a")
+    heatmap = ".js-plotly-plot .heatmaplayer image"  # plotly paints a heatmap as one image
+    WebDriverWait(browser, STARTUP_S).until(lambda d: d.find_elements(By.CSS_SELECTOR, heatmap))
+    traces = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.js-plotly-plot'))"
+        ".map(plot => (plot.data || []).map(trace => trace.type))"
+    )
+    assert traces == [["heatmap"]]
+
+    def ticks(axis: str) -> list[str]:
+        return browser.execute_script(
+            f"return Array.from(document.querySelectorAll('.js-plotly-plot .{axis}tick text'))"
+            ".map(t => t.textContent)"
+        )
+
+    assert ticks("x") == ["0", "1", "2", "3"]  # the toy model's 4 heads
+    assert ticks("y") == ["0", "1", "2"]  # and 3 layers
+    assert browser.find_elements(By.XPATH, "//*[contains(text(), 'Top 10 heads')]")
+
+    screenshot = tmp_path / "head_map.png"
+    assert browser.save_screenshot(str(screenshot))
+    with Image.open(screenshot) as image:
+        assert image.size[0] >= 1000
+        assert len(image.convert("RGB").getcolors(maxcolors=1 << 20)) > 50  # not a blank page
