@@ -106,13 +106,15 @@ def test_the_head_map_renders_in_a_real_browser(dashboard_url, browser, tmp_path
     assert traces == [["heatmap"]]
 
     def ticks(axis: str) -> list[str]:
+        """Tick labels of an axis, in screen order (left to right, top to bottom)."""
         return browser.execute_script(
             f"return Array.from(document.querySelectorAll('.js-plotly-plot .{axis}tick text'))"
-            ".map(t => t.textContent)"
+            ".map(t => [t.getBoundingClientRect().left + t.getBoundingClientRect().top,"
+            " t.textContent]).sort((a, b) => a[0] - b[0]).map(pair => pair[1])"
         )
 
     assert ticks("x") == ["0", "1", "2", "3"]  # the toy model's 4 heads
-    assert ticks("y") == ["0", "1", "2"]  # and 3 layers
+    assert ticks("y") == ["0", "1", "2"]  # and 3 layers, layer 0 on top
     assert browser.find_elements(By.XPATH, "//*[contains(text(), 'Top 10 heads')]")
 
     screenshot = tmp_path / "head_map.png"
