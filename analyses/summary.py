@@ -40,6 +40,16 @@ def format_top_heads(table: pd.DataFrame, k: int = 5) -> str:
         label = f"{probe}/{metric}" + (f" [{condition}]" if isinstance(condition, str) else "")
         heads = ", ".join(f"L{row.layer}H{row.head}={row.value:.3g}" for row in group.itertuples())
         lines.append(f"  {model}  {label:<28} {heads}")
+    layer_rows = table[table["head"].isna() & table["layer"].notna()]
+    for (model, probe, metric, condition), group in layer_rows.groupby(
+        ["model", "probe", "metric", "condition"], dropna=False, sort=True
+    ):
+        label = f"{probe}/{metric}" + (f" [{condition}]" if isinstance(condition, str) else "")
+        best = group.loc[group["value"].idxmax()]
+        lines.append(
+            f"  {model}  {label:<28} max {best['value']:.4g} at layer {best['layer']} "
+            f"(median over layers {group['value'].median():.4g})"
+        )
     for model, percent in sink_percentage(table).items():
-        lines.append(f"  {model}  Sink_1^eps (first token)     {percent:.1f}% of heads")
+        lines.append(f"  {model}  Sink_1^ε (first token)       {percent:.1f}% of heads")
     return "\n".join(lines)
