@@ -210,7 +210,7 @@ def run(config: MaskingConfig, model: Any = None) -> pd.DataFrame:
                 sample.tokens[-1],
                 max_new_tokens=params.max_new_tokens,
                 stop=stop,
-                fwd_hooks=stacked_hooks(rows, info),
+                fwd_hooks=lambda active, rows=rows: stacked_hooks([rows[i] for i in active], info),
                 n_rows=len(rows),
             )
         for condition, generated in zip(plan, answers, strict=True):

@@ -46,7 +46,7 @@ def add_arguments(sweep: argparse.ArgumentParser) -> None:
     sweep.add_argument("--plan", type=Path, help="TOML plan file (see analyses/plan.py)")
     sweep.add_argument("--model", help="model for a plan given by flags (default smollm2-135m)")
     sweep.add_argument("--name", help="sweep name; results go to sweep-NAME.parquet")
-    sweep.add_argument("--tasks", type=_names, help="comma-separated tasks, e.g. ioi,lm")
+    sweep.add_argument("--tasks", type=_names, help="tasks: ioi, lm, niah (default ioi)")
     sweep.add_argument(
         "--single-head",
         type=_names,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,9 @@ import streamlit as st
 
 from analyses import store
 from analyses.store import StoreError
+from dashboard import frames
+from dashboard.frames import PATTERN_PROBE, PromptTokens
 
-PATTERN_PROBE = "pattern"  # probes/pattern_snapshots.py; its rows are not per-head scores
 DEFAULT_DATA = Path("data")
 
 
@@ -122,59 +122,40 @@ def load_results(data_dir: Path, run_id: str) -> pd.DataFrame:
     return _read_run(data_dir, run_id, [("probe", "!=", PATTERN_PROBE)])
 
 
-@dataclass(frozen=True)
-class PromptTokens:
-    """A prompt stored by the pattern probe: its token text and where each block starts."""
-
-    prompt: str
-    text: tuple[str, ...]
-    block_starts: tuple[int, ...]
-
-    @property
-    def n_blocks(self) -> int:
-        return len(self.block_starts)
-
-    def block_text(self, block: int) -> str:
-        end = self.block_starts[block + 1] if block + 1 < self.n_blocks else len(self.text)
-        return "".join(self.text[self.block_starts[block] : end])
-
-
 def load_pattern_prompts(data_dir: Path, run_id: str) -> dict[str, PromptTokens]:
     """The prompts whose pooled attention patterns the run stores, by prompt id."""
-    rows = _read_run(data_dir, run_id, [("probe", "==", PATTERN_PROBE), ("metric", "==", "tokens")])
-    prompts = {}
-    for condition in rows["condition"]:
-        record = json.loads(condition)
-        text = record.get("text") or [f"<{token}>" for token in record["ids"]]
-        prompts[record["prompt"]] = PromptTokens(
-            record["prompt"], tuple(text), tuple(record["block_starts"])
-        )
-    return prompts
+    filters = [("probe", "==", PATTERN_PROBE), ("metric", "==", "tokens")]
+    return frames.pattern_prompts(_read_run(data_dir, run_id, filters))
 
 
 def load_head_pattern(
     data_dir: Path, run_id: str, layer: int, head: int, prompt: str
 ) -> pd.DataFrame:
     """One head's pooled pattern on one stored prompt: query_block, key_block, value."""
-    rows = _read_run(
-        data_dir,
-        run_id,
-        [
-            ("probe", "==", PATTERN_PROBE),
-            ("metric", "==", "attention"),
-            ("layer", "==", layer),
-            ("head", "==", head),
-        ],
-    )
-    keys = {condition: json.loads(condition) for condition in rows["condition"].unique()}
-    rows = rows.assign(
-        prompt=rows["condition"].map(lambda c: keys[c]["prompt"]),
-        key_block=rows["condition"].map(lambda c: keys[c]["key_block"]).astype("int64"),
-        query_block=rows["position"].astype("int64"),
-    )
-    return rows[rows["prompt"] == prompt][["query_block", "key_block", "value"]].reset_index(
-        drop=True
-    )
+    filters = [
+        ("probe", "==", PATTERN_PROBE),
+        ("metric", "==", "attention"),
+        ("layer", "==", layer),
+        ("head", "==", head),
+    ]
+    return frames.pattern_cells(_read_run(data_dir, run_id, filters), layer, head, prompt)
+
+
+def load_side_table(data_dir: Path, run_id: str, name: str) -> pd.DataFrame | None:
+    """A run's side table `tables/<name>.parquet` (any shape, e.g. per-sample outcomes), or
+    None when the run has none by that name."""
+    directory = run_directory(data_dir, run_id)
+    path = store.side_table_path(directory, name)
+    if not path.exists():
+        return None
+    path = _inside(path, directory)
+    try:
+        arrow = pq.read_table(path)
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
+        raise StoreError(f"{path} is not a readable parquet file: {error}") from error
+    if store.TABLE_KEY not in (arrow.schema.metadata or {}):
+        raise StoreError(f"{path} is a parquet file but not a headlab side table")
+    return arrow.to_pandas()
 
 
 def list_runs(data_dir: Path) -> pd.DataFrame:
@@ -223,7 +204,8 @@ def list_runs(data_dir: Path) -> pd.DataFrame:
 def _signature(data_dir: Path, run_id: str) -> tuple[tuple[str, int, int], ...]:
     directory = run_directory(data_dir, run_id)
     files = [*result_files(data_dir, run_id), directory / store.MANIFEST_FILE]
-    stats = [(path.name, path.stat()) for path in files if path.exists()]
+    files += sorted((directory / store.TABLES_DIR).glob("*.parquet"))
+    stats = [(str(path.relative_to(directory)), path.stat()) for path in files if path.exists()]
     return tuple((name, stat.st_size, stat.st_mtime_ns) for name, stat in stats)
 
 
@@ -247,6 +229,13 @@ def _cached_head_pattern(
     data_dir: str, run_id: str, layer: int, head: int, prompt: str, signature: tuple
 ) -> pd.DataFrame:
     return load_head_pattern(Path(data_dir), run_id, layer, head, prompt)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _cached_side_table(
+    data_dir: str, run_id: str, name: str, signature: tuple
+) -> pd.DataFrame | None:
+    return load_side_table(Path(data_dir), run_id, name)
 
 
 @st.cache_data(show_spinner=False, ttl=5)
@@ -273,3 +262,7 @@ def head_pattern(data_dir: Path, run_id: str, layer: int, head: int, prompt: str
 
 def runs(data_dir: Path) -> pd.DataFrame:
     return _cached_run_list(str(data_dir))
+
+
+def side_table(data_dir: Path, run_id: str, name: str) -> pd.DataFrame | None:
+    return _cached_side_table(str(data_dir), run_id, name, _signature(data_dir, run_id))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -116,6 +117,60 @@ def head_profile(table: pd.DataFrame, layer: int, head: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+# ---- stored attention patterns (probes/pattern_snapshots.py) ----
+
+PATTERN_PROBE = "pattern"  # its rows are pooled patterns and tokens, not per-head scores
+
+
+@dataclass(frozen=True)
+class PromptTokens:
+    """A prompt stored by the pattern probe: its token text and where each block starts."""
+
+    prompt: str
+    text: tuple[str, ...]
+    block_starts: tuple[int, ...]
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.block_starts)
+
+    def block_text(self, block: int) -> str:
+        end = self.block_starts[block + 1] if block + 1 < self.n_blocks else len(self.text)
+        return "".join(self.text[self.block_starts[block] : end])
+
+
+def pattern_prompts(table: pd.DataFrame) -> dict[str, PromptTokens]:
+    """The prompts a table's pattern rows describe (metric "tokens"), by prompt id."""
+    rows = table[(table["probe"] == PATTERN_PROBE) & (table["metric"] == "tokens")]
+    prompts = {}
+    for condition in rows["condition"]:
+        record = json.loads(condition)
+        text = record.get("text") or [f"<{token}>" for token in record["ids"]]
+        prompts[record["prompt"]] = PromptTokens(
+            record["prompt"], tuple(text), tuple(record["block_starts"])
+        )
+    return prompts
+
+
+def pattern_cells(table: pd.DataFrame, layer: int, head: int, prompt: str) -> pd.DataFrame:
+    """query_block, key_block, value of one head's pooled pattern on one prompt."""
+    rows = table[
+        (table["probe"] == PATTERN_PROBE)
+        & (table["metric"] == "attention")
+        & (table["layer"] == layer)
+        & (table["head"] == head)
+    ]
+    keys = {condition: json.loads(condition) for condition in rows["condition"].unique()}
+    rows = rows[rows["condition"].map(lambda c: keys[c]["prompt"] == prompt).astype(bool)]
+    return pd.DataFrame(
+        {
+            "query_block": rows["position"].astype("int64"),
+            "key_block": rows["condition"].map(lambda c: keys[c]["key_block"]).astype("int64"),
+            "value": rows["value"].astype("float64"),
+        }
+    ).reset_index(drop=True)
+
+
 def pattern_matrix(cells: pd.DataFrame, n_blocks: int) -> list[list[float | None]]:
     """query_block × key_block matrix of pooled attention; blocks not stored (above the causal
     diagonal) are None, so the figure leaves them blank rather than drawing zeros."""
@@ -193,6 +248,29 @@ def niah_grid(table: pd.DataFrame, metric: str = "niah_accuracy") -> pd.DataFram
 def overall(table: pd.DataFrame, probe: str, metric: str, condition: str = "all") -> float | None:
     rows = select(table, probe, metric, condition)
     return None if rows.empty else float(rows["value"].mean())
+
+
+MASKING_TABLE = "retrieval_masking"  # side table of analyses/retrieval_masking.py
+NIAH_SAMPLES_TABLE = "niah_samples"  # side table of the retrieval probe
+
+
+def masking_curves(summary: pd.DataFrame, mode: str, measure: str = "accuracy") -> pd.DataFrame:
+    """k, selection ("top-k" / "random-k"), seed, value from the masking side table (one row
+    per condition: selection none / top / random, k, mode, seed, accuracy, recall)."""
+    rows = summary[(summary["mode"] == mode) & summary["selection"].isin(["top", "random"])]
+    return pd.DataFrame(
+        {
+            "k": rows["k"].astype("int64"),
+            "selection": rows["selection"] + "-k",
+            "seed": rows["seed"],
+            "value": rows[measure].astype("float64"),
+        }
+    ).reset_index(drop=True)
+
+
+def unmasked(summary: pd.DataFrame, measure: str = "accuracy") -> float | None:
+    rows = summary[summary["selection"] == "none"]
+    return None if rows.empty else float(rows[measure].iloc[0])
 
 
 # ---- sweeps (analyses/sweep.py; conditions spelled by analyses.plan.Unit.condition) ----
@@ -323,3 +401,27 @@ def token_rows(table: pd.DataFrame, probe: str, metrics: list[str]) -> pd.DataFr
             "value": rows["value"].astype("float64"),
         }
     ).reset_index(drop=True)
+
+
+def in_probe_order(series: pd.DataFrame, probes: list[str]) -> pd.DataFrame:
+    """`series` with the probes of the run's scan first (in the manifest's order), so the first
+    metric a view offers is the scan's own rather than the alphabetically first."""
+    rank = {probe: index for index, probe in enumerate(probes)}
+    key = series["probe"].map(lambda probe: rank.get(probe, len(rank)))
+    return series.assign(_order=key).sort_values("_order", kind="stable").drop(columns="_order")
+
+
+def prompt_series(
+    tokens: pd.DataFrame, prompt: str
+) -> tuple[list[str], dict[str, list[float | None]]]:
+    """One prompt's token text and, per metric, its value at every token (None where the
+    metric is not defined), from `token_rows` output."""
+    rows = tokens[tokens["prompt"] == prompt]
+    text_at = dict(zip(rows["position"], rows["token"], strict=True))
+    length = max(text_at) + 1 if text_at else 0
+    text = [text_at.get(position, "") for position in range(length)]
+    series = {}
+    for metric, group in rows.groupby("metric", sort=True):
+        values = dict(zip(group["position"], group["value"], strict=True))
+        series[str(metric)] = [values.get(position) for position in range(length)]
+    return text, series

@@ -18,6 +18,7 @@ from probes.engine import patterns_released_after_each_layer
 from probes.models import LoadedModel
 
 OnStep = Callable[[int, torch.Tensor], None]
+HooksFor = Callable[[list[int]], Sequence[Hook]]
 
 
 class StopRule:
@@ -59,39 +60,47 @@ def greedy_decode(
     *,
     max_new_tokens: int,
     stop: Callable[[int], bool],
-    fwd_hooks: Sequence[Hook] = (),
+    fwd_hooks: Sequence[Hook] | HooksFor = (),
     n_rows: int = 1,
     on_step: OnStep | None = None,
 ) -> list[list[int]]:
     """Greedy tokens per row, each ending at its first stop token (or after `max_new_tokens`).
 
-    `cache` (from `prefill`) is extended in place, and repeated to `n_rows` identical rows first,
-    so `fwd_hooks` can treat rows differently (e.g. `interventions.stacked_hooks`). `on_step(step,
-    tokens)` sees every step's greedy tokens [rows] right after its forward pass.
+    `cache` (from `prefill`) is extended in place, and repeated to `n_rows` identical rows first.
+    A row that stops leaves the batch (and the cache), so the cost follows each row's own length.
+    `fwd_hooks` is a hook list, or a function of the rows still decoding (indices into the
+    n_rows) that returns their hooks — e.g. `interventions.stacked_hooks` over their copies; it
+    is called again whenever a row stops. `on_step(step, tokens)` sees every step's greedy
+    tokens of the rows still decoding, right after the step's forward pass.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    hooks_for = fwd_hooks if callable(fwd_hooks) else (lambda rows: fwd_hooks)
     if n_rows > 1:
         cache.batch_repeat_interleave(n_rows)
     bridge = model.bridge
     inputs = torch.full((n_rows, 1), last_token, dtype=torch.long, device=model.device)
     generated: list[list[int]] = [[] for _ in range(n_rows)]
-    done = [False] * n_rows
-    with (
-        torch.inference_mode(),
-        bridge.hooks(fwd_hooks=list(fwd_hooks)),
-        patterns_released_after_each_layer(bridge),
-    ):
-        for step in range(max_new_tokens):
-            logits, cache = bridge(inputs, return_type="logits_and_cache", past_key_values=cache)
-            tokens = logits[:, -1].argmax(-1)
-            if on_step is not None:
-                on_step(step, tokens)
-            for row, token in enumerate(tokens.tolist()):
-                if not done[row]:
-                    generated[row].append(token)
-                    done[row] = stop(token)
-            if all(done):
-                break
-            inputs = tokens[:, None]
+    active = list(range(n_rows))
+    step = 0
+    with torch.inference_mode(), patterns_released_after_each_layer(bridge):
+        while active and step < max_new_tokens:
+            with bridge.hooks(fwd_hooks=list(hooks_for(active))):
+                while step < max_new_tokens:
+                    logits, cache = bridge(
+                        inputs, return_type="logits_and_cache", past_key_values=cache
+                    )
+                    tokens = logits[:, -1].argmax(-1)
+                    if on_step is not None:
+                        on_step(step, tokens)
+                    step += 1
+                    for row, token in zip(active, tokens.tolist(), strict=True):
+                        generated[row].append(token)
+                    going = [i for i, row in enumerate(active) if not stop(generated[row][-1])]
+                    inputs = tokens[going, None]
+                    if len(going) < len(active):
+                        active = [active[i] for i in going]
+                        if active:
+                            cache.batch_select_indices(torch.tensor(going, device=inputs.device))
+                        break  # new hooks for the rows that remain
     return generated

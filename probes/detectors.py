@@ -86,7 +86,7 @@ def attention_distance(
     n = pattern.shape[-1]
     positions = torch.arange(n, device=pattern.device, dtype=pattern.dtype)
     distance = (positions[:, None] - positions[None, :]).clamp(min=0)
-    return (pattern * distance).sum(-1)
+    return torch.einsum("bhqk,qk->bhq", pattern, distance)
 
 
 def attention_entropy(

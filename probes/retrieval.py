@@ -82,18 +82,22 @@ class TopKeyRecorder:
         self.fresh = torch.zeros(info.n_layers, dtype=torch.bool)
 
     def hooks(self) -> list[Hook]:
+        return [
+            (hooks.attn(layer, "pattern"), self._record(layer)) for layer in range(self.n_layers)
+        ]
+
+    def _record(self, layer: int):
         def record(pattern: torch.Tensor, hook: Any) -> None:
             if pattern.shape[0] != 1 or pattern.shape[-2] != 1:
                 raise RuntimeError(
                     f"{hook.name}: the retrieval score reads one query row per decoding step, "
                     f"got a pattern of shape {tuple(pattern.shape)} (a prefill or a batch)"
                 )
-            layer = hooks.layer_of(hook.name)
             self.index[layer] = pattern[0, :, 0].argmax(-1).cpu()
             self.row_length[layer] = pattern.shape[-1]
             self.fresh[layer] = True
 
-        return [(hooks.attn(layer, "pattern"), record) for layer in range(self.n_layers)]
+        return record
 
     def keys(self, n_positions: int) -> Int[torch.Tensor, "layer head"]:
         """Absolute top-1 key per (layer, head) of the step just run over `n_positions` keys."""

@@ -38,6 +38,7 @@ except StoreError as error:
 series = frames.head_series(tables[run_a]).merge(
     frames.head_series(tables[run_b])[["label"]], on="label"
 )
+series = frames.in_probe_order(series, list(manifests[run_a].get("probes") or {}))
 if series.empty:
     st.info("The two runs share no per-head metric.")
     st.stop()

@@ -20,30 +20,26 @@ if tokens.empty:
     st.info("This run stores no per-token WAAD / FAI series.")
 else:
     prompt = st.selectbox("prompt", sorted(tokens["prompt"].unique()), key="future_prompt")
-    series = tokens[tokens["prompt"] == prompt]
-    text = series.drop_duplicates("position").sort_values("position")["token"].tolist()
-    for metric, label, what in (
-        (
-            "waad",
-            "WAAD_t",
-            f"windowed attention distance of the local heads (W = {params.get('window', '?')})",
-        ),
-        (
-            "fai",
+    text, series = frames.prompt_series(tokens, prompt)
+    window = params.get("window", "?")
+    low, high = params.get("horizon_low", "?"), params.get("horizon_high", "?")
+    captions = {
+        "waad": ("WAAD_t", f"windowed attention distance of the local heads (W = {window})"),
+        "fai": (
             "FAI_s",
-            f"attention later tokens (t − s in [{params.get('horizon_low', '?')}, "
-            f"{params.get('horizon_high', '?')}]) pay to s, global heads",
+            f"attention later tokens (t − s in [{low}, {high}]) pay to s, global heads",
         ),
-    ):
-        values = series[series["metric"] == metric].set_index("position")["value"]
-        values = values.reindex(range(len(text)))
-        st.plotly_chart(
-            figures.token_series(
-                {label: values.tolist()}, text, title=f"{label}: {what}", y_label=label
-            ),
-            key=f"future_{metric}",
-        )
-    fai = series[series["metric"] == "fai"].nlargest(10, "value")
+    }
+    for metric, (label, what) in captions.items():
+        if metric in series:
+            st.plotly_chart(
+                figures.token_series(
+                    {label: series[metric]}, text, title=f"{label}: {what}", y_label=label
+                ),
+                key=f"future_{metric}",
+            )
+    mine = tokens[tokens["prompt"] == prompt]
+    fai = mine[mine["metric"] == "fai"].nlargest(10, "value")
     st.markdown("**Tokens with the highest FAI** (anchors later tokens look back to)")
     st.dataframe(fai[["position", "token", "value"]], hide_index=True, key="future_anchors")
 

@@ -8,7 +8,9 @@ from dashboard import figures, frames, ui
 
 st.title("Head map")
 context = ui.run_context()
-series = frames.head_series(context.table)
+series = frames.in_probe_order(
+    frames.head_series(context.table), list(context.manifest.get("probes") or {})
+)
 if series.empty:
     ui.missing("per-head scores", ui.scan_command(context.root))
     st.stop()

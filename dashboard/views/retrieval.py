@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import figures, frames, ui
+from dashboard import data, figures, frames, ui
 
 st.title("Retrieval heads")
 context = ui.run_context()
 table = context.table
 root, run_id = context.root, context.run_id
 if not (table["probe"] == frames.RETRIEVAL_PROBE).any():
-    ui.missing("retrieval results", f"{ui.scan_command(root, 'retrieval')} --run-id <new run>")
+    ui.missing("retrieval results", ui.scan_command(root, "retrieval"))
     st.stop()
 
 accuracy = frames.overall(table, frames.RETRIEVAL_PROBE, "niah_accuracy")
@@ -74,34 +74,63 @@ else:
     st.dataframe(frames.top_heads(scores, 20, threshold), hide_index=True, key="retrieval_top")
 
 st.subheader("Masking curves")
+summary = data.side_table(root, run_id, frames.MASKING_TABLE)
+if summary is None or summary.empty:
+    ui.missing(
+        "masking experiment (top-k retrieval heads masked vs random heads)",
+        f"headlab mask-retrieval {run_id} --ks 1,2,4,8 --data {root}",
+    )
+else:
+    left, right = st.columns(2)
+    mode = left.selectbox("mask", sorted(summary["mode"].dropna().unique()), key="mask_mode")
+    measure = right.radio("measure", ["accuracy", "recall"], horizontal=True, key="mask_measure")
+    curves = frames.masking_curves(summary, mode, measure)
+    figure = figures.spread_lines(
+        curves,
+        x="k",
+        group="selection",
+        y_label=f"NIAH {measure}",
+        title=f"NIAH {measure} with the top-k retrieval heads masked ({mode}) vs k random heads "
+        "from the same layers (min–max over seeds)",
+    )
+    baseline = frames.unmasked(summary, measure)
+    if baseline is not None:
+        figure.add_hline(y=baseline, line_dash="dot", annotation_text="unmasked")
+    st.plotly_chart(figure, key="retrieval_masking")
+
 units = frames.sweep_units(table)
 masked = units[
     units["ranking"].fillna("").str.contains("retrieval_score")
     & units["selection"].isin(["top", "random"])
     & units["strength"].isna()
 ]
-if masked.empty:
-    ui.missing(
-        "masking sweep over the top retrieval heads",
-        f"headlab sweep --tasks ioi --top-metric retrieval_score --top-mode uniform "
-        f"--k 1,2,4,8 --run {run_id} --out {root}",
+if not masked.empty:
+    st.markdown(
+        "**Sweeps ranked by retrieval score** (`headlab sweep --top-metric retrieval_score`)"
     )
-    st.stop()
-left, right = st.columns(2)
-metric = left.selectbox(
-    "task measure", sorted(masked["metric"].unique()), key="retrieval_mask_metric"
-)
-mode = right.selectbox("mask", sorted(masked["kind"].unique()), key="retrieval_mask_mode")
-(ranking,) = masked["ranking"].unique()[:1]
-curves = frames.topk_curves(units, metric, ranking, mode)
-st.plotly_chart(
-    figures.spread_lines(
-        curves,
-        x="k",
-        group="selection",
-        y_label=metric,
-        title=f"{metric} with the top-k retrieval heads masked ({mode}) vs "
-        "k random heads (min–max over seeds)",
-    ),
-    key="retrieval_masking",
-)
+    left, right = st.columns(2)
+    metric = left.selectbox(
+        "task measure", sorted(masked["metric"].unique()), key="sweep_mask_metric"
+    )
+    mode = right.selectbox("ablation", sorted(masked["kind"].unique()), key="sweep_mask_mode")
+    ranking = sorted(masked["ranking"].unique())[0]
+    st.plotly_chart(
+        figures.spread_lines(
+            frames.topk_curves(units, metric, ranking, mode),
+            x="k",
+            group="selection",
+            y_label=metric,
+            title=f"{metric} with the top-k heads by {ranking} ablated ({mode}) vs k random heads",
+        ),
+        key="retrieval_sweep",
+    )
+
+samples = data.side_table(root, run_id, frames.NIAH_SAMPLES_TABLE)
+if samples is not None and not samples.empty:
+    with st.expander(f"the {len(samples)} NIAH samples and the model's answers"):
+        columns = [
+            c
+            for c in ("length", "depth", "question", "answer", "response", "recall", "correct")
+            if c in samples
+        ]
+        st.dataframe(samples[columns], hide_index=True, key="retrieval_samples")

@@ -257,6 +257,60 @@ def sweep_rows():
     return rows
 
 
+MASKING_ACCURACY = {  # (selection, k, seed) -> NIAH accuracy over two samples per condition
+    ("none", 0, None): 1.0,
+    ("top", 1, None): 0.5,
+    ("random", 1, 0): 1.0,
+    ("random", 1, 1): 1.0,
+    ("top", 2, None): 0.0,
+    ("random", 2, 0): 1.0,
+    ("random", 2, 1): 0.5,
+}
+
+
+def masking_tables() -> dict[str, pd.DataFrame]:
+    """The side tables of the retrieval probe and of analyses.retrieval_masking, built with the
+    masking module's own `conditions` and `summarise`."""
+    from analyses.retrieval_masking import conditions, summarise
+
+    scores = {
+        (layer, head): (0.2 if (layer, head) in RETRIEVAL_HEADS else 0.01)
+        for layer, head in heads()
+    }
+    ranked = sorted(scores, key=lambda h: (-scores[h], h))
+    plan = conditions(ranked, N_LAYERS, N_HEADS, ks=(1, 2), seeds=(0, 1), modes=("uniform",))
+    records = []
+    for condition in plan:
+        accuracy = MASKING_ACCURACY[(condition.selection, condition.k, condition.seed)]
+        for sample in range(2):
+            correct = sample < 2 * accuracy
+            records.append(
+                {
+                    "condition": condition.label,
+                    "correct": correct,
+                    "recall": 1.0 if correct else 0.0,
+                }
+            )
+    samples = pd.DataFrame(
+        [
+            {
+                "length": length,
+                "depth": depth,
+                "question": "What is the code?",
+                "answer": "blue 42",
+                "response": "blue 42" if value else "red",
+                "recall": value,
+                "correct": value > 0.5,
+            }
+            for (length, depth), value in NIAH.items()
+        ]
+    )
+    return {
+        "retrieval_masking": summarise(pd.DataFrame(records), plan, scores),
+        "niah_samples": samples,
+    }
+
+
 def manifest(model: str, n_layers: int, n_heads: int, probes: dict[str, Any]) -> dict[str, Any]:
     return {
         "kind": "scan",
@@ -295,6 +349,7 @@ def write_fixture_runs(data_dir: Path) -> Path:
         "toy-a",
         everything.assign(model="toy"),
         manifest("toy", N_LAYERS, N_HEADS, probes),
+        side_tables=masking_tables(),
     )
     later = manifest("toy", N_LAYERS, N_HEADS, {"sink": sink_params})
     store.write_run(

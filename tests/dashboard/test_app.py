@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -17,8 +18,16 @@ from analyses import store
 from tests.dashboard import fixture_runs as fx
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
-PAGES = ["overview", "head_map", "head_detail", "sinks", "retrieval", "future_attention",
-         "sweeps", "compare"]  # fmt: skip
+PAGES = [
+    "overview",
+    "head_map",
+    "head_detail",
+    "sinks",
+    "retrieval",
+    "future_attention",
+    "sweeps",
+    "compare",
+]
 
 
 def open_page(data_dir: Path, page: str = "overview", query: dict[str, str] | None = None):
@@ -72,8 +81,11 @@ def z_of(figure: dict[str, Any]) -> list[list[float]]:
 
 
 def texts(app: AppTest) -> str:
-    parts = [e.value for kind in ("info", "warning", "error", "markdown", "caption", "code")
-             for e in getattr(app, kind)]  # fmt: skip
+    parts = [
+        e.value
+        for kind in ("info", "warning", "error", "markdown", "caption", "code")
+        for e in getattr(app, kind)
+    ]
     return "\n".join(str(part) for part in parts)
 
 
@@ -85,7 +97,7 @@ EXPECTED_CHARTS = {
     "head_map": {"map_heatmap"},
     "head_detail": {"detail_profile", "detail_pattern"},
     "sinks": {"sinks_by_layer", "sinks_map", "sinks_hidden", "sinks_massive"},
-    "retrieval": {"retrieval_grid", "retrieval_heads", "retrieval_masking"},
+    "retrieval": {"retrieval_grid", "retrieval_heads", "retrieval_masking", "retrieval_sweep"},
     "future_attention": {"future_waad", "future_fai", "future_locality"},
     "sweeps": {"sweep_topk", "sweep_strength", "sweep_single"},
     "compare": {"compare_map_a", "compare_map_b", "compare_scatter", "compare_profiles"},
@@ -100,7 +112,7 @@ EXPECTED_TABLES = {  # the columns that identify each table
     "head_map": [("rank", "name", "value")],
     "head_detail": [("label", "rank", "percentile")],
     "sinks": [],
-    "retrieval": [("rank", "name", "value")],
+    "retrieval": [("rank", "name", "value"), ("question", "response", "recall")],
     "future_attention": [("position", "token", "value")],
     "sweeps": [("k", "selection", "seed")],
     "compare": [("run", "heads", "mean", "max")],
@@ -132,6 +144,18 @@ def test_pages_say_what_to_run_when_the_run_lacks_their_data(fixture_data, page,
     codes = [code.value for code in app.code]
     assert any(code.startswith(command) and str(fixture_data) in code for code in codes), codes
     assert "in this run" in texts(app)
+
+
+def test_retrieval_without_a_masking_experiment_says_how_to_run_one(tmp_path):
+    table = pd.DataFrame(fx.retrieval_rows()).assign(model="toy")
+    store.write_run(tmp_path, "ret", table, fx.manifest("toy", fx.N_LAYERS, fx.N_HEADS, {}))
+    app = open_page(tmp_path, "retrieval")
+    assert {"retrieval_grid", "retrieval_heads"} <= set(charts(app))
+    assert "retrieval_masking" not in charts(app)
+    assert any(
+        code.value == f"headlab mask-retrieval ret --ks 1,2,4,8 --data {tmp_path}"
+        for code in app.code
+    )
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -169,12 +193,16 @@ def test_a_corrupt_run_is_reported_by_name_not_as_a_traceback(tmp_path):
 
 
 def alpha_grid(position: int) -> list[list[float]]:
-    return [[fx.alpha(layer, head, position) for head in range(fx.N_HEADS)]
-            for layer in range(fx.N_LAYERS)]  # fmt: skip
+    return [
+        [fx.alpha(layer, head, position) for head in range(fx.N_HEADS)]
+        for layer in range(fx.N_LAYERS)
+    ]
 
 
 def test_head_map_follows_metric_position_threshold_and_k(fixture_data):
     app = open_page(fixture_data, "head_map")
+    assert app.selectbox(key="map_series").value == "sink/alpha"  # the scan's first probe
+    assert app.selectbox(key="map_series").options[-1] == "sweep/ioi.logit_diff.harm [zero]"
     app.selectbox(key="map_series").set_value("sink/alpha")
     rerun(app)
     assert_grid(z_of(charts(app)["map_heatmap"]), alpha_grid(0))
@@ -215,8 +243,10 @@ def test_head_detail_shows_the_chosen_heads_scores_and_pattern(fixture_data):
     assert alpha["value"] == pytest.approx(1.0) and alpha["rank"] == 1
     pattern = charts(app)["detail_pattern"]
     assert app.selectbox(key="detail_prompt").value == "p0"
-    causal = [[v if k <= q else math.nan for k, v in enumerate(row)]
-              for q, row in enumerate(fx.pooled(2, 3, "p0"))]  # fmt: skip
+    causal = [
+        [v if k <= q else math.nan for k, v in enumerate(row)]
+        for q, row in enumerate(fx.pooled(2, 3, "p0"))
+    ]
     assert_grid(z_of(pattern), causal)
     assert pattern["layout"]["xaxis"]["ticktext"] == fx.TOKENS["p0"]
 
@@ -269,8 +299,11 @@ def test_sinks_page_plots_sink_percent_by_layer_for_the_chosen_positions(fixture
 def test_retrieval_page_shows_the_niah_grid_scores_and_masking(fixture_data):
     app = open_page(fixture_data, "retrieval")
     grid = charts(app)["retrieval_grid"]["data"][0]
-    cells = {(int(x), int(y)): grid["z"][row][col] for row, y in enumerate(grid["y"])
-             for col, x in enumerate(grid["x"])}  # fmt: skip
+    cells = {
+        (int(x), int(y)): grid["z"][row][col]
+        for row, y in enumerate(grid["y"])
+        for col, x in enumerate(grid["x"])
+    }
     assert cells == fx.NIAH
     ring = charts(app)["retrieval_heads"]["data"][1]
     assert set(zip(ring["y"], ring["x"], strict=True)) == fx.RETRIEVAL_HEADS
@@ -279,8 +312,18 @@ def test_retrieval_page_shows_the_niah_grid_scores_and_masking(fixture_data):
     rerun(app)
     assert len(charts(app)["retrieval_heads"]["data"][1]["x"]) == 0
     assert "0 of 12 heads" in texts(app)
-    masking = charts(app)["retrieval_masking"]
-    top = next(trace for trace in masking["data"] if trace["name"] == "top-k")
+    masking = charts(app)["retrieval_masking"]  # from the masking experiment's side table
+    by_name = {trace["name"]: trace for trace in masking["data"]}
+    accuracy = fx.MASKING_ACCURACY
+    assert by_name["top-k"]["y"] == pytest.approx([accuracy[("top", k, None)] for k in (1, 2)])
+    means = [(accuracy[("random", k, 0)] + accuracy[("random", k, 1)]) / 2 for k in (1, 2)]
+    assert by_name["random-k"]["y"] == pytest.approx(means)
+    assert masking["layout"]["shapes"][0]["y0"] == accuracy[("none", 0, None)]
+    app.radio(key="mask_measure").set_value("recall")
+    rerun(app)
+    assert "recall" in charts(app)["retrieval_masking"]["layout"]["yaxis"]["title"]["text"]
+    sweep = charts(app)["retrieval_sweep"]  # a sweep ranked by retrieval score
+    top = next(trace for trace in sweep["data"] if trace["name"] == "top-k")
     assert top["y"] == pytest.approx(list(fx.MASKED_K.values()))
 
 

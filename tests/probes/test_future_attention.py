@@ -195,3 +195,19 @@ def test_split_heads_takes_the_extremes_and_refuses_overlapping_fractions():
 def test_params_are_checked():
     with pytest.raises(ValueError, match="horizon"):
         FutureAttentionParams(horizon_low=20, horizon_high=10)
+
+
+@pytest.mark.slow
+def test_smollm2_global_heads_make_the_first_token_the_strongest_anchor(smollm2):
+    """Sink heads look far back, so they land in the global set, and BOS tops FAI (Gu et al.'s
+    first-token sink seen through the paper's lens)."""
+    from probes.prompts import stdlib_docs_suite
+
+    probe = FutureAttentionProbe(smollm2.info)
+    rows = engine.run(smollm2, [probe], stdlib_docs_suite(2, 120), max_tokens=128, progress=False)
+    counts = rows[rows.metric == "locality"].condition.value_counts().to_dict()
+    assert counts == {"local": 81, "global": 81, "middle": 108}
+    fai = rows[rows.metric == "fai"]
+    prompts = fai.condition.map(lambda c: json.loads(c)["prompt"])
+    for _, group in fai.groupby(prompts):
+        assert int(group.loc[group.value.idxmax(), "position"]) == 0

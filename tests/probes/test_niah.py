@@ -13,7 +13,9 @@ from tests.planting import word_haystack
 
 TINY_TEMPLATE = "{context} question : {question} answer :"
 WORDS = [w for w in word_vocabulary()[4:] if w.isalpha() and len(w) > 1 and w not in {"blue"}]
-NEEDLE = niah.Needle("code", "the secret code is blue cat house .", "what is the code ?", "blue cat")
+NEEDLE = niah.Needle(
+    "code", "the secret code is blue cat house .", "what is the code ?", "blue cat"
+)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +69,9 @@ def test_needle_files_refuse_duplicates_emptiness_and_absence(tmp_path):
 
 
 def test_the_authors_real_needle_key_is_read_as_the_answer(tmp_path):
-    line = json.dumps({"needle": "Mr Green can't ride.", "question": "Why?", "real_needle": "Can't"})
+    line = json.dumps(
+        {"needle": "Mr Green can't ride.", "question": "Why?", "real_needle": "Can't"}
+    )
     (needle,) = niah.load_needles(write_lines(tmp_path / "theirs.jsonl", [line]))
     assert needle.answer == "Can't"
     assert needle.needle[needle.answer_offset :].startswith("can't")
@@ -107,8 +111,10 @@ def test_lengths_that_do_not_fit_raise(builder):
 
 
 def test_grid_rotates_needles_through_the_cells(builder):
-    needles = [niah.Needle(f"n{i}", f"the key is {w} .", "what ?", w) for i, w in
-               enumerate(["red", "green", "blue"])]  # fmt: skip
+    needles = [
+        niah.Needle(f"n{i}", f"the key is {w} .", "what ?", w)
+        for i, w in enumerate(["red", "green", "blue"])
+    ]
     one = niah.grid(builder, needles, (40, 60), (0, 100), needles_per_cell=1)
     assert [s.needle.id for s in one] == ["n0", "n1", "n2", "n0"]
     assert [(s.length, s.depth) for s in one] == [(40, 0), (40, 100), (60, 0), (60, 100)]

@@ -191,3 +191,20 @@ def test_short_prompts_are_not_profiled(tiny_model):
     probe = PatternClassProbe(tiny_model.info, PatternClassParams(min_length=500))
     rows = engine.run(tiny_model, [probe], SUITE, max_tokens=None, progress=False)
     assert rows.empty or rows.metric.isna().all()
+
+
+@pytest.mark.slow
+def test_smollm2_local_class_heads_are_local_by_attention_distance(smollm2):
+    """Two probes, two definitions of "local": every head whose attention a diagonal band
+    explains is among the 30 % of heads that look back least."""
+    from probes.future_attention import FutureAttentionProbe
+    from probes.prompts import stdlib_docs_suite
+
+    probes = [PatternClassProbe(smollm2.info), FutureAttentionProbe(smollm2.info)]
+    rows = engine.run(smollm2, probes, stdlib_docs_suite(3, 150), max_tokens=160, progress=False)
+    classes = rows[rows.metric == "pattern_class"].set_index(["layer", "head"]).condition
+    locality = rows[rows.metric == "locality"].set_index(["layer", "head"]).condition
+    local_class = classes[classes == "local"].index
+    assert len(local_class) >= 1
+    assert (locality[local_class] == "local").all()
+    assert (classes.loc[0] == "diffuse").all()  # layer 0 spreads its attention

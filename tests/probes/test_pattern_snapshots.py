@@ -90,10 +90,11 @@ def suite_of(texts: list[str]) -> PromptSuite:
     return PromptSuite("t", tuple(Prompt(f"p{i}", text) for i, text in enumerate(texts)), "test")
 
 
-def snapshot_table(model, plants, params: PatternParams) -> pd.DataFrame:
+def snapshot_table(model, plants, params: PatternParams, path: str = "bridge") -> pd.DataFrame:
+    """Planting hooks act on the bridge's attention scores, so planted runs take that path."""
     probe = PatternSnapshotProbe(model.info, params)
     with planting.planted(model, plants):
-        return engine.run(model, [probe], suite_of(TEXTS), batch_size=2, progress=False)
+        return engine.run(model, [probe], suite_of(TEXTS), batch_size=2, progress=False, path=path)
 
 
 def pooled_of(table: pd.DataFrame, prompt: str, layer: int, head: int, n_blocks: int):
@@ -173,6 +174,15 @@ def test_query_chunks_add_up_to_the_whole_pattern(tiny_model):
     pooled = pattern_snapshots.pool_pattern(pattern[0], pattern_snapshots.block_starts(length, 4))
     attention = expected[expected.metric == "attention"]
     assert attention.value.sum() == pytest.approx(float(pooled.tril().sum()), rel=1e-5)
+
+
+def test_fast_path_stores_the_same_patterns_as_the_bridge(tiny_model):
+    params = PatternParams(n_prompts=3, max_blocks=5)
+    bridge = snapshot_table(tiny_model, [], params, path="bridge")
+    fast = snapshot_table(tiny_model, [], params, path="fast")
+    keys = ["metric", "layer", "head", "position", "condition"]
+    bridge, fast = (t.sort_values(keys, ignore_index=True) for t in (bridge, fast))
+    pd.testing.assert_frame_equal(fast, bridge, atol=1e-5, rtol=0)
 
 
 def test_default_snapshots_the_first_n_prompts_and_stores_their_tokens(tiny_model):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -27,8 +28,19 @@ from tests.probes.reference_retrieval import authors_sample_scores
 TEMPLATE = "{context} question : {question} answer :"
 WORDS = [w for w in word_vocabulary()[4:] if w.isalpha() and len(w) > 1]
 HAYSTACK = word_haystack([w for w in WORDS if w not in {"blue", "cat", "house"}])
-NEEDLE = niah.Needle("code", "the secret code is blue cat house .", "what is the code ?",
-                     "blue cat house")  # fmt: skip
+NEEDLE = niah.Needle(
+    "code", "the secret code is blue cat house .", "what is the code ?", "blue cat house"
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Decoding is many tiny forward passes: a second intra-op thread gains nothing there, and on
+    a busy 2-core machine it stalls each step (measured 10× slower here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_rouge1_recall():
@@ -86,9 +98,13 @@ def planted_decode(model, sample, emitted, retrieval_head=(1, 2)):
         emit(emitted),
     )
     return run_sample(
-        model, sample, max_new_tokens=10, stop=decode.StopRule(model.tokenizer),
-        prefill_hooks=plants, decode_hooks=plants,
-    )  # fmt: skip
+        model,
+        sample,
+        max_new_tokens=10,
+        stop=decode.StopRule(model.tokenizer),
+        prefill_hooks=plants,
+        decode_hooks=plants,
+    )
 
 
 def test_planted_retrieval_head_scores_one_and_others_zero(tiny_model, builder):
@@ -110,7 +126,7 @@ def test_failed_samples_are_dropped_not_counted_as_zero(tiny_model, builder):
     probe = RetrievalProbe(tiny_model.info, params)
     right = builder.sample(NEEDLE, 60, 0)
     wrong = builder.sample(NEEDLE, 60, 100)
-    start, end = wrong.answer_span
+    start = wrong.answer_span[0]
     the, eos = tiny_model.tokenizer.convert_tokens_to_ids("the"), tiny_model.tokenizer.eos_token_id
     a, b = right.answer_span
     probe.add(right, planted_decode(tiny_model, right, [*right.tokens[a:b], eos]))
@@ -118,8 +134,10 @@ def test_failed_samples_are_dropped_not_counted_as_zero(tiny_model, builder):
     failed = planted_decode(tiny_model, wrong, [wrong.tokens[start], the, the, eos])
     assert failed.hits[1, 2] == 1 and failed.recall == pytest.approx(1 / 3)
     probe.add(wrong, failed)
-    rows = {(r["metric"], r["layer"], r["head"], r.get("condition"), r.get("position")): r["value"]
-            for r in probe.rows()}  # fmt: skip
+    rows = {
+        (r["metric"], r["layer"], r["head"], r.get("condition"), r.get("position")): r["value"]
+        for r in probe.rows()
+    }
     assert rows[("retrieval_score", 1, 2, None, None)] == 1.0  # not (1 + 1/3) / 2, not 1 / 2
     assert rows[("retrieval_score", 0, 1, None, None)] == 0.0
     assert rows[("niah_accuracy", None, None, "depth=0", 60)] == 1.0
@@ -144,7 +162,7 @@ def test_lengths_beyond_the_context_are_refused(tiny_model):
         niah_samples(tiny_model, params)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, 6])
 def test_scores_equal_the_authors_loop_on_a_random_model(seed):
     """The answer is made of the random model's own favourite tokens, so some heads score."""
     hf_model, tokenizer = tiny_llama(TinyConfig(seed=seed))
@@ -153,8 +171,9 @@ def test_scores_equal_the_authors_loop_on_a_random_model(seed):
     stop = decode.StopRule(tokenizer)
     builder = niah.NiahBuilder(model, HAYSTACK, TEMPLATE)
     probe = builder.sample(NEEDLE, 60, 50)
-    _, favourite, _ = authors_sample_scores(reference_model, tokenizer, list(probe.tokens),
-                                            NEEDLE.answer, stop, 20)  # fmt: skip
+    _, favourite, _ = authors_sample_scores(
+        reference_model, tokenizer, list(probe.tokens), NEEDLE.answer, stop, 20
+    )
     words = list(dict.fromkeys(tokenizer.convert_ids_to_tokens(t) for t in favourite if t > 3))
     answer = " ".join(words[:6])
     needle = niah.Needle("own", f"the secret code is {answer} .", NEEDLE.question, answer)
@@ -183,3 +202,76 @@ def test_default_probe_params_fit_smollm2(smollm2):
         text = smollm2.tokenizer.decode(list(sample.tokens[start:end])).strip()
         assert text == sample.needle.answer
         assert sample.length - 2 <= len(sample.tokens) <= sample.length
+
+
+def test_scan_cli_runs_the_retrieval_probe(tmp_path, capsys):
+    from analyses import store
+    from analyses.cli import main
+
+    (tmp_path / "hay.txt").write_text(HAYSTACK, encoding="utf-8")
+    line = {"id": "code", "needle": NEEDLE.needle, "question": NEEDLE.question, "answer": "blue"}
+    (tmp_path / "needles.jsonl").write_text(json.dumps(line) + "\n", encoding="utf-8")
+    params = {
+        "haystack": tmp_path / "hay.txt",
+        "needles": tmp_path / "needles.jsonl",
+        "template": TEMPLATE,
+        "lengths": "40,60",
+        "depths": "0,100",
+        "max_new_tokens": 3,
+    }
+    argv = [
+        "scan",
+        "--model",
+        "tiny-random",
+        "--probes",
+        "retrieval",
+        "--out",
+        str(tmp_path),
+        "--run-id",
+        "niah",
+        "--quiet",
+    ]
+    for name, value in params.items():
+        argv += ["--param", f"retrieval.{name}={value}"]
+    assert main(argv) == 0
+    table = store.load_run(tmp_path, "niah")
+    cells = table[(table["metric"] == "niah_accuracy") & (table["condition"] != "all")]
+    assert sorted(zip(cells["position"], cells["condition"], strict=True)) == [
+        (40, "depth=0"),
+        (40, "depth=100"),
+        (60, "depth=0"),
+        (60, "depth=100"),
+    ]
+    samples = store.read_side_table(tmp_path, "niah", "niah_samples")
+    assert len(samples) == 4 and (samples["n_generated"] <= 3).all()
+    assert (samples["length"] - samples["n_tokens"]).between(0, 2).all()
+    manifest = store.read_manifest(tmp_path, "niah")
+    assert manifest["probes"]["retrieval"]["lengths"] == [40, 60]
+    # A random model answers nothing, so no head is scored and masking has nothing to rank.
+    assert not (table["metric"] == "retrieval_score").any()
+    assert main(["mask-retrieval", "niah", "--data", str(tmp_path), "--quiet"]) == 2
+    assert "no retrieval_score rows" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_decoding_through_the_bridge_matches_hugging_face_generate(smollm2):
+    """The KV-cache decode (prefill prompt[:-1], then the last token) gives HF's greedy tokens."""
+    from transformers import AutoModelForCausalLM
+
+    from probes.models.gguf_cache import converted_dir, default_cache_dir
+
+    builder = niah.NiahBuilder(smollm2, niah.load_haystack(niah.STDLIB_DOCS))
+    sample = builder.sample(niah.load_needles(niah.DEFAULT_NEEDLES)[0], 256, 50)
+    ours = run_sample(smollm2, sample, max_new_tokens=12, stop=lambda token: False)
+    reference = AutoModelForCausalLM.from_pretrained(
+        converted_dir(default_cache_dir(), "smollm2-135m"), attn_implementation="eager"
+    )
+    with torch.no_grad():
+        generated = reference.generate(
+            torch.tensor([sample.tokens]),
+            max_new_tokens=12,
+            do_sample=False,
+            attention_mask=torch.ones(1, len(sample.tokens), dtype=torch.long),
+        )
+    assert list(ours.generated) == generated[0, len(sample.tokens) :].tolist()
+    assert ours.recall > 0  # the 12 tokens start the answer, so some head had a chance
