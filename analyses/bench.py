@@ -5,7 +5,8 @@ fresh process (so peak RSS is its own) and repeated:
   plain     the Hugging Face model's forward with SDPA attention: the floor, no metrics at all
   naive     the TransformerLens way: run_with_cache of every layer's hook_pattern, then reduce
   headlab   headlab's engine (the fast path unless --path says otherwise)
-Wall time is the forward (or scan) alone, model loading excluded; peak RSS is the whole process.
+Wall time is the forward (or scan) alone, model loading excluded; peak RSS is the whole process,
+imports included (the plain process imports transformers only; the others also TransformerLens).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def physical_memory_bytes() -> int:
     return int(psutil.virtual_memory().total)
 
 
-def bench_tokens(model, n_tokens: int):
+def bench_tokens(tokenize, n_tokens: int):
     """One sequence of exactly `n_tokens` tokens (BOS first) of standard-library prose."""
     import torch
 
@@ -58,34 +59,64 @@ def bench_tokens(model, n_tokens: int):
 
     words = max(64, n_tokens)  # prose runs about 1.3 tokens per word: this is always enough
     (prompt,) = stdlib_docs_suite(1, words).prompts
-    ids = model.tokenize(prompt.text)[:n_tokens]
+    ids = tokenize(prompt.text)[:n_tokens]
     if len(ids) < n_tokens:
         raise ValueError(f"the offline corpus gave {len(ids)} tokens; {n_tokens} were asked for")
     return torch.tensor([ids])
+
+
+def plain_model(model_name: str):
+    """The Hugging Face model alone with SDPA attention: no TransformerLens import, no bridge."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from probes.models import REGISTRY, gguf_cache
+    from probes.models.loading import TINY_PREFIX, prepare
+    from probes.models.tiny import TinyConfig, tiny_llama
+
+    if model_name.startswith(TINY_PREFIX):
+        suffix = model_name.removeprefix(TINY_PREFIX).lstrip("-")
+        hf_model, tokenizer = tiny_llama(TinyConfig(seed=int(suffix or 0)))
+        hf_model.config._attn_implementation = "sdpa"
+    else:
+        source = model_name
+        if model_name in REGISTRY:
+            source = gguf_cache.converted_dir(gguf_cache.default_cache_dir(), model_name)
+            if gguf_cache.read_conversion_record(source) is None:
+                source = prepare(model_name, install=False)
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch.float32, attn_implementation="sdpa", use_safetensors=True
+        )
+        tokenizer = AutoTokenizer.from_pretrained(source)
+
+    def tokenize(text: str) -> list[int]:
+        return [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"]]
+
+    return hf_model.eval(), tokenize
 
 
 def measure_once(model_name: str, method: str, n_tokens: int, path: str) -> dict:
     """Run one measurement in this process; return wall seconds and peak RSS."""
     import torch
 
-    from probes import engine, fastpath, hooks, sinks
+    if method == "plain":
+        hf_model, tokenize = plain_model(model_name)
+        tokens = bench_tokens(tokenize, n_tokens)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            hf_model(input_ids=tokens, use_cache=False)
+        return _measured(started)
+
+    from probes import engine, hooks, sinks
     from probes.base import Batch
     from probes.models import load
 
     model = load(model_name)
-    tokens = bench_tokens(model, n_tokens)
+    tokens = bench_tokens(model.tokenize, n_tokens)
     batch = Batch(tokens, torch.tensor([n_tokens]), ("bench",))
-    hf_model = model.bridge.original_model
+    probe = sinks.SinkProbe(model.info)
     started = time.perf_counter()
-    if method == "plain":
-        with (
-            torch.inference_mode(),
-            fastpath.unbridged(hf_model),
-            fastpath.attention_implementation(hf_model.config, "sdpa"),
-        ):
-            hf_model(input_ids=tokens, use_cache=False)
-    elif method == "naive":
-        probe = sinks.SinkProbe(model.info)
+    if method == "naive":
         names = [hooks.attn(layer, "pattern") for layer in range(model.info.n_layers)]
         with torch.inference_mode():
             _, cache = model.bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
@@ -94,10 +125,13 @@ def measure_once(model_name: str, method: str, n_tokens: int, path: str) -> dict
                 probe.on_pattern(layer, cache[name], 0, batch)
             probe.end_batch(batch)
     elif method == "headlab":
-        probe = sinks.SinkProbe(model.info)
         engine.run_batch(model, batch, [probe], path=engine.choose_path(model, [probe], path))
     else:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    return _measured(started)
+
+
+def _measured(started: float) -> dict:
     wall = time.perf_counter() - started
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"wall_s": wall, "peak_rss_mb": peak_kib / 1024}

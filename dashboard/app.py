@@ -21,5 +21,11 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES)
+address = st.get_option("server.address")
+if address not in ui.LOOPBACK:
+    st.sidebar.warning(
+        f"Serving on {address or 'every interface'}: anyone who can reach this machine can read "
+        "these runs. `headlab dashboard` binds to 127.0.0.1."
+    )
 ui.sidebar_run_picker(ui.data_dir())
 page.run()

@@ -15,6 +15,7 @@ from dashboard import data
 DATA_DIR_KEY = "data_dir"
 RUN_KEY = "run"
 HEAD_KEY = "selected_head"  # (layer, head) picked on one page, shown on another
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def data_dir(argv: list[str] | None = None) -> Path:

@@ -8,6 +8,7 @@ only those one-query steps; the prefill runs with its own hooks (none by default
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -49,8 +50,18 @@ def prefill(model: LoadedModel, tokens: Sequence[int], fwd_hooks: Sequence[Hook]
         bridge.hooks(fwd_hooks=list(fwd_hooks)),
         patterns_released_after_each_layer(bridge),
     ):
-        _, cache = bridge(ids, return_type="logits_and_cache")
+        _, cache = bridge(ids, return_type="logits_and_cache", **_last_logits_only(bridge))
     return cache
+
+
+def _last_logits_only(bridge: Any) -> dict[str, int]:
+    """Ask the HF model for the last position's logits only when it can (`logits_to_keep`):
+    the prefill's logits are thrown away, and a 262k-word unembedding over every prompt
+    position (Gemma 3) costs more than the layers."""
+    forward = getattr(getattr(bridge, "original_model", None), "forward", None)
+    if forward is not None and "logits_to_keep" in inspect.signature(forward).parameters:
+        return {"logits_to_keep": 1}
+    return {}
 
 
 def greedy_decode(

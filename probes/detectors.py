@@ -11,6 +11,10 @@ zeroed if `exclude_current_token`; a list of sequences gets the mean of their sc
 Without exclusions every row sums to 1, so the denominator is the sequence length and even a
 perfect head scores below 1 (rows with no target count): a perfect previous-token head scores
 (T−1)/T, a perfect induction head on [BOS, r, r] scores n/(2n+1) (1 with exclude_bos=True).
+
+Streaming: each score's numerator and denominator, and every per-query statistic, are sums over
+query rows, so both probes take pattern rows in query chunks of any size (the fast path) and
+divide only when the batch ends.
 """
 
 from __future__ import annotations
@@ -21,8 +25,7 @@ from typing import Any
 import torch
 from jaxtyping import Bool, Float, Int
 
-from probes import hooks
-from probes.base import Batch, Hook, Probe, ProbeParams, register_probe
+from probes.base import Batch, ProbeParams, StreamingProbe, register_probe
 from probes.engine import TokenizedPrompt
 from probes.models import LoadedModel
 from probes.prompts import PromptSuite
@@ -31,23 +34,33 @@ from probes.synthetic import repeated_random_prompts
 DETECTORS = ("previous_token", "duplicate_token", "induction")
 
 
-def real_pairs(lengths: Int[torch.Tensor, " batch"], n_positions: int) -> torch.Tensor:
-    """[batch, q_pos, k_pos] bool: both query and key are real tokens (not right padding)."""
+def real_pairs(
+    lengths: Int[torch.Tensor, " batch"],
+    n_positions: int,
+    q_start: int = 0,
+    q_stop: int | None = None,
+) -> Bool[torch.Tensor, "batch q_chunk k_pos"]:
+    """Both query and key are real tokens (not right padding), for queries q_start:q_stop."""
     positions = torch.arange(n_positions, device=lengths.device)
     real = positions[None, :] < lengths[:, None]
-    return real[:, :, None] & real[:, None, :]
+    return real[:, q_start:q_stop, None] & real[:, None, :]
 
 
 def detection_patterns(
-    tokens: Int[torch.Tensor, "batch pos"], lengths: Int[torch.Tensor, " batch"]
-) -> dict[str, Bool[torch.Tensor, "batch q_pos k_pos"]]:
-    """TransformerLens' three detection patterns for every sequence of a right-padded batch."""
+    tokens: Int[torch.Tensor, "batch pos"],
+    lengths: Int[torch.Tensor, " batch"],
+    q_start: int = 0,
+    q_stop: int | None = None,
+) -> dict[str, Bool[torch.Tensor, "batch q_chunk k_pos"]]:
+    """TransformerLens' three detection patterns for every sequence of a right-padded batch:
+    the rows of queries q_start:q_stop (default: all), over every key."""
     n = tokens.shape[1]
-    query = torch.arange(n, device=tokens.device)[:, None]
+    q_stop = n if q_stop is None else q_stop
+    query = torch.arange(q_start, q_stop, device=tokens.device)[:, None]
     key = torch.arange(n, device=tokens.device)[None, :]
-    real = real_pairs(lengths, n)
+    real = real_pairs(lengths, n, q_start, q_stop)
     previous = (key == query - 1)[None].expand_as(real)
-    same = tokens[:, :, None] == tokens[:, None, :]  # [b, i, j]: tokens[i] == tokens[j]
+    same = tokens[:, q_start:q_stop, None] == tokens[:, None, :]  # [b, i, j]: t[i] == t[j]
     duplicate = same & (key < query)
     # induction[i, j] = duplicate-style match of tokens[i] with tokens[j−1], for 1 ≤ j ≤ i
     shifted = torch.zeros_like(same)
@@ -60,6 +73,25 @@ def detection_patterns(
     }
 
 
+def kept_attention(
+    rows: Float[torch.Tensor, "batch head q_chunk k_pos"],
+    lengths: Int[torch.Tensor, " batch"],
+    q_start: int = 0,
+    exclude_bos: bool = False,
+    exclude_current_token: bool = False,
+) -> Float[torch.Tensor, "batch head q_chunk k_pos"]:
+    """A' of TransformerLens' "mul" score for the rows of queries q_start…: A with padding
+    pairs zeroed, and column 0 (`exclude_bos`) and the diagonal (`exclude_current_token`)."""
+    n_rows, n = rows.shape[-2:]
+    keep = real_pairs(lengths, n, q_start, q_start + n_rows)
+    if exclude_bos:
+        keep[:, :, 0] = False
+    if exclude_current_token:
+        query = torch.arange(q_start, q_start + n_rows, device=rows.device)[:, None]
+        keep &= query != torch.arange(n, device=rows.device)[None, :]
+    return rows * keep[:, None].to(rows.dtype)
+
+
 def detector_scores(
     pattern: Float[torch.Tensor, "batch head q_pos k_pos"],
     detection: Bool[torch.Tensor, "batch q_pos k_pos"],
@@ -67,26 +99,26 @@ def detector_scores(
     exclude_bos: bool = False,
     exclude_current_token: bool = False,
 ) -> Float[torch.Tensor, "batch head"]:
-    """TransformerLens' "mul" similarity score per sequence and head, padding excluded."""
-    n = pattern.shape[-1]
-    keep = real_pairs(lengths, n)
-    if exclude_bos:
-        keep[:, :, 0] = False
-    if exclude_current_token:
-        keep &= ~torch.eye(n, dtype=torch.bool, device=pattern.device)[None]
-    weights = pattern * keep[:, None].to(pattern.dtype)
+    """TransformerLens' "mul" similarity score per sequence and head, padding excluded.
+
+    Numerator and denominator are sums over query rows, so a probe that sees the rows in chunks
+    adds up `kept_attention` and its product with the detection rows, and divides at the end.
+    """
+    weights = kept_attention(pattern, lengths, 0, exclude_bos, exclude_current_token)
     hits = (weights * detection[:, None].to(pattern.dtype)).sum((-2, -1))
     return hits / weights.sum((-2, -1))
 
 
 def attention_distance(
-    pattern: Float[torch.Tensor, "batch head q_pos k_pos"],
-) -> Float[torch.Tensor, "batch head q_pos"]:
-    """How far each query looks back on average: Σ_k A[q, k]·(q − k)."""
-    n = pattern.shape[-1]
-    positions = torch.arange(n, device=pattern.device, dtype=pattern.dtype)
-    distance = (positions[:, None] - positions[None, :]).clamp(min=0)
-    return torch.einsum("bhqk,qk->bhq", pattern, distance)
+    rows: Float[torch.Tensor, "batch head q_chunk k_pos"], q_start: int = 0
+) -> Float[torch.Tensor, "batch head q_chunk"]:
+    """How far each query looks back on average: Σ_k A[q, k]·(q − k), for the rows of
+    queries q_start, q_start+1, … (default: the whole pattern)."""
+    n_rows, n = rows.shape[-2:]
+    query = torch.arange(q_start, q_start + n_rows, device=rows.device, dtype=rows.dtype)
+    key = torch.arange(n, device=rows.device, dtype=rows.dtype)
+    distance = (query[:, None] - key[None, :]).clamp(min=0)
+    return torch.einsum("bhqk,qk->bhq", rows, distance)
 
 
 def attention_entropy(
@@ -112,7 +144,7 @@ class DetectorParams(ProbeParams):
 
 
 @register_probe
-class DetectorProbe(Probe):
+class DetectorProbe(StreamingProbe):
     name = "detectors"
     Params = DetectorParams
     description = (
@@ -125,6 +157,9 @@ class DetectorProbe(Probe):
         shape = (len(DETECTORS), info.n_layers, info.n_heads)
         self.score_sum = torch.zeros(shape, dtype=torch.float64)
         self.n_sequences = 0
+        # This batch only: Σ A'·P per detector and Σ A', [layer, detector | 1, batch, head].
+        self._hits: torch.Tensor | None = None
+        self._kept: torch.Tensor | None = None
 
     def prompts(
         self, model: LoadedModel, suite: PromptSuite, max_tokens: int | None
@@ -132,23 +167,28 @@ class DetectorProbe(Probe):
         p = self.params
         return repeated_random_prompts(model, p.n_sequences, p.half_len, p.seed, self.name)
 
-    def hooks(self, batch: Batch) -> list[Hook]:
-        patterns = detection_patterns(batch.tokens, batch.lengths)
+    def start_batch(self, batch: Batch) -> None:
+        shape = (self.info.n_layers, len(DETECTORS), len(batch.lengths), self.info.n_heads)
+        self._hits = torch.zeros(shape, dtype=torch.float64)
+        self._kept = torch.zeros(shape[0], 1, *shape[2:], dtype=torch.float64)
+
+    def on_pattern(self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch) -> None:
+        p = self.params
+        q_stop = q_start + rows.shape[2]
+        weights = kept_attention(
+            rows.float(), batch.lengths, q_start, p.exclude_bos, p.exclude_current_token
+        )
+        self._kept[layer, 0] += weights.sum((-2, -1)).double().cpu()
+        detection = detection_patterns(batch.tokens, batch.lengths, q_start, q_stop)
+        for index, detector in enumerate(DETECTORS):
+            hits = (weights * detection[detector][:, None].to(weights.dtype)).sum((-2, -1))
+            self._hits[layer, index] += hits.double().cpu()
+
+    def end_batch(self, batch: Batch) -> None:
+        scores = self._hits / self._kept  # [layer, detector, batch, head]
+        self.score_sum += scores.sum(2).transpose(0, 1)
         self.n_sequences += len(batch.lengths)
-
-        def on_pattern(pattern: torch.Tensor, hook: Any) -> None:
-            layer = hooks.layer_of(hook.name)
-            for index, detector in enumerate(DETECTORS):
-                scores = detector_scores(
-                    pattern.float(),
-                    patterns[detector],
-                    batch.lengths,
-                    self.params.exclude_bos,
-                    self.params.exclude_current_token,
-                )
-                self.score_sum[index, layer] += scores.double().sum(0).cpu()
-
-        return [(hooks.attn(layer, "pattern"), on_pattern) for layer in range(self.info.n_layers)]
+        self._hits = self._kept = None
 
     def rows(self) -> list[dict[str, Any]]:
         if self.n_sequences == 0:
@@ -173,7 +213,7 @@ class AttentionStatsParams(ProbeParams):
 
 
 @register_probe
-class AttentionStatsProbe(Probe):
+class AttentionStatsProbe(StreamingProbe):
     """Per head, averaged over every real query after the first of every prompt:
     entropy (nats), entropy / log(q + 1) (1 = uniform over the visible keys), and the mean
     attention distance Σ_k A[q, k]·(q − k)."""
@@ -188,22 +228,28 @@ class AttentionStatsProbe(Probe):
         super().__init__(info, params)
         self.sums = torch.zeros(len(self.METRICS), info.n_layers, info.n_heads, dtype=torch.float64)
         self.n_queries = 0.0
+        self._queries: torch.Tensor | None = None  # [batch, q_pos], this batch only
 
-    def hooks(self, batch: Batch) -> list[Hook]:
-        n = batch.tokens.shape[1]
-        queries = scored_queries(batch.lengths, n)
-        self.n_queries += float(queries.sum())
-        log_visible = torch.arange(1, n + 1, device=queries.device).float().log().clamp(min=1e-12)
+    def start_batch(self, batch: Batch) -> None:
+        self._queries = scored_queries(batch.lengths, batch.tokens.shape[1])
 
-        def on_pattern(pattern: torch.Tensor, hook: Any) -> None:
-            layer = hooks.layer_of(hook.name)
-            pattern = pattern.float()
-            entropy = attention_entropy(pattern)
-            per_query = (entropy, entropy / log_visible, attention_distance(pattern))
-            for index, values in enumerate(per_query):
-                self.sums[index, layer] += torch.einsum("bhq,bq->h", values, queries).double().cpu()
+    def on_pattern(self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch) -> None:
+        rows = rows.float()
+        q_stop = q_start + rows.shape[2]
+        queries = self._queries[:, q_start:q_stop]
+        log_visible = torch.arange(q_start + 1, q_stop + 1, device=rows.device).float().log()
+        entropy = attention_entropy(rows)
+        per_query = (
+            entropy,
+            entropy / log_visible.clamp(min=1e-12),
+            attention_distance(rows, q_start),
+        )
+        for index, values in enumerate(per_query):
+            self.sums[index, layer] += torch.einsum("bhq,bq->h", values, queries).double().cpu()
 
-        return [(hooks.attn(layer, "pattern"), on_pattern) for layer in range(self.info.n_layers)]
+    def end_batch(self, batch: Batch) -> None:
+        self.n_queries += float(self._queries.sum())
+        self._queries = None
 
     def rows(self) -> list[dict[str, Any]]:
         if self.n_queries == 0:

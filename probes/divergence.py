@@ -28,12 +28,12 @@ from probes.base import Batch, Hook, Probe, ProbeParams, register_probe
 from probes.engine import TokenizedPrompt
 from probes.future_attention import token_condition
 from probes.models import LoadedModel
-from probes.prompts import PromptSuite
+from probes.prompts import PromptFileError, PromptSuite
 
 DISTANCES = ("l2", "cosine")
 
 
-class SegmentError(ValueError):
+class SegmentError(PromptFileError):
     """A prompt's context segment is malformed or leaves no answer; names the prompt."""
 
 

@@ -129,14 +129,28 @@ def forward(model: LoadedModel, batch: Batch, fwd_hooks: list) -> None:
 PATHS = ("auto", "bridge", "fast")
 
 
+def hooked_points(model: LoadedModel) -> list[str]:
+    """Bridge hook points with forward hooks attached (interventions, planted patterns)."""
+    return [name for name, point in model.bridge.hook_dict.items() if point._forward_hooks]
+
+
 def choose_path(model: LoadedModel, probes: Sequence[Probe], path: str) -> str:
-    """'fast' (probes/fastpath.py) when every probe is a StreamingProbe and the model's layers
-    are reachable; 'bridge' (TransformerLens hooks on whole patterns) otherwise."""
+    """'fast' (probes/fastpath.py) when every probe is a StreamingProbe, the model's layers
+    are reachable and no hooks are attached to the bridge; 'bridge' (TransformerLens hooks on
+    whole patterns) otherwise."""
     from probes import fastpath
 
     if path not in PATHS:
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
     if path == "bridge":
+        return "bridge"
+    outside = hooked_points(model)
+    if outside:  # the fast path runs the unwrapped model: hooks set around the scan would not run
+        if path == "fast":
+            raise ValueError(
+                f"the fast path bypasses the bridge, but hooks are attached to {outside[:3]} of "
+                f"model {model.info.name!r}; use path='bridge' (or 'auto')"
+            )
         return "bridge"
     if fastpath.supports(model, probes):
         return "fast"

@@ -11,10 +11,13 @@ The authors released no code; these are the paper's equations.
 
 Streaming: the split needs d(l,h) over the whole suite before any Ā exists. Both metrics are
 linear in A, so the mean over a head set of per-head series equals the series of the mean map.
-Each hook therefore keeps only per-head, per-token series (WAAD_h(t), FAI_h(s): 2·T numbers per
+The probe therefore keeps only per-head, per-token series (WAAD_h(t), FAI_h(s): 2·T numbers per
 head and prompt, never T²), and `rows()` splits the heads and averages the series. This is exact
 and costs one pass; its memory is n_prompts × n_layers × n_heads × T × 8 bytes (9 MB for SmolLM2
 on 16 prompts × 256 tokens). A two-pass scheme would hold nothing but double the forward cost.
+Pattern rows may arrive in query chunks (the fast path): d and WAAD_h(t) are per query; FAI_h(s)
+sums the attention key s receives from the queries of its window as their rows arrive, and
+divides by the window size when the batch ends.
 """
 
 from __future__ import annotations
@@ -26,8 +29,7 @@ from typing import Any
 import torch
 from jaxtyping import Bool, Float, Int
 
-from probes import hooks
-from probes.base import Batch, Hook, Probe, ProbeParams, register_probe
+from probes.base import Batch, ProbeParams, StreamingProbe, register_probe
 from probes.detectors import attention_distance
 from probes.models import LoadedModel
 
@@ -43,23 +45,61 @@ def scored_positions(
 
 
 def windowed_distance(
-    pattern: Float[torch.Tensor, "batch head q_pos k_pos"], window: int
-) -> Float[torch.Tensor, "batch head q_pos"]:
-    """Σ_s A(t,s)·min(t − s, W) per query t (WAAD of one head)."""
-    n = pattern.shape[-1]
-    positions = torch.arange(n, device=pattern.device)
-    clipped = (positions[:, None] - positions[None, :]).clamp(min=0, max=window).to(pattern.dtype)
-    return torch.einsum("bhqk,qk->bhq", pattern, clipped)
+    rows: Float[torch.Tensor, "batch head q_chunk k_pos"], window: int, q_start: int = 0
+) -> Float[torch.Tensor, "batch head q_chunk"]:
+    """Σ_s A(t,s)·min(t − s, W) per query t (WAAD of one head), for the rows of queries
+    q_start, q_start+1, … (default: the whole pattern)."""
+    n_rows, n = rows.shape[-2:]
+    query = torch.arange(q_start, q_start + n_rows, device=rows.device)
+    key = torch.arange(n, device=rows.device)
+    clipped = (query[:, None] - key[None, :]).clamp(min=0, max=window).to(rows.dtype)
+    return torch.einsum("bhqk,qk->bhq", rows, clipped)
 
 
 def influence_window(
-    scored: Bool[torch.Tensor, "batch pos"], low: int, high: int
-) -> Bool[torch.Tensor, "batch q_pos k_pos"]:
-    """[b, t, s]: query t counts towards FAI_s (t ∈ R and s + low ≤ t ≤ s + high)."""
+    scored: Bool[torch.Tensor, "batch pos"],
+    low: int,
+    high: int,
+    q_start: int = 0,
+    q_stop: int | None = None,
+) -> Bool[torch.Tensor, "batch q_chunk k_pos"]:
+    """[b, t, s]: query t counts towards FAI_s (t ∈ R and s + low ≤ t ≤ s + high), for the
+    queries t in q_start:q_stop (default: all)."""
     n = scored.shape[1]
+    q_stop = n if q_stop is None else q_stop
+    query = torch.arange(q_start, q_stop, device=scored.device)
+    lag = query[:, None] - torch.arange(n, device=scored.device)[None, :]  # t − s
+    return scored[:, q_start:q_stop, None] & ((lag >= low) & (lag <= high))[None]
+
+
+def window_sizes(
+    scored: Bool[torch.Tensor, "batch pos"], low: int, high: int
+) -> Int[torch.Tensor, "batch k_pos"]:
+    """How many queries count towards FAI_s, Σ_t influence_window[b, t, s], without the T×T
+    window: the scored positions in [s + low, s + high], from a running count."""
+    n = scored.shape[1]
+    before = torch.nn.functional.pad(scored.long().cumsum(1), (1, 0))  # scored positions < j
     positions = torch.arange(n, device=scored.device)
-    lag = positions[:, None] - positions[None, :]  # t − s
-    return scored[:, :, None] & ((lag >= low) & (lag <= high))[None]
+    stop = (positions + high + 1).clamp(max=n)
+    start = (positions + low).clamp(max=n)
+    return before[:, stop] - before[:, start]
+
+
+def received_in_window(
+    rows: Float[torch.Tensor, "batch head q_chunk k_pos"],
+    window: Bool[torch.Tensor, "batch q_chunk k_pos"],
+) -> Float[torch.Tensor, "batch head k_pos"]:
+    """Attention each key s receives from the queries of these rows that are in its window."""
+    return (rows * window[:, None].to(rows.dtype)).sum(2)  # an einsum here is 20× slower
+
+
+def influence_from_received(
+    received: Float[torch.Tensor, "... batch head k_pos"], counts: Int[torch.Tensor, "batch k_pos"]
+) -> Float[torch.Tensor, "... batch head k_pos"]:
+    """FAI_s from the attention key s received from its window: divide by the window size;
+    NaN where the window is empty."""
+    fai = received / counts[:, None].clamp(min=1).to(received.dtype)
+    return fai.masked_fill(counts[:, None] == 0, float("nan"))
 
 
 def future_influence(
@@ -69,9 +109,7 @@ def future_influence(
     """FAI_s of one head (mean attention key s receives from its window) and the window sizes;
     FAI is NaN where the window is empty."""
     counts = window.sum(1)
-    received = (pattern * window[:, None].to(pattern.dtype)).sum(2)  # an einsum here is 20× slower
-    fai = received / counts[:, None].clamp(min=1).to(pattern.dtype)
-    return fai.masked_fill(counts[:, None] == 0, float("nan")), counts
+    return influence_from_received(received_in_window(pattern, window), counts), counts
 
 
 def split_heads(
@@ -127,9 +165,11 @@ class _Series:
 
 
 @register_probe
-class FutureAttentionProbe(Probe):
+class FutureAttentionProbe(StreamingProbe):
     """Rows: per head "mean_attention_distance" (d(l,h)) and "locality" (condition local /
-    middle / global, value = the head's rank by d as a fraction: 0 most local, 1 most global);
+    middle / global; value = how typical of its class the head is, from its rank r ∈ [0, 1] by d:
+    1 − r for local, r for global, 1 − 2|r − ½| for middle, so 1 = the most local / the most
+    global / the most central head and top-k listings show the clearest members);
     per prompt and token "waad" and "fai" (no layer/head; position = token index, condition =
     token_condition(prompt id, token text))."""
 
@@ -145,18 +185,18 @@ class FutureAttentionProbe(Probe):
         self.n_scored = 0
         self.series: dict[str, _Series] = {}
         self.decode = str
+        self._scored: torch.Tensor | None = None  # [batch, pos] bool, R of this batch
+        self._received: torch.Tensor | None = None  # [layer, batch, head, k_pos], this batch
 
     def bind(self, model: LoadedModel) -> None:
         tokenizer = model.tokenizer
         self.decode = lambda token: tokenizer.decode([token])
 
-    def hooks(self, batch: Batch) -> list[Hook]:
+    def start_batch(self, batch: Batch) -> None:
         p = self.params
-        n = batch.tokens.shape[1]
-        scored = scored_positions(batch.lengths, n, p.first_position)
-        window = influence_window(scored, p.horizon_low, p.horizon_high)
-        self.n_scored += int(scored.sum())
-        shape = (self.info.n_layers, self.info.n_heads)
+        self._scored = scored_positions(batch.lengths, batch.tokens.shape[1], p.first_position)
+        shape = (self.info.n_layers, len(batch.lengths), self.info.n_heads, batch.tokens.shape[1])
+        self._received = torch.zeros(shape, dtype=torch.float32, device=batch.tokens.device)
         lengths = batch.lengths.tolist()
         for index, prompt_id in enumerate(batch.prompt_ids):
             if prompt_id in self.series:
@@ -164,27 +204,36 @@ class FutureAttentionProbe(Probe):
             length = lengths[index]
             self.series[prompt_id] = _Series(
                 tokens=batch.tokens[index, :length].tolist(),
-                waad=torch.zeros(*shape, length),
-                fai=torch.zeros(*shape, length),
-                scored=scored[index, :length].cpu(),
+                waad=torch.zeros(self.info.n_layers, self.info.n_heads, length),
+                fai=torch.zeros(self.info.n_layers, self.info.n_heads, length),
+                scored=self._scored[index, :length].cpu(),
             )
 
-        def on_pattern(pattern: torch.Tensor, hook: Any) -> None:
-            layer = hooks.layer_of(hook.name)
-            pattern = pattern.float()
-            distance = attention_distance(pattern)
-            self.distance_sum[layer] += (
-                torch.einsum("bhq,bq->h", distance, scored.float()).double().cpu()
-            )
-            waad = windowed_distance(pattern, p.window).cpu()
-            fai, _ = future_influence(pattern, window)
-            fai = fai.cpu()
-            for index, prompt_id in enumerate(batch.prompt_ids):
-                series = self.series[prompt_id]
-                series.waad[layer] = waad[index, :, : lengths[index]]
-                series.fai[layer] = fai[index, :, : lengths[index]]
+    def on_pattern(self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch) -> None:
+        p = self.params
+        rows = rows.float()
+        q_stop = q_start + rows.shape[2]
+        scored = self._scored[:, q_start:q_stop].float()
+        distance = attention_distance(rows, q_start)
+        self.distance_sum[layer] += torch.einsum("bhq,bq->h", distance, scored).double().cpu()
+        window = influence_window(self._scored, p.horizon_low, p.horizon_high, q_start, q_stop)
+        self._received[layer] += received_in_window(rows, window)
+        waad = windowed_distance(rows, p.window, q_start).cpu()
+        for index, prompt_id in enumerate(batch.prompt_ids):
+            series = self.series[prompt_id]
+            stop = min(q_stop, len(series.tokens))  # rows past the prompt's end are padding
+            if stop > q_start:
+                series.waad[layer, :, q_start:stop] = waad[index, :, : stop - q_start]
 
-        return [(hooks.attn(layer, "pattern"), on_pattern) for layer in range(self.info.n_layers)]
+    def end_batch(self, batch: Batch) -> None:
+        p = self.params
+        counts = window_sizes(self._scored, p.horizon_low, p.horizon_high)
+        fai = influence_from_received(self._received, counts).cpu()  # [layer, batch, head, pos]
+        for index, prompt_id in enumerate(batch.prompt_ids):
+            series = self.series[prompt_id]
+            series.fai[:] = fai[:, index, :, : len(series.tokens)]
+        self.n_scored += int(self._scored.sum())
+        self._scored = self._received = None
 
     def mean_distance(self) -> torch.Tensor:
         """d(l,h) over every scored position seen so far, [layer, head]."""
@@ -205,13 +254,13 @@ class FutureAttentionProbe(Probe):
         for layer in range(self.info.n_layers):
             for head in range(self.info.n_heads):
                 base = {"layer": layer, "head": head}
-                locality = (
-                    "local"
-                    if local[layer, head]
-                    else "global"
-                    if global_[layer, head]
-                    else "middle"
-                )
+                r = rank[layer, head].item()
+                if local[layer, head]:
+                    locality, strength = "local", 1 - r
+                elif global_[layer, head]:
+                    locality, strength = "global", r
+                else:
+                    locality, strength = "middle", 1 - 2 * abs(r - 0.5)
                 rows.append(
                     {
                         **base,
@@ -224,7 +273,7 @@ class FutureAttentionProbe(Probe):
                         **base,
                         "metric": "locality",
                         "condition": locality,
-                        "value": rank[layer, head].item(),
+                        "value": strength,
                     }
                 )
         for prompt_id, series in self.series.items():

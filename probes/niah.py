@@ -141,7 +141,11 @@ class NiahBuilder:
     """Builds needle-in-a-haystack prompts for one model (its tokenizer and chat template)."""
 
     def __init__(self, model: LoadedModel, haystack: str, template: str = DEFAULT_TEMPLATE) -> None:
-        if "{context}" not in template or "{question}" not in template:
+        try:
+            filled = template.format(context="\0", question="\1")
+        except (KeyError, IndexError, ValueError) as error:
+            raise NiahError(f"the prompt template {template!r} cannot be filled: {error}") from None
+        if "\0" not in filled or "\1" not in filled:
             raise NiahError(f"the prompt template needs {{context}} and {{question}}: {template!r}")
         self.model = model
         self.template = template

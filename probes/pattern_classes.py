@@ -15,6 +15,12 @@ and a head takes the first class in that order whose recall reaches `recall_thre
 simplest mask that explains its attention, since the later masks can imitate the earlier ones —
 or "diffuse" if none does. Columns, diagonals and blocks are chosen from the same last queries
 the recall is measured on, so the two data-driven masks get an optimistic (oracle) recall.
+
+Streaming: the masks need all of a prompt's last queries at once (columns and diagonals are
+chosen from their summed attention). Pattern rows may arrive in query chunks (the fast path), so
+the probe copies each profiled prompt's last rows out of whichever chunks hold them and scores
+that prompt and layer as soon as its last row has arrived; it holds one layer's last rows at most
+while the layers run in order.
 """
 
 from __future__ import annotations
@@ -26,8 +32,7 @@ from typing import Any
 import torch
 from jaxtyping import Bool, Float
 
-from probes import hooks
-from probes.base import Batch, Hook, Probe, ProbeParams, register_probe
+from probes.base import Batch, ProbeParams, StreamingProbe, register_probe
 
 MASKS = ("local", "sink", "vertical_slash", "block_sparse")
 CLASSES = (*MASKS, "diffuse")
@@ -124,7 +129,7 @@ class PatternClassParams(ProbeParams):
 
 
 @register_probe
-class PatternClassProbe(Probe):
+class PatternClassProbe(StreamingProbe):
     """Rows per head: "recall_<mask>" for each candidate mask (mean over profiled prompts), and
     "pattern_class" with condition = the class and value = its mask's recall (for "diffuse",
     the best recall of any mask)."""
@@ -139,27 +144,58 @@ class PatternClassProbe(Probe):
         super().__init__(info, params)
         self.recall_sum = torch.zeros(len(MASKS), info.n_layers, info.n_heads, dtype=torch.float64)
         self.n_profiled = 0
+        # This batch only: profiled prompt index -> (first, n), the last queries first:n; and
+        # (layer, prompt index) -> (their rows so far [head, n − first, n], rows filled).
+        self._windows: dict[int, tuple[int, int]] = {}
+        self._pending: dict[tuple[int, int], tuple[torch.Tensor, int]] = {}
 
-    def hooks(self, batch: Batch) -> list[Hook]:
+    def start_batch(self, batch: Batch) -> None:
         p = self.params
-        lengths = batch.lengths.tolist()
-        profiled = [index for index, length in enumerate(lengths) if length >= p.min_length]
-        self.n_profiled += len(profiled)
+        self._windows = {
+            index: (length - min(p.last_queries, length), length)
+            for index, length in enumerate(batch.lengths.tolist())
+            if length >= p.min_length
+        }
+        self._pending = {}
 
-        def on_pattern(pattern: torch.Tensor, hook: Any) -> None:
-            layer = hooks.layer_of(hook.name)
-            for index in profiled:
-                n = lengths[index]
-                first = n - min(p.last_queries, n)
-                rows = pattern[index, :, first:n, :n].float()
-                budget = key_budget(n, p.density, p.n_init)
-                masks = candidate_masks(rows, first, budget, p.n_init, p.block_size)
-                for slot, name in enumerate(MASKS):
-                    self.recall_sum[slot, layer] += mask_recall(rows, masks[name]).double().cpu()
+    def on_pattern(self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch) -> None:
+        q_stop = q_start + rows.shape[2]
+        for index, (first, n) in self._windows.items():
+            low, high = max(first, q_start), min(n, q_stop)
+            if low >= high:
+                continue  # none of this prompt's last queries is in the chunk
+            part = rows[index, :, low - q_start : high - q_start, :n].float()
+            if (low, high) == (first, n):  # the whole window in one chunk: no copy
+                self._fold(layer, part, first)
+                continue
+            buffer, filled = self._pending.get((layer, index), (None, 0))
+            if buffer is None:
+                buffer = part.new_zeros(part.shape[0], n - first, n)
+            buffer[:, low - first : high - first] = part
+            filled += high - low
+            if filled < n - first:
+                self._pending[layer, index] = (buffer, filled)
+            else:
+                self._pending.pop((layer, index), None)
+                self._fold(layer, buffer, first)
 
-        if not profiled:
-            return []
-        return [(hooks.attn(layer, "pattern"), on_pattern) for layer in range(self.info.n_layers)]
+    def _fold(self, layer: int, rows: torch.Tensor, first: int) -> None:
+        """Add one prompt's recalls: `rows` are its queries first… over its keys, [head, q, k]."""
+        p = self.params
+        budget = key_budget(rows.shape[-1], p.density, p.n_init)
+        masks = candidate_masks(rows, first, budget, p.n_init, p.block_size)
+        for slot, name in enumerate(MASKS):
+            self.recall_sum[slot, layer] += mask_recall(rows, masks[name]).double().cpu()
+
+    def end_batch(self, batch: Batch) -> None:
+        if self._pending:
+            layer, index = next(iter(self._pending))
+            raise RuntimeError(
+                f"probe {self.name!r}: the last query rows of prompt {batch.prompt_ids[index]!r} "
+                f"in layer {layer} never all arrived"
+            )
+        self.n_profiled += len(self._windows)
+        self._windows = {}
 
     def rows(self) -> list[dict[str, Any]]:
         if self.n_profiled == 0:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -121,7 +122,7 @@ def run_sample(
     sample: niah.NiahSample,
     *,
     max_new_tokens: int,
-    stop: decode.StopRule,
+    stop: Callable[[int], bool],
     prefill_hooks: tuple[Hook, ...] = (),
     decode_hooks: tuple[Hook, ...] = (),
 ) -> SampleOutcome:
@@ -159,7 +160,7 @@ class RetrievalParams(ProbeParams):
     lengths: tuple[int, ...] = (256, 512, 1024, 2048)  # prompt lengths in tokens
     depths: tuple[int, ...] = (0, 25, 50, 75, 100)  # needle depth, percent of the haystack
     needles_per_cell: int = 1  # needles per (length, depth); they rotate through the grid
-    needles: str = field(default=str(niah.DEFAULT_NEEDLES))  # JSONL of needle facts
+    needles: str = str(niah.DEFAULT_NEEDLES)  # JSONL of needle facts
     haystack: str = niah.STDLIB_DOCS  # "stdlib-docs", a text file, or a prompt JSONL file
     template: str = niah.DEFAULT_TEMPLATE
     max_new_tokens: int = 50  # the authors' decode length

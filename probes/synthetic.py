@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from probes.engine import TokenizedPrompt
+from probes.engine import PromptTooLongError, TokenizedPrompt
 from probes.models import LoadedModel
 
 
@@ -47,7 +47,7 @@ def repeated_random_prompts(
     """Repeated random-token prompts for `model`, ids "rand-000", …; errors name `probe`."""
     length = 2 * half_len + (model.info.bos_token_id is not None)
     if length > model.info.n_ctx:
-        raise ValueError(
+        raise PromptTooLongError(
             f"probe {probe!r}: half_len={half_len} makes {length}-token sequences, more than "
             f"the {model.info.n_ctx}-token context of model {model.info.name!r}"
         )

@@ -111,38 +111,51 @@ def test_masking_is_per_head_and_per_row(tiny_model, mode):
         torch.testing.assert_close(row, torch.full_like(row, 1 / len(PROMPT)))
 
 
-def test_rows_that_stop_leave_the_batch_without_changing_the_others(tiny_model):
-    info = tiny_model.info
-    copies = [[], [HeadAblation(((1, 2),), "uniform")], [HeadAblation(((0, 0), (1, 1)), "zero")]]
+@pytest.fixture(scope="module")
+def copy_model():
+    """tiny-random rewired so that head L0H1 copies the key word at position 1 (tests/planting)."""
+    model, _ = copy_task_model()
+    return model
+
+
+def test_rows_that_stop_leave_the_batch_without_changing_the_others(copy_model):
+    info = copy_model.info
+    prompt = copy_model.tokenize("red the a of and to in is it that was")
+    copies = [[], [HeadAblation(((0, 1),), "zero")], [HeadAblation(((0, 1),), "uniform")]]
 
     def alone(interventions, stop):
-        cache = decode.prefill(tiny_model, PROMPT)
         hooks_ = intervention_hooks(interventions, info)
+        cache = decode.prefill(copy_model, prompt)
         (tokens,) = decode.greedy_decode(
-            tiny_model, cache, PROMPT[-1], max_new_tokens=8, stop=stop, fwd_hooks=hooks_
+            copy_model, cache, prompt[-1], max_new_tokens=8, stop=stop, fwd_hooks=hooks_
         )
         return tokens
 
     free = [alone(c, lambda token: False) for c in copies]
-    stop_tokens = {free[0][2], free[1][5]}
+
+    def stops_at(token):
+        return {seq.index(token) if token in seq else len(seq) for seq in free}
+
+    stop_token = max(sorted({t for seq in free for t in seq}), key=lambda t: len(stops_at(t)))
+    stop = {stop_token}.__contains__
     batched = decode.greedy_decode(
-        tiny_model,
-        decode.prefill(tiny_model, PROMPT),
-        PROMPT[-1],
+        copy_model,
+        decode.prefill(copy_model, prompt),
+        prompt[-1],
         max_new_tokens=8,
-        stop=stop_tokens.__contains__,
+        stop=stop,
         fwd_hooks=lambda rows: stacked_hooks([copies[i] for i in rows], info),
         n_rows=3,
     )
-    assert batched == [alone(c, stop_tokens.__contains__) for c in copies]
-    assert len({len(tokens) for tokens in batched}) > 1  # rows did stop at different steps
+    assert batched == [alone(c, stop) for c in copies]
+    assert len({len(tokens) for tokens in batched}) == 3  # each row stopped at its own step
 
 
 @pytest.fixture(scope="module")
-def copy_run(tmp_path_factory):
+def copy_run(tmp_path_factory, copy_model):
     """A retrieval scan of the copy-task model, stored as a run: head L0H1 copies the needle."""
     data = tmp_path_factory.mktemp("data")
-    model, _ = copy_task_model()
+    model = copy_model
     (data / "hay.txt").write_text(word_haystack(list(COPY_FILLERS)), encoding="utf-8")
     needles = [{"id": k, "needle": k, "question": "the", "answer": k} for k in COPY_KEYS[:4]]
     (data / "needles.jsonl").write_text("\n".join(map(json.dumps, needles)), encoding="utf-8")

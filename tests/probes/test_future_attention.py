@@ -136,6 +136,9 @@ def test_planted_local_heads_are_local_with_waad_one_and_bos_heads_anchor_fai(ti
     classes = locality(rows)
     assert {h for h, c in classes.items() if c == "local"} == {(0, 0), (1, 1)}
     assert {h for h, c in classes.items() if c == "global"} == {(0, 2), (1, 3)}
+    strength = rows[rows.metric == "locality"].groupby("condition").value.agg(["min", "max"])
+    assert strength.loc["local", "max"] == strength.loc["global", "max"] == 1.0  # the extremes
+    assert strength.loc["local", "min"] == pytest.approx(6 / 7)  # 8 heads: ranks step by 1/7
     for prompt in SUITE.prompts:
         waad = series(rows, "waad", prompt.id)
         assert len(waad) == len(tiny_model.tokenize(prompt.text)) - 1

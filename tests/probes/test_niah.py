@@ -101,6 +101,12 @@ def test_answer_span_depth_and_length(tiny_model, builder):
         assert tokens[at + len(needle_ids)] == question  # depth 100: the haystack's end
 
 
+@pytest.mark.parametrize("template", ["{context} only", "{context} {question} {other}", "{"])
+def test_bad_templates_are_refused(tiny_model, template):
+    with pytest.raises(niah.NiahError, match="template"):
+        niah.NiahBuilder(tiny_model, "a b c .", template)
+
+
 def test_lengths_that_do_not_fit_raise(builder):
     with pytest.raises(niah.NiahError, match="leaves no room for a haystack"):
         builder.sample(NEEDLE, 12, 50)
