@@ -1,12 +1,13 @@
 # headlab: two commands on a fresh machine.
 #   make scan   create .venv, install, prepare the default model, scan it, print the top heads
-#   make test   the same set-up, then the whole test suite (what CI runs)
+#   make test   the same set-up (+ Debian's chromium for the browser test), then lint and
+#               the whole test suite (what CI runs)
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.headlab-installed
 
-.PHONY: setup scan test lint bench clean-venv
+.PHONY: setup browser scan test bench clean-venv
 
 setup: $(STAMP)
 
@@ -20,13 +21,22 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/headlab prepare smollm2-135m gemma-3-270m
 	touch $(STAMP)
 
+# Debian's Chromium and its driver, for the one real-browser test of the dashboard.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; else \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	fi
+
 scan: setup
 	$(BIN)/headlab scan
 
-test: setup
+test: setup browser
 	$(BIN)/ruff check probes analyses dashboard tests
 	$(BIN)/ruff format --check probes analyses dashboard tests
 	$(BIN)/python -m pytest
 
 clean-venv:
 	rm -rf $(VENV)
+
+bench: setup
+	$(BIN)/headlab bench
