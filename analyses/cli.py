@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("probes", help="list the registered probe families")
 
     dashboard = commands.add_parser(
-        "dashboard", help="open the results dashboard (Streamlit, on 127.0.0.1)",
+        "dashboard",
+        help="open the results dashboard (Streamlit, on 127.0.0.1)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     dashboard.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data directory")
@@ -246,26 +247,28 @@ def dashboard_command(data: Path, port: int) -> list[str]:
     import dashboard
 
     app = Path(next(iter(dashboard.__path__))).resolve() / "app.py"
-    return [
-        sys.executable, "-m", "streamlit", "run", str(app),
-        "--server.address", "127.0.0.1", "--server.port", str(port),
-        "--server.headless", "true", "--browser.gatherUsageStats", "false",
-        "--client.toolbarMode", "viewer",
-        "--", "--data", str(data.expanduser().resolve()),
-    ]
+    settings = {
+        "server.address": "127.0.0.1",
+        "server.port": port,
+        "server.headless": "true",
+        "browser.gatherUsageStats": "false",
+        "client.toolbarMode": "viewer",
+    }
+    flags = [item for key, value in settings.items() for item in (f"--{key}", str(value))]
+    data_flag = ["--", "--data", str(data.expanduser().resolve())]
+    return [sys.executable, "-m", "streamlit", "run", str(app), *flags, *data_flag]
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    import subprocess
+    import os
 
     if not 1 <= args.port <= 65535:
         print(f"headlab: error: --port must be in 1..65535, got {args.port}", file=sys.stderr)
         return 2
-    print(f"headlab dashboard: http://127.0.0.1:{args.port} (data: {args.data.resolve()})")
-    try:
-        return subprocess.call(dashboard_command(args.data, args.port))
-    except KeyboardInterrupt:
-        return 0
+    url = f"http://127.0.0.1:{args.port}"
+    print(f"headlab dashboard: {url} (data: {args.data.resolve()})", flush=True)
+    command = dashboard_command(args.data, args.port)
+    os.execv(command[0], command)  # become streamlit, so signals reach it; never returns
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

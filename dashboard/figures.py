@@ -104,7 +104,8 @@ def profile_bars(profile: pd.DataFrame, title: str = "") -> go.Figure:
             if len(profile)
             else None,
             text=[f"{value:.3g}" for value in profile["value"]],
-            textposition="auto",
+            textposition="outside",
+            cliponaxis=False,
             hovertemplate="%{y}<br>value %{customdata[0]:.4g}<br>rank %{customdata[1]} of "
             "%{customdata[2]}<br>percentile %{x:.0f}<extra></extra>",
         ),
@@ -116,9 +117,15 @@ def profile_bars(profile: pd.DataFrame, title: str = "") -> go.Figure:
     return figure
 
 
+def _escape(text: str) -> str:
+    """Plotly reads tags in labels as markup (a "<s>" token would strike through, not show)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _short(text: str, width: int = 14) -> str:
+    """A tick label: newlines visible, at most `width` characters, markup escaped."""
     text = text.replace("\n", "⏎")
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return _escape(text if len(text) <= width else text[: width - 1] + "…")
 
 
 def pattern_heatmap(
@@ -131,7 +138,10 @@ def pattern_heatmap(
     n_blocks = len(block_text)
     labels = [_short(text) for text in block_text]
     hover = [
-        [f"query: {block_text[q]!r}<br>key: {block_text[k]!r}" for k in range(n_blocks)]
+        [
+            f"query: {_escape(repr(block_text[q]))}<br>key: {_escape(repr(block_text[k]))}"
+            for k in range(n_blocks)
+        ]
         for q in range(n_blocks)
     ]
     figure = go.Figure(
@@ -319,7 +329,7 @@ def grid_heatmap(
         )
     )
     figure.update_xaxes(title=x, type="category")
-    figure.update_yaxes(title=y, type="category")
+    figure.update_yaxes(title=y, type="category", autorange="reversed")  # first row on top
     return figure
 
 
@@ -367,7 +377,8 @@ def spread_lines(
                 f"<extra>{name}</extra>",
             )
         )
-    figure.update_xaxes(title=x)
+    ticks = sorted(frame[x].dropna().unique()) if not frame.empty else []
+    figure.update_xaxes(title=x, tickmode="array" if len(ticks) <= 16 else "auto", tickvals=ticks)
     figure.update_yaxes(title=y_label)
     return figure
 
@@ -389,7 +400,7 @@ def token_series(
                 y=list(values),
                 mode="lines+markers",
                 name=name,
-                customdata=[repr(token) for token in tokens[: len(values)]],
+                customdata=[_escape(repr(token)) for token in tokens[: len(values)]],
                 hovertemplate="%{x}: %{customdata}<br>%{y:.4g}<extra>" + name + "</extra>",
             )
         )

@@ -80,6 +80,11 @@ def z_of(figure: dict[str, Any]) -> list[list[float]]:
     return [[math.nan if v is None else v for v in row] for row in figure["data"][0]["z"]]
 
 
+def escaped(tokens: list[str]) -> list[str]:
+    """Tick labels as plotly gets them: markup escaped so "<s>" shows as text."""
+    return [t.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") for t in tokens]
+
+
 def texts(app: AppTest) -> str:
     parts = [
         e.value
@@ -171,6 +176,11 @@ def test_an_empty_or_missing_data_directory_shows_what_to_run(tmp_path, page, st
     assert any(code.value.startswith("headlab scan") for code in app.code)
 
 
+def test_the_sidebar_warns_when_not_bound_to_localhost(fixture_data):
+    app = open_page(fixture_data)  # AppTest leaves server.address unset: every interface
+    assert any("every interface" in warning.value for warning in app.sidebar.warning)
+
+
 # --- safety -----------------------------------------------------------------------------------
 
 
@@ -248,14 +258,14 @@ def test_head_detail_shows_the_chosen_heads_scores_and_pattern(fixture_data):
         for q, row in enumerate(fx.pooled(2, 3, "p0"))
     ]
     assert_grid(z_of(pattern), causal)
-    assert pattern["layout"]["xaxis"]["ticktext"] == fx.TOKENS["p0"]
+    assert pattern["layout"]["xaxis"]["ticktext"] == escaped(fx.TOKENS["p0"])
 
     app.selectbox(key="detail_prompt").set_value("p1")
     app.selectbox(key="detail_layer").set_value(0)
     app.selectbox(key="detail_head").set_value(0)
     rerun(app)
     pattern = charts(app)["detail_pattern"]
-    blocks = ["<s> a", " b c", " d e", " f g", " h i"]
+    blocks = escaped(["<s> a", " b c", " d e", " f g", " h i"])
     assert pattern["layout"]["yaxis"]["ticktext"] == blocks
     grid = z_of(pattern)
     expected = fx.pooled(0, 0, "p1")  # previous-token head, two tokens per block
@@ -332,7 +342,7 @@ def test_future_attention_page_plots_the_token_series_with_their_tokens(fixture_
     figures_ = charts(app)
     waad = figures_["future_waad"]
     assert waad["data"][0]["y"] == fx.WAAD
-    assert waad["layout"]["xaxis"]["ticktext"] == fx.TOKENS["p0"]
+    assert waad["layout"]["xaxis"]["ticktext"] == escaped(fx.TOKENS["p0"])
     assert figures_["future_fai"]["data"][0]["y"] == fx.FAI
     anchors = table(app, "token", "value")
     assert list(anchors["token"])[:2] == ["<s>", " cat"]  # FAI 0.4, 0.3

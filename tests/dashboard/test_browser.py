@@ -116,6 +116,7 @@ def test_the_head_map_renders_in_a_real_browser(dashboard_url, browser, tmp_path
     assert ticks("x") == ["0", "1", "2", "3"]  # the toy model's 4 heads
     assert ticks("y") == ["0", "1", "2"]  # and 3 layers, layer 0 on top
     assert browser.find_elements(By.XPATH, "//*[contains(text(), 'Top 10 heads')]")
+    assert not browser.find_elements(By.XPATH, "//*[contains(text(), 'Serving on')]")
 
     screenshot = tmp_path / "head_map.png"
     assert browser.save_screenshot(str(screenshot))

@@ -71,6 +71,14 @@ def test_pattern_heatmap_keeps_repeated_tokens_apart_and_blanks_unstored_cells()
     assert "' the'" in heatmap.customdata[2][0]
 
 
+def test_labels_escape_markup_so_special_tokens_show():
+    figure = figures.pattern_heatmap([[1.0]], ["<|im_start|>"])
+    assert figure.layout.xaxis.ticktext == ("&lt;|im_start|&gt;",)
+    assert "&lt;|im_start|&gt;" in figure.data[0].customdata[0][0]
+    series = figures.token_series({"x": [1.0, 2.0]}, ["<s>", "a & b"])
+    assert list(series.layout.xaxis.ticktext) == ["&lt;s&gt;", "a &amp; b"]
+
+
 def test_pattern_heatmap_shortens_long_block_labels_but_hovers_the_full_text():
     text = "a very long block of several tokens\nwith a newline"
     figure = figures.pattern_heatmap([[1.0]], [text])
@@ -145,6 +153,7 @@ def test_grid_heatmap_puts_lengths_on_x_and_depths_on_y():
     )
     (heatmap,) = figures.grid_heatmap(frame, x="length", y="depth").data
     assert list(heatmap.x) == ["64", "128"] and list(heatmap.y) == ["0", "50"]
+    assert figures.grid_heatmap(frame, x="length", y="depth").layout.yaxis.autorange == "reversed"
     assert np.array(heatmap.z).tolist() == [[1.0, 0.25], [0.5, 0.0]]
     assert heatmap.text[1][0] == "0.50"
 
@@ -164,14 +173,15 @@ def test_spread_lines_draw_the_mean_and_a_min_max_band_over_repeats():
     assert list(random_mean.y) == [2.5, 2.5]
     assert list(band.y) == [3.0, 4.0, 1.0, 2.0]  # max along k, then min back
     assert list(top.y) == [0.5, 0.1]
+    assert list(figure.layout.xaxis.tickvals) == [1, 2]  # ticks at the k that were run
 
 
 def test_token_series_puts_the_tokens_on_the_axis():
     figure = figures.token_series({"WAAD_t": [None, 1.0, 2.0]}, ["<s>", " a", " b"])
     (line,) = figure.data
     assert list(line.y) == [None, 1.0, 2.0]
-    assert list(figure.layout.xaxis.ticktext) == ["<s>", " a", " b"]
-    assert list(line.customdata) == ["'<s>'", "' a'", "' b'"]
+    assert list(figure.layout.xaxis.ticktext) == ["&lt;s&gt;", " a", " b"]
+    assert list(line.customdata) == ["'&lt;s&gt;'", "' a'", "' b'"]
 
 
 def test_locality_map_colours_each_class_and_hovers_the_distance():
