@@ -10,7 +10,8 @@ HEADLINE_POSITION = 0
 
 def per_head(table: pd.DataFrame) -> pd.DataFrame:
     """Rows that score one head, with per-position metrics reduced to their headline position."""
-    heads = table[table["head"].notna()]
+    # Pattern snapshots (probe "pattern") are pooled attention maps for viewing, not scores.
+    heads = table[table["head"].notna() & (table["probe"] != "pattern")]
     positional = heads["position"].notna()
     return heads[~positional | (heads["position"] == HEADLINE_POSITION)]
 

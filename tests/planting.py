@@ -98,24 +98,27 @@ def word_haystack(words: Sequence[str], n_sentences: int = 80, seed: int = 0) ->
     return " ".join(" ".join([*pick(n), "."]) for n in lengths)
 
 
-def emit(tokens: Sequence[int]):
-    """Greedy decoding emits `tokens` in order, one per single-query step, by raising their
-    logit; a multi-query forward (a prefill) restarts the sequence, later steps are untouched."""
-    state = {"step": 0}
+def emit(tokens: Sequence[int]) -> list[tuple[str, Callable]]:
+    """Hooks making greedy decoding emit `tokens` in order, one per single-token forward, by
+    raising their logit; a multi-token forward (a prefill, whose logits may be only the last
+    position's) restarts the sequence and is left alone, as are steps after the last token."""
+    state = {"step": 0, "prefill": False}
 
-    def hook(logits: torch.Tensor, hook) -> torch.Tensor:
-        if logits.shape[1] != 1:
+    def watch(resid: torch.Tensor, hook) -> None:
+        state["prefill"] = resid.shape[1] != 1
+        if state["prefill"]:
             state["step"] = 0
-            return logits
+
+    def force(logits: torch.Tensor, hook) -> torch.Tensor:
         step = state["step"]
-        state["step"] += 1
-        if step >= len(tokens):
+        if state["prefill"] or step >= len(tokens):
             return logits
+        state["step"] += 1
         logits = logits.clone()
         logits[:, -1, tokens[step]] = logits[:, -1].max() + BIG
         return logits
 
-    return (hooks.logits(), hook)
+    return [(hooks.block(0, "resid_pre"), watch), (hooks.logits(), force)]
 
 
 @contextmanager

@@ -95,7 +95,7 @@ def planted_decode(model, sample, emitted, retrieval_head=(1, 2)):
         attend_to(*retrieval_head, needle_key(0)),
         bos_head(0, 1),
         attend_to(1, 0, needle_key(-1)),
-        emit(emitted),
+        *emit(emitted),
     )
     return run_sample(
         model,
