@@ -78,26 +78,29 @@ def greedy_decode(
     """Greedy tokens per row, each ending at its first stop token (or after `max_new_tokens`).
 
     `cache` (from `prefill`) is extended in place, and repeated to `n_rows` identical rows first.
-    A row that stops leaves the batch (and the cache), so the cost follows each row's own length.
-    `fwd_hooks` is a hook list, or a function of the rows still decoding (indices into the
-    n_rows) that returns their hooks — e.g. `interventions.stacked_hooks` over their copies; it
-    is called again whenever a row stops. `on_step(step, tokens)` sees every step's greedy
-    tokens of the rows still decoding, right after the step's forward pass.
+    `fwd_hooks` is a hook list, or a function of the rows in the batch (indices into the n_rows)
+    returning their hooks, e.g. `interventions.stacked_hooks` over those rows' copies. Given a
+    function, a row that stops leaves the batch and the cache (the function is called again), so
+    the cost follows each row's own length; a plain list keeps every row to the end, since its
+    hooks may depend on the batch layout. `on_step(step, tokens)` sees each step's greedy tokens
+    of the rows in the batch, right after the step's forward pass.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    droppable = callable(fwd_hooks)
     hooks_for = fwd_hooks if callable(fwd_hooks) else (lambda rows: fwd_hooks)
     if n_rows > 1:
         cache.batch_repeat_interleave(n_rows)
     bridge = model.bridge
     inputs = torch.full((n_rows, 1), last_token, dtype=torch.long, device=model.device)
     generated: list[list[int]] = [[] for _ in range(n_rows)]
-    active = list(range(n_rows))
+    in_batch = list(range(n_rows))
+    running = set(in_batch)
     step = 0
     with torch.inference_mode(), patterns_released_after_each_layer(bridge):
-        while active and step < max_new_tokens:
-            with bridge.hooks(fwd_hooks=list(hooks_for(active))):
-                while step < max_new_tokens:
+        while running and step < max_new_tokens:
+            with bridge.hooks(fwd_hooks=list(hooks_for(in_batch))):
+                while running and step < max_new_tokens:
                     logits, cache = bridge(
                         inputs, return_type="logits_and_cache", past_key_values=cache
                     )
@@ -105,13 +108,17 @@ def greedy_decode(
                     if on_step is not None:
                         on_step(step, tokens)
                     step += 1
-                    for row, token in zip(active, tokens.tolist(), strict=True):
-                        generated[row].append(token)
-                    going = [i for i, row in enumerate(active) if not stop(generated[row][-1])]
-                    inputs = tokens[going, None]
-                    if len(going) < len(active):
-                        active = [active[i] for i in going]
-                        if active:
-                            cache.batch_select_indices(torch.tensor(going, device=inputs.device))
+                    for row, token in zip(in_batch, tokens.tolist(), strict=True):
+                        if row in running:
+                            generated[row].append(token)
+                            if stop(token):
+                                running.discard(row)
+                    inputs = tokens[:, None]
+                    if droppable and len(running) < len(in_batch):
+                        keep = [i for i, row in enumerate(in_batch) if row in running]
+                        in_batch = [in_batch[i] for i in keep]
+                        inputs = inputs[keep]
+                        if keep:
+                            cache.batch_select_indices(torch.tensor(keep, device=inputs.device))
                         break  # new hooks for the rows that remain
     return generated

@@ -98,27 +98,25 @@ def word_haystack(words: Sequence[str], n_sentences: int = 80, seed: int = 0) ->
     return " ".join(" ".join([*pick(n), "."]) for n in lengths)
 
 
-def emit(tokens: Sequence[int]) -> list[tuple[str, Callable]]:
-    """Hooks making greedy decoding emit `tokens` in order, one per single-token forward, by
-    raising their logit; a multi-token forward (a prefill, whose logits may be only the last
-    position's) restarts the sequence and is left alone, as are steps after the last token."""
-    state = {"step": 0, "prefill": False}
+def emit(tokens: Sequence[int]):
+    """Greedy decoding emits `tokens` in order, one per single-position logits call, by raising
+    their logit; a multi-position call (a full-logits prefill) restarts the sequence. Make one per
+    decode and keep it out of `decode.prefill`, whose logits are its last position's only."""
+    state = {"step": 0}
 
-    def watch(resid: torch.Tensor, hook) -> None:
-        state["prefill"] = resid.shape[1] != 1
-        if state["prefill"]:
+    def hook(logits: torch.Tensor, hook) -> torch.Tensor:
+        if logits.shape[1] != 1:
             state["step"] = 0
-
-    def force(logits: torch.Tensor, hook) -> torch.Tensor:
-        step = state["step"]
-        if state["prefill"] or step >= len(tokens):
             return logits
+        step = state["step"]
         state["step"] += 1
+        if step >= len(tokens):
+            return logits
         logits = logits.clone()
         logits[:, -1, tokens[step]] = logits[:, -1].max() + BIG
         return logits
 
-    return [(hooks.block(0, "resid_pre"), watch), (hooks.logits(), force)]
+    return (hooks.logits(), hook)
 
 
 @contextmanager

@@ -149,6 +149,16 @@ def test_rows_that_stop_leave_the_batch_without_changing_the_others(copy_model):
     )
     assert batched == [alone(c, stop) for c in copies]
     assert len({len(tokens) for tokens in batched}) == 3  # each row stopped at its own step
+    static = decode.greedy_decode(  # a plain hook list: stopped rows stay in the batch
+        copy_model,
+        decode.prefill(copy_model, prompt),
+        prompt[-1],
+        max_new_tokens=8,
+        stop=stop,
+        fwd_hooks=stacked_hooks(copies, info),
+        n_rows=3,
+    )
+    assert static == batched
 
 
 @pytest.fixture(scope="module")

@@ -95,7 +95,6 @@ def planted_decode(model, sample, emitted, retrieval_head=(1, 2)):
         attend_to(*retrieval_head, needle_key(0)),
         bos_head(0, 1),
         attend_to(1, 0, needle_key(-1)),
-        *emit(emitted),
     )
     return run_sample(
         model,
@@ -103,7 +102,7 @@ def planted_decode(model, sample, emitted, retrieval_head=(1, 2)):
         max_new_tokens=10,
         stop=decode.StopRule(model.tokenizer),
         prefill_hooks=plants,
-        decode_hooks=plants,
+        decode_hooks=(*plants, emit(emitted)),
     )
 
 
