@@ -18,6 +18,7 @@ from probes.future_attention import (
 from probes.models.tiny import word_vocabulary
 from probes.pattern_classes import PatternClassParams, PatternClassProbe
 from probes.synthetic import repeated_random_tokens
+from tests import planting
 
 WORDS = [w for w in word_vocabulary() if w.isalpha() and len(w) > 2]
 
@@ -127,6 +128,18 @@ def test_pattern_class_profiles_only_long_enough_prompts(tiny_model):
     for batch in padded_batches(tiny_model):
         fastpath.run_batch(tiny_model, batch, [probe], chunk_bytes=1)
     assert probe.n_profiled == 3  # 25, 21 and 31 tokens; not 11 or 4
+
+
+def test_hooks_attached_to_the_bridge_keep_auto_on_the_bridge_and_refuse_fast(tiny_model):
+    """The fast path runs the unwrapped model, so planted patterns and interventions set around a
+    scan would be skipped silently; the engine must see them and stay on the bridge."""
+    probe = AttentionStatsProbe(tiny_model.info)
+    assert engine.choose_path(tiny_model, [probe], "auto") == "fast"
+    with planting.planted(tiny_model, [planting.uniform_head(0, 1)]):
+        assert engine.choose_path(tiny_model, [probe], "auto") == "bridge"
+        with pytest.raises(ValueError, match=r"bypasses the bridge.*hook_attn_scores.*tiny-random"):
+            engine.choose_path(tiny_model, [probe], "fast")
+    assert engine.choose_path(tiny_model, [probe], "auto") == "fast"
 
 
 # --- any chunking, in any order -------------------------------------------------------------------
