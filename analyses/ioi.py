@@ -9,12 +9,11 @@ Templates come in both name orders (ABBA and BABA). Any JSONL file of
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from probes.prompts import PromptFileError
+from probes.prompts import PromptFileError, jsonl_objects
 
 # Names and words chosen to be one token (with the leading space) in SmolLM2's and Llama-style
 # tokenizers; the task checks the answers' first tokens differ on the model actually used.
@@ -64,24 +63,12 @@ def ioi_pairs(n: int = 32, seed: int = 0) -> tuple[PromptPair, ...]:
 def load_pairs(path: Path | str) -> tuple[PromptPair, ...]:
     """Prompt pairs from a JSONL file; errors name the file and line."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as error:
-        raise PromptFileError(f"prompt-pair file {path} does not exist") from error
     pairs = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise PromptFileError(f"{path}:{number}: not valid JSON ({error.msg})") from error
+    for where, number, record in jsonl_objects(path, "prompt-pair file"):
         fields = ("text", "correct", "incorrect")
-        if not isinstance(record, dict) or not all(
-            isinstance(record.get(key), str) and record[key] for key in fields
-        ):
+        if not all(isinstance(record.get(key), str) and record[key] for key in fields):
             raise PromptFileError(
-                f'{path}:{number}: expected an object with non-empty "text", "correct" and '
+                f'{where}: expected an object with non-empty "text", "correct" and '
                 '"incorrect" strings'
             )
         pair_id = str(record.get("id", f"line-{number}"))

@@ -13,7 +13,9 @@ from typing import Any
 
 from analyses import provenance, store
 
-DEFAULT_PROBES = ("sink",)
+# The streaming probes: one fast-path pass over the prompts (+ a short one for the detectors'
+# repeated random tokens). Retrieval (generation) and divergence (two passes) are opt-in.
+DEFAULT_PROBES = ("sink", "attention_stats", "future_attention", "pattern_class", "detectors")
 
 
 class OutputNotWritableError(RuntimeError):

@@ -18,14 +18,13 @@ template for instruct models. Where this module differs, and why:
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from probes.models import LoadedModel
-from probes.prompts import PromptFileError, load_jsonl, stdlib_docs_text
+from probes.prompts import PromptFileError, jsonl_objects, load_jsonl, stdlib_docs_text
 
 DEFAULT_NEEDLES = Path(__file__).resolve().parents[1] / "data" / "prompts" / "needles.jsonl"
 STDLIB_DOCS = "stdlib-docs"
@@ -67,23 +66,8 @@ def load_needles(path: Path | str) -> tuple[Needle, ...]:
     """Needles from JSONL: {"id", "needle", "question", "answer"} per line ("real_needle", the
     authors' name, is accepted for "answer"). The answer must occur in the needle sentence."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as error:
-        raise PromptFileError(f"needle file {path} does not exist") from error
-    except UnicodeDecodeError as error:
-        raise PromptFileError(f"needle file {path} is not UTF-8 text: {error}") from error
     needles: list[Needle] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise PromptFileError(f"{where}: not valid JSON ({error.msg})") from error
-        if not isinstance(record, dict):
-            raise PromptFileError(f"{where}: expected a JSON object")
+    for where, number, record in jsonl_objects(path, "needle file"):
         unknown = set(record) - _NEEDLE_KEYS
         if unknown:
             raise PromptFileError(f"{where}: unknown keys {sorted(unknown)}; use {_NEEDLE_KEYS}")

@@ -13,6 +13,7 @@ import inspect
 import json
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,27 +154,39 @@ def stdlib_docs_suite(n_prompts: int = 16, words_per_prompt: int = 400) -> Promp
     return PromptSuite(name="stdlib-docs", prompts=prompts, source="python-stdlib-docstrings")
 
 
-def load_jsonl(path: Path | str) -> PromptSuite:
-    """Prompts from a JSONL file: one object per line with a "text" field and an optional "id"."""
+def jsonl_objects(path: Path | str, what: str) -> Iterator[tuple[str, int, dict]]:
+    """(`file:line`, line number, object) per non-blank line of a JSONL file of `what` ("prompt
+    file", "needle file", ...); a missing file, bad text or a line that is not a JSON object is
+    an error naming the file and line."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError as error:
-        raise PromptFileError(f"prompt file {path} does not exist") from error
+        raise PromptFileError(f"{what} {path} does not exist") from error
     except UnicodeDecodeError as error:
-        raise PromptFileError(f"prompt file {path} is not UTF-8 text: {error}") from error
-    prompts = []
+        raise PromptFileError(f"{what} {path} is not UTF-8 text: {error}") from error
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
+        where = f"{path}:{number}"
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise PromptFileError(f"{path}:{number}: not valid JSON ({error.msg})") from error
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise PromptFileError(f'{path}:{number}: expected an object with a "text" string')
+            raise PromptFileError(f"{where}: not valid JSON ({error.msg})") from error
+        if not isinstance(record, dict):
+            raise PromptFileError(f"{where}: expected a JSON object")
+        yield where, number, record
+
+
+def load_jsonl(path: Path | str) -> PromptSuite:
+    """Prompts from a JSONL file: one object per line with a "text" field and an optional "id"."""
+    path = Path(path)
+    prompts = []
+    for where, number, record in jsonl_objects(path, "prompt file"):
+        if not isinstance(record.get("text"), str):
+            raise PromptFileError(f'{where}: expected an object with a "text" string')
         if not record["text"].strip():
-            raise PromptFileError(f"{path}:{number}: the prompt text is empty")
+            raise PromptFileError(f"{where}: the prompt text is empty")
         prompts.append(Prompt(id=str(record.get("id", f"line-{number}")), text=record["text"]))
     if not prompts:
         raise PromptFileError(f"prompt file {path} holds no prompts")

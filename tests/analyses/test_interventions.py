@@ -18,16 +18,9 @@ from analyses.means import head_means
 from probes import hooks as hook_names
 from probes.engine import TokenizedPrompt, batches
 from tests import planting
+from tests.tensors import random_causal_patterns
 
 TEXT = "mary gave the ball to john and the dog went to the store with the man"
-
-
-def random_causal_patterns(*shape: int, seed: int = 0) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    scores = torch.randn(*shape, generator=generator) * 3
-    size = shape[-1]
-    causal = torch.ones(size, size, dtype=torch.bool).tril()
-    return scores.masked_fill(~causal, float("-inf")).softmax(-1)
 
 
 def sink_heavy_patterns(*shape: int, seed: int = 0) -> torch.Tensor:

@@ -9,16 +9,9 @@ from transformer_lens import head_detector as tl
 from probes import detectors, engine, synthetic
 from probes.prompts import Prompt, PromptSuite
 from tests import planting
+from tests.tensors import random_causal_patterns
 
 HALF = 24  # half length of the repeated random sequences in the tiny-model tests
-
-
-def random_causal_patterns(*shape: int, seed: int = 0) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    scores = torch.randn(*shape, generator=generator) * 3
-    size = shape[-1]
-    causal = torch.ones(size, size, dtype=torch.bool).tril()
-    return scores.masked_fill(~causal, float("-inf")).softmax(-1)
 
 
 def run(model, params=None, plants=(), suite=None) -> pd.DataFrame:

@@ -14,6 +14,7 @@ from probes.pattern_classes import (
 )
 from probes.prompts import Prompt, PromptSuite
 from tests import planting
+from tests.tensors import random_causal_patterns
 
 WORDS = [w for w in word_vocabulary() if w.isalpha() and len(w) > 2]
 
@@ -32,14 +33,6 @@ SUITE = PromptSuite(
     ),
     "test",
 )
-
-
-def random_causal_patterns(*shape: int, seed: int = 0) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    scores = torch.randn(*shape, generator=generator) * 3
-    size = shape[-1]
-    causal = torch.ones(size, size, dtype=torch.bool).tril()
-    return scores.masked_fill(~causal, float("-inf")).softmax(-1)
 
 
 # --- transcriptions of MInference's search_pattern (microsoft/MInference) ----------------------

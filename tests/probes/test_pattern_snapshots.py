@@ -10,14 +10,7 @@ from probes import engine, pattern_snapshots
 from probes.pattern_snapshots import PatternParams, PatternSnapshotProbe
 from probes.prompts import Prompt, PromptSuite
 from tests import planting
-
-
-def random_causal_patterns(*shape: int, seed: int = 0) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    scores = torch.randn(*shape, generator=generator) * 3
-    size = shape[-1]
-    causal = torch.ones(size, size, dtype=torch.bool).tril()
-    return scores.masked_fill(~causal, float("-inf")).softmax(-1)
+from tests.tensors import random_causal_patterns
 
 
 def pooled_by_loops(pattern: torch.Tensor, starts: list[int]) -> torch.Tensor:

@@ -30,7 +30,7 @@ def test_malformed_line_is_reported_with_its_number(tmp_path):
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ('["a list"]', r":1: expected an object"),
+        ('["a list"]', r":1: expected a JSON object"),
         ('{"txt": "x"}', r":1: expected an object"),
         ('{"text": "   "}', r":1: the prompt text is empty"),
     ],

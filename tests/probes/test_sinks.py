@@ -8,15 +8,7 @@ from probes import engine, sinks
 from probes.prompts import Prompt, PromptSuite, stdlib_docs_suite
 from tests import planting
 from tests.probes.reference_sinks import act_sink_indices, authors_sink_percentage
-
-
-def random_causal_patterns(*shape: int, seed: int = 0) -> torch.Tensor:
-    """Softmax of random scores under a causal mask: [..., T, T] with rows summing to 1."""
-    generator = torch.Generator().manual_seed(seed)
-    scores = torch.randn(*shape, generator=generator) * 3
-    size = shape[-1]
-    causal = torch.ones(size, size, dtype=torch.bool).tril()
-    return scores.masked_fill(~causal, float("-inf")).softmax(-1)
+from tests.tensors import random_causal_patterns
 
 
 def uniform_alpha(length: int, k: int) -> float:

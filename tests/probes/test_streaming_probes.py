@@ -19,6 +19,7 @@ from probes.models.tiny import word_vocabulary
 from probes.pattern_classes import PatternClassParams, PatternClassProbe
 from probes.synthetic import repeated_random_tokens
 from tests import planting
+from tests.tensors import random_causal_patterns
 
 WORDS = [w for w in word_vocabulary() if w.isalpha() and len(w) > 2]
 
@@ -38,6 +39,10 @@ PROBES = {
         info, PatternClassParams(last_queries=6, n_init=2, block_size=4, min_length=12)
     ),
 }
+
+
+def random_layer_patterns(n_layers, n_batch, n_heads, n, seed):
+    return random_causal_patterns(n_layers, n_batch, n_heads, n, n, seed=seed)
 
 
 def words(n: int, seed: int) -> list[str]:
@@ -111,7 +116,7 @@ def fast_table(model, make_probe, batches, chunk_rows: int) -> pd.DataFrame:
     return pd.DataFrame(probe.rows())
 
 
-@pytest.mark.parametrize("chunk_rows", [1, 4])
+@pytest.mark.parametrize("chunk_rows", [2, 5])
 @pytest.mark.parametrize("name", list(PROBES))
 def test_fast_path_in_chunks_equals_bridge_on_padded_batches(tiny_model, name, chunk_rows):
     batches = padded_batches(tiny_model)
@@ -145,13 +150,6 @@ def test_hooks_attached_to_the_bridge_keep_auto_on_the_bridge_and_refuse_fast(ti
 # --- any chunking, in any order -------------------------------------------------------------------
 
 
-def random_causal_patterns(n_layers, n_batch, n_heads, n, seed):
-    generator = torch.Generator().manual_seed(seed)
-    scores = torch.randn(n_layers, n_batch, n_heads, n, n, generator=generator) * 3
-    causal = torch.ones(n, n, dtype=torch.bool).tril()
-    return scores.masked_fill(~causal, float("-inf")).softmax(-1)
-
-
 def feed(probe, batch, patterns, chunks):
     """start_batch, then on_pattern for `chunks` [(layer, q_start, q_stop)], then end_batch."""
     probe.start_batch(batch)
@@ -168,7 +166,7 @@ def test_rows_arriving_out_of_order_and_interleaved_across_layers_give_the_same_
     n = 17
     tokens = torch.randint(3, 9, (2, n), generator=torch.Generator().manual_seed(0))  # repeats
     batch = Batch(tokens, torch.tensor([n, 13]), ("a", "b"))
-    patterns = random_causal_patterns(info.n_layers, 2, info.n_heads, n, seed=1)
+    patterns = random_layer_patterns(info.n_layers, 2, info.n_heads, n, seed=1)
     whole, chunked = PROBES[name](info), PROBES[name](info)
     feed(whole, batch, patterns, [(layer, 0, n) for layer in range(info.n_layers)])
     borders = [(0, 5), (5, 6), (6, 12), (12, 16), (16, n)]
@@ -183,7 +181,7 @@ def test_pattern_class_refuses_a_batch_whose_last_rows_never_arrived(tiny_model)
     info = tiny_model.info
     n = 17
     batch = Batch(torch.arange(n)[None], torch.tensor([n]), ("a",))
-    patterns = random_causal_patterns(info.n_layers, 1, info.n_heads, n, seed=2)
+    patterns = random_layer_patterns(info.n_layers, 1, info.n_heads, n, seed=2)
     probe = PROBES["pattern_class"](info)
     with pytest.raises(RuntimeError, match=r"pattern_class.*'a'.*layer 1"):
         feed(probe, batch, patterns, [(0, 0, n), (1, 0, 14)])  # layer 1 misses queries 14..16
