@@ -65,10 +65,12 @@ def pattern_rows(
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
     if attention_mask is None:  # the mask was skipped because it is plainly causal
+        # Only the last n_rows visible columns can lie past a query: mask that block alone.
         offset = n_keys - n_queries
+        first = max(visible - n_rows, 0)
         queries = torch.arange(q_start, q_stop, device=query.device)[:, None] + offset
-        hidden = torch.arange(visible, device=query.device)[None, :] > queries
-        scores.masked_fill_(hidden, float("-inf"))
+        hidden = torch.arange(first, visible, device=query.device)[None, :] > queries
+        scores[..., first:visible].masked_fill_(hidden, float("-inf"))
     else:
         mask = attention_mask[:, :, q_start:q_stop, :visible]
         if mask.dtype == torch.bool:
