@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 import time
@@ -50,8 +51,10 @@ def check_writable(directory: Path) -> None:
 
 
 def new_run_id(model: str, probes: tuple[str, ...], data_dir: Path) -> str:
+    """time-model-probes, reduced to the characters run ids allow (a model may be a path)."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    base = f"{stamp}-{model.replace('/', '_')}-{'+'.join(probes)}"[:100]
+    model_part = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(model).name or model).strip("._")
+    base = f"{stamp}-{model_part or 'model'}-{'_'.join(probes)}"[:100]
     candidate, suffix = base, 1
     while store.run_dir(data_dir, store.validate_run_id(candidate)).exists():
         suffix += 1

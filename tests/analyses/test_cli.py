@@ -136,3 +136,19 @@ def test_scan_of_the_real_default_model_covers_all_270_heads(tmp_path):
     assert manifest["model"]["weights_sha256"]
     assert manifest["prompts"]["name"] == "stdlib-docs"
     assert manifest["versions"]["transformer-lens"] == "4.3.0"
+
+
+@pytest.mark.parametrize(
+    ("model", "probes"),
+    [
+        ("smollm2-135m", ("sink", "attention_stats", "detectors")),
+        ("/models/my org/Llama 3 (local)", ("sink",)),
+        ("org/model.v2", ("retrieval",)),
+    ],
+)
+def test_generated_run_ids_are_valid_for_any_model_and_probe_list(tmp_path, model, probes):
+    from analyses.scan import new_run_id
+
+    run_id = new_run_id(model, probes, tmp_path)
+    assert store.validate_run_id(run_id) == run_id
+    assert probes[0] in run_id
