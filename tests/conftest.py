@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from probes.models import LoadedModel, load
 
@@ -17,3 +18,13 @@ def tiny_model() -> LoadedModel:
 def smollm2() -> LoadedModel:
     """The real default model (SmolLM2-135M-Instruct from PyPI), loaded once per session."""
     return load("smollm2-135m")
+
+
+@pytest.fixture
+def one_thread():
+    """Decoding is many tiny forward passes: a second intra-op thread gains nothing there, and on
+    a busy 2-core machine it stalls each step (measured 10× slower here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

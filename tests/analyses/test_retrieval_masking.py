@@ -19,15 +19,7 @@ from probes.prompts import Prompt, PromptSuite
 from probes.retrieval import RetrievalParams, RetrievalProbe
 from tests.planting import COPY_FILLERS, COPY_KEYS, copy_task_model, word_haystack
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Decoding is many tiny forward passes: a second intra-op thread gains nothing there, and on
-    a busy 2-core machine it stalls each step (measured 10× slower here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_random_heads_match_the_layers_and_avoid_the_top_set():

@@ -33,14 +33,7 @@ NEEDLE = niah.Needle(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Decoding is many tiny forward passes: a second intra-op thread gains nothing there, and on
-    a busy 2-core machine it stalls each step (measured 10× slower here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_rouge1_recall():
