@@ -71,12 +71,11 @@ def plain_model(model_name: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from probes.models import REGISTRY, gguf_cache
-    from probes.models.loading import TINY_PREFIX, prepare
+    from probes.models.loading import TINY_PREFIX, prepare, tiny_seed
     from probes.models.tiny import TinyConfig, tiny_llama
 
     if model_name.startswith(TINY_PREFIX):
-        suffix = model_name.removeprefix(TINY_PREFIX).lstrip("-")
-        hf_model, tokenizer = tiny_llama(TinyConfig(seed=int(suffix or 0)))
+        hf_model, tokenizer = tiny_llama(TinyConfig(seed=tiny_seed(model_name)))
         hf_model.config._attn_implementation = "sdpa"
     else:
         source = model_name

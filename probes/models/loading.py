@@ -235,11 +235,16 @@ def _load_registry(spec: ModelSpec, cache_dir: Path | None, dtype: torch.dtype):
     return hf_model, tokenizer, provenance, spec.chat
 
 
-def _load_tiny(name: str):
+def tiny_seed(name: str) -> int:
+    """The seed of a `tiny-random[-SEED]` test model name (0 when none is given)."""
     suffix = name.removeprefix(TINY_PREFIX).lstrip("-")
     if suffix and not suffix.isdigit():
         raise ModelUnavailableError(f"tiny model name {name!r} must be {TINY_PREFIX}[-SEED]")
-    seed = int(suffix) if suffix else 0
+    return int(suffix) if suffix else 0
+
+
+def _load_tiny(name: str):
+    seed = tiny_seed(name)
     hf_model, tokenizer = tiny_llama(TinyConfig(seed=seed))
     provenance = {"source": "random", "seed": seed, "weights_sha256": None}
     return hf_model, tokenizer, provenance, False

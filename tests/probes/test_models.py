@@ -78,15 +78,19 @@ def test_tiny_model_seed_changes_weights():
         load("tiny-random-x")
 
 
-@pytest.mark.slow
-def test_default_model_bridge_logits_equal_hugging_face(smollm2):
+def converted_hf_model(name: str):
+    """The Hugging Face model headlab's bridge wraps, loaded on its own from the cache."""
     from transformers import AutoModelForCausalLM
 
-    hf = AutoModelForCausalLM.from_pretrained(
-        loading.gguf_cache.converted_dir(loading.gguf_cache.default_cache_dir(), "smollm2-135m"),
-        attn_implementation="eager",
-        dtype=torch.float32,
+    directory = loading.gguf_cache.converted_dir(loading.gguf_cache.default_cache_dir(), name)
+    return AutoModelForCausalLM.from_pretrained(
+        directory, attn_implementation="eager", dtype=torch.float32
     ).eval()
+
+
+@pytest.mark.slow
+def test_default_model_bridge_logits_equal_hugging_face(smollm2):
+    hf = converted_hf_model("smollm2-135m")
     tokens = torch.tensor([smollm2.tokenize("The capital of France is")])
     with torch.inference_mode():
         bridge_logits, hf_logits = smollm2.bridge(tokens), hf(tokens).logits
@@ -107,15 +111,9 @@ def test_default_model_provenance_and_shape(smollm2):
 
 @pytest.mark.slow
 def test_gemma_loads_and_matches_hugging_face():
-    from transformers import AutoModelForCausalLM
-
     gemma = load("gemma-3-270m")
     assert (gemma.info.n_layers, gemma.info.n_heads, gemma.info.n_kv_heads) == (18, 4, 1)
-    hf = AutoModelForCausalLM.from_pretrained(
-        loading.gguf_cache.converted_dir(loading.gguf_cache.default_cache_dir(), "gemma-3-270m"),
-        attn_implementation="eager",
-        dtype=torch.float32,
-    ).eval()
+    hf = converted_hf_model("gemma-3-270m")
     tokens = torch.tensor([gemma.tokenize("The capital of France is")])
     with torch.inference_mode():
         torch.testing.assert_close(gemma.bridge(tokens), hf(tokens).logits, rtol=1e-5, atol=1e-4)
