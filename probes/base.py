@@ -104,7 +104,11 @@ class StreamingProbe(Probe):
     def on_pattern(
         self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch
     ) -> None:  # pragma: no cover - subclasses that read patterns override
-        """Fold pattern rows [batch, head, q_chunk, k_pos] (queries q_start…) into the state."""
+        """Fold pattern rows [batch, head, q_chunk, k] (queries q_start…) into the state.
+
+        The rows cover keys 0…k−1, where k ≤ the batch's width: the fast path leaves out the keys
+        no query of the chunk can see under the causal mask, whose attention is exactly zero.
+        """
         raise NotImplementedError
 
     def on_resid_pre(

@@ -180,8 +180,10 @@ class DetectorProbe(StreamingProbe):
         )
         self._kept[layer, 0] += weights.sum((-2, -1)).double().cpu()
         detection = detection_patterns(batch.tokens, batch.lengths, q_start, q_stop)
+        n_keys = rows.shape[-1]  # the keys these rows cover; later ones get no attention
         for index, detector in enumerate(DETECTORS):
-            hits = (weights * detection[detector][:, None].to(weights.dtype)).sum((-2, -1))
+            pattern = detection[detector][:, None, :, :n_keys].to(weights.dtype)
+            hits = (weights * pattern).sum((-2, -1))
             self._hits[layer, index] += hits.double().cpu()
 
     def end_batch(self, batch: Batch) -> None:

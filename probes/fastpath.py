@@ -3,11 +3,13 @@
 The bridge computes every layer's attention eagerly (a full T×T softmax per layer, hooks on
 everything). For probes that only reduce pattern rows and the residual stream
 (`StreamingProbe`), we instead run the underlying Hugging Face model with the bridge's wrappers
-swapped out and a registered attention function that
-  1. rebuilds the exact softmax pattern from the layer's post-rotary queries and keys, a chunk of
-     query rows at a time (GQA-aware, same mask, fp32 softmax), hands each chunk to the probes,
-  2. returns the layer's output from the model's fast SDPA kernel.
-Peak memory holds one chunk of one layer's rows: batch × heads × chunk × T floats.
+swapped out and a registered attention function that, a chunk of query rows at a time,
+  1. rebuilds the exact softmax rows from the layer's post-rotary queries and keys (GQA-aware,
+     the model's own mask, fp32 softmax) over the keys the chunk can see,
+  2. hands them to the probes, and
+  3. multiplies the same rows into the values for the layer's output.
+Layers without pattern readers, and training, use SDPA. Peak memory holds one chunk of one
+layer's rows: batch × heads × chunk × T floats, about CHUNK_BYTES.
 """
 
 from __future__ import annotations
@@ -46,8 +48,10 @@ def pattern_rows(
     q_start: int,
     q_stop: int,
     softcap: float | None = None,
-) -> Float[torch.Tensor, "batch head q_chunk k_pos"]:
-    """Softmax attention rows q_start:q_stop, as eager attention computes them.
+) -> Float[torch.Tensor, "batch head q_chunk visible"]:
+    """Softmax attention rows q_start:q_stop, as eager attention computes them, over the keys
+    these queries can see under a causal mask: the first `visible_keys(...)` of them. Every key
+    past those gets exactly zero attention, so the rows are not padded out to all keys.
 
     Grouped-query attention is handled by grouping query heads per KV head (query head h reads
     KV head h // n_rep), so keys are never copied n_rep times.
@@ -56,7 +60,7 @@ def pattern_rows(
     n_kv, n_keys = key.shape[1], key.shape[-2]
     n_rep, n_rows = n_heads // n_kv, q_stop - q_start
     # Causal: these queries see no key past the chunk's last query, so skip those columns
-    # (half the work over a sequence); they come back as exact zeros.
+    # (half the work over a sequence).
     visible = visible_keys(n_queries, n_keys, q_stop)
     # Scaling the chunk's queries (not the scores) saves a pass over the c × T scores.
     grouped = (query[:, :, q_start:q_stop] * scaling).reshape(n_batch, n_kv, n_rep * n_rows, d_head)
@@ -77,21 +81,20 @@ def pattern_rows(
             scores.masked_fill_(~mask, float("-inf"))
         else:
             scores += mask
-    rows = torch.softmax(scores, dim=-1, dtype=torch.float32)
-    if visible == n_keys:
-        return rows
-    return torch.nn.functional.pad(rows, (0, n_keys - visible))
+    return torch.softmax(scores, dim=-1, dtype=torch.float32)
 
 
 def rows_times_values(
-    rows: Float[torch.Tensor, "batch head q_chunk k_pos"],
+    rows: Float[torch.Tensor, "batch head q_chunk visible"],
     value: Float[torch.Tensor, "batch kv_head k_pos d_head"],
 ) -> Float[torch.Tensor, "batch head q_chunk d_head"]:
-    """Attention output of the rows, grouped per KV head like `pattern_rows`."""
+    """Attention output of the rows over the first rows.shape[-1] values, grouped per KV head
+    like `pattern_rows`."""
     n_batch, n_heads, n_rows, n_keys = rows.shape
     n_kv = value.shape[1]
     grouped = rows.to(value.dtype).reshape(n_batch, n_kv, (n_heads // n_kv) * n_rows, n_keys)
-    return torch.matmul(grouped, value).view(n_batch, n_heads, n_rows, value.shape[-1])
+    output = torch.matmul(grouped, value[:, :, :n_keys])
+    return output.view(n_batch, n_heads, n_rows, value.shape[-1])
 
 
 def visible_keys(n_queries: int, n_keys: int, q_stop: int) -> int:
@@ -136,8 +139,7 @@ def streaming_attention(
         )
         for probe in readers:
             probe.on_pattern(layer, rows, q_start, consumer.batch)
-        visible = visible_keys(n_queries, key.shape[-2], q_stop)
-        output[:, :, q_start:q_stop] = rows_times_values(rows[..., :visible], value[:, :, :visible])
+        output[:, :, q_start:q_stop] = rows_times_values(rows, value)
     return output.transpose(1, 2).contiguous(), None
 
 

@@ -217,7 +217,8 @@ class FutureAttentionProbe(StreamingProbe):
         distance = attention_distance(rows, q_start)
         self.distance_sum[layer] += torch.einsum("bhq,bq->h", distance, scored).double().cpu()
         window = influence_window(self._scored, p.horizon_low, p.horizon_high, q_start, q_stop)
-        self._received[layer] += received_in_window(rows, window)
+        n_keys = rows.shape[-1]  # the keys these rows cover; later ones get no attention
+        self._received[layer][..., :n_keys] += received_in_window(rows, window[..., :n_keys])
         waad = windowed_distance(rows, p.window, q_start).cpu()
         for index, prompt_id in enumerate(batch.prompt_ids):
             series = self.series[prompt_id]

@@ -171,7 +171,7 @@ class PatternClassProbe(StreamingProbe):
             buffer, filled = self._pending.get((layer, index), (None, 0))
             if buffer is None:
                 buffer = part.new_zeros(part.shape[0], n - first, n)
-            buffer[:, low - first : high - first] = part
+            buffer[:, low - first : high - first, : part.shape[-1]] = part  # the rest is zero
             filled += high - low
             if filled < n - first:
                 self._pending[layer, index] = (buffer, filled)

@@ -129,9 +129,9 @@ class PatternSnapshotProbe(StreamingProbe):
                 continue
             chunk = rows[row, :, :n_queries, :length].float()
             membership = block_membership(length, snapshot.starts).to(chunk.device)
-            mass = torch.einsum(
-                "qb,hqk,kc->hbc", membership[q_start : q_start + n_queries], chunk, membership
-            ).cpu()
+            queries = membership[q_start : q_start + n_queries]
+            keys = membership[: chunk.shape[-1]]  # the rows may stop before the last key
+            mass = torch.einsum("qb,hqk,kc->hbc", queries, chunk, keys).cpu()
             snapshot.mass[layer] = snapshot.mass.get(layer, 0) + mass
 
     def end_batch(self, batch: Batch) -> None:

@@ -108,10 +108,11 @@ class SinkProbe(StreamingProbe):
     def on_pattern(self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch) -> None:
         # Attention received per key from the real query rows of this chunk; α needs all rows.
         real_rows = batch.query_mask[:, q_start : q_start + rows.shape[2]].to(rows.dtype)
+        received = self._received[layer][..., : rows.shape[-1]]  # later keys receive nothing
         if bool(real_rows.all()):
-            self._received[layer] += rows.sum(dim=2, dtype=torch.float32)
+            received += rows.sum(dim=2, dtype=torch.float32)
         else:
-            self._received[layer] += torch.einsum("bhqk,bq->bhk", rows, real_rows).float()
+            received += torch.einsum("bhqk,bq->bhk", rows, real_rows).float()
 
     def on_resid_pre(self, layer: int, resid: torch.Tensor, batch: Batch) -> None:
         sink_ratio, other_ratio = massive_activation_ratio(resid, batch.lengths)

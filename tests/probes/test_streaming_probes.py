@@ -1,4 +1,4 @@
-"""The reduction probes (detectors, attention_stats, future_attention, pattern_class) as
+"""The reduction probes (detectors, attention_stats, future_attention, pattern_class, pattern) as
 StreamingProbes: the fast path, which hands them pattern rows in query chunks, gives the bridge
 path's results, for padded batches and for any chunking of the query rows."""
 
@@ -17,6 +17,7 @@ from probes.future_attention import (
 )
 from probes.models.tiny import word_vocabulary
 from probes.pattern_classes import PatternClassParams, PatternClassProbe
+from probes.pattern_snapshots import PatternParams, PatternSnapshotProbe
 from probes.synthetic import repeated_random_tokens
 from tests import planting
 from tests.tensors import random_causal_patterns
@@ -38,6 +39,7 @@ PROBES = {
     "pattern_class": lambda info: PatternClassProbe(
         info, PatternClassParams(last_queries=6, n_init=2, block_size=4, min_length=12)
     ),
+    "pattern": lambda info: PatternSnapshotProbe(info, PatternParams(n_prompts=5, max_blocks=4)),
 }
 
 
