@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from jaxtyping import Float, Int
 
@@ -52,6 +53,19 @@ def hidden_sink_mask(
     return mask
 
 
+def lower_median(values: torch.Tensor) -> torch.Tensor:
+    """torch.median of all the values (the lower of the two middle ones for an even count).
+
+    On the CPU, numpy's introselect finds it several times faster than torch.median does,
+    which matters when it runs on every layer's residual stream.
+    """
+    flat = values.detach().flatten()
+    if flat.device.type != "cpu":
+        return flat.median()
+    middle = (flat.numel() - 1) // 2
+    return torch.tensor(np.partition(flat.numpy(), middle)[middle])
+
+
 def massive_activation_ratio(
     resid: Float[torch.Tensor, "batch pos d_model"],
     lengths: Int[torch.Tensor, " batch"],
@@ -65,7 +79,7 @@ def massive_activation_ratio(
     sink_ratio, other_ratio = [], []
     for index, length in enumerate(lengths.tolist()):
         magnitude = resid[index, :length].abs().float()
-        median = magnitude.median().clamp(min=torch.finfo(torch.float32).tiny)
+        median = lower_median(magnitude).clamp(min=torch.finfo(torch.float32).tiny)
         token_max = magnitude.amax(dim=-1)
         sink_ratio.append(token_max[sink_position] / median)
         others = torch.cat([token_max[:sink_position], token_max[sink_position + 1 :]])

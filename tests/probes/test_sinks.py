@@ -165,3 +165,13 @@ def test_real_model_has_first_token_sinks_and_massive_activations(smollm2):
     ratio = table[(table.metric == "massive_ratio") & (table.condition == "sink_token")]
     assert ratio.value.max() > 100
     assert math.isfinite(table.value.sum())
+
+
+@pytest.mark.parametrize("shape", [(7,), (8,), (6, 5), (1,), (4, 4)])
+def test_lower_median_is_torch_median_for_odd_and_even_counts(shape):
+    generator = torch.Generator().manual_seed(sum(shape))
+    values = torch.randint(0, 5, shape, generator=generator).float()  # ties too
+    values += torch.rand(shape, generator=generator) * (
+        torch.rand(shape, generator=generator) > 0.5
+    )
+    assert sinks.lower_median(values).item() == values.median().item()
