@@ -44,6 +44,24 @@ def alpha_from_received(
     return alpha.masked_fill(padding[:, None, :], float("nan"))
 
 
+def add_received(
+    received: Float[torch.Tensor, "batch head k_pos"],
+    rows: Float[torch.Tensor, "batch head q_chunk k"],
+    real_queries: torch.Tensor,
+) -> None:
+    """received[..., :k] += Σ_q rows[..., q, :] over the real queries (mask [batch, ≥ q_chunk]).
+
+    A batched matrix product with the query mask, accumulated in place: on the CPU this is about
+    twice as fast as `rows.sum(2)` followed by an add, and it is the probe's only pass over rows.
+    """
+    n_batch, n_heads, n_queries, n_keys = rows.shape
+    dtype = received.dtype
+    weights = real_queries[:, None, None, :n_queries].to(dtype)
+    weights = weights.expand(n_batch, n_heads, 1, n_queries).reshape(-1, 1, n_queries)
+    into = received[..., :n_keys].view(n_batch * n_heads, 1, n_keys)  # a view: updated in place
+    into.baddbmm_(weights, rows.to(dtype).reshape(n_batch * n_heads, n_queries, n_keys))
+
+
 def hidden_sink_mask(
     alpha: Float[torch.Tensor, "batch head k_pos"], threshold: float = 0.1
 ) -> torch.Tensor:
@@ -121,12 +139,7 @@ class SinkProbe(StreamingProbe):
 
     def on_pattern(self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch) -> None:
         # Attention received per key from the real query rows of this chunk; α needs all rows.
-        real_rows = batch.query_mask[:, q_start : q_start + rows.shape[2]].to(rows.dtype)
-        received = self._received[layer][..., : rows.shape[-1]]  # later keys receive nothing
-        if bool(real_rows.all()):
-            received += rows.sum(dim=2, dtype=torch.float32)
-        else:
-            received += torch.einsum("bhqk,bq->bhk", rows, real_rows).float()
+        add_received(self._received[layer], rows, batch.query_mask[:, q_start:])
 
     def on_resid_pre(self, layer: int, resid: torch.Tensor, batch: Batch) -> None:
         sink_ratio, other_ratio = massive_activation_ratio(resid, batch.lengths)

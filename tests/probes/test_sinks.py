@@ -175,3 +175,14 @@ def test_lower_median_is_torch_median_for_odd_and_even_counts(shape):
         torch.rand(shape, generator=generator) > 0.5
     )
     assert sinks.lower_median(values).item() == values.median().item()
+
+
+def test_add_received_sums_real_query_rows_into_the_first_keys_only():
+    generator = torch.Generator().manual_seed(3)
+    rows = torch.rand(2, 3, 4, 5, generator=generator)
+    real = torch.tensor([[True, True, True, True, True], [True, True, False, False, False]])
+    received = torch.ones(2, 3, 7)
+    sinks.add_received(received, rows, real)
+    expected = 1 + torch.einsum("bhqk,bq->bhk", rows, real[:, :4].float())
+    torch.testing.assert_close(received[..., :5], expected)
+    assert (received[..., 5:] == 1).all()  # keys past the rows receive nothing
