@@ -5,8 +5,14 @@ fresh process (so peak RSS is its own) and repeated:
   plain     the Hugging Face model's forward with SDPA attention: the floor, no metrics at all
   naive     the TransformerLens way: run_with_cache of every layer's hook_pattern, then reduce
   headlab   headlab's engine (the fast path unless --path says otherwise)
-Wall time is the forward (or scan) alone, model loading excluded; peak RSS is the whole process,
-imports included (the plain process imports transformers only; the others also TransformerLens).
+and, on request, `body`: the plain forward without the unembedding, which no metric needs and
+the fast path skips, so a stricter floor. Wall and CPU time are the forward (or scan) alone,
+model loading excluded; peak RSS is the whole process, imports included (the plain process
+imports transformers only; the others also TransformerLens).
+
+Shared machines drift: the same forward can take 1.5x longer a minute later. So each repeat runs
+every (T, method) once before the next repeat starts, and the summary gives, beside the ratio of
+medians, the spread of the per-repeat ratios of measurements taken side by side.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import pandas as pd
 from analyses import store
 
 METHODS = ("plain", "naive", "headlab")
+OPTIONAL_METHODS = ("body",)
 DEFAULT_TOKENS = (512, 1024, 2048, 4096, 8192)
 # Fraction of physical memory the naive way's cached patterns may take before we skip it.
 NAIVE_MEMORY_FRACTION = 0.5
@@ -98,12 +105,13 @@ def measure_once(model_name: str, method: str, n_tokens: int, path: str) -> dict
     """Run one measurement in this process; return wall seconds and peak RSS."""
     import torch
 
-    if method == "plain":
+    if method in ("plain", "body"):
         hf_model, tokenize = plain_model(model_name)
         tokens = bench_tokens(tokenize, n_tokens)
-        started = time.perf_counter()
+        forward = hf_model if method == "plain" else getattr(hf_model, "model", hf_model)
+        started = _started()
         with torch.inference_mode():
-            hf_model(input_ids=tokens, use_cache=False)
+            forward(input_ids=tokens, use_cache=False)
         return _measured(started)
 
     from probes import engine, hooks, sinks
@@ -114,7 +122,7 @@ def measure_once(model_name: str, method: str, n_tokens: int, path: str) -> dict
     tokens = bench_tokens(model.tokenize, n_tokens)
     batch = Batch(tokens, torch.tensor([n_tokens]), ("bench",))
     probe = sinks.SinkProbe(model.info)
-    started = time.perf_counter()
+    started = _started()
     if method == "naive":
         names = [hooks.attn(layer, "pattern") for layer in range(model.info.n_layers)]
         with torch.inference_mode():
@@ -126,14 +134,23 @@ def measure_once(model_name: str, method: str, n_tokens: int, path: str) -> dict
     elif method == "headlab":
         engine.run_batch(model, batch, [probe], path=engine.choose_path(model, [probe], path))
     else:
-        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS + OPTIONAL_METHODS}")
     return _measured(started)
 
 
-def _measured(started: float) -> dict:
-    wall = time.perf_counter() - started
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _started() -> tuple[float, float]:
+    return time.perf_counter(), _cpu_seconds()
+
+
+def _measured(started: tuple[float, float]) -> dict:
+    wall, cpu = time.perf_counter() - started[0], _cpu_seconds() - started[1]
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"wall_s": wall, "peak_rss_mb": peak_kib / 1024}
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak_kib / 1024}
 
 
 def measure_in_subprocess(config: BenchConfig, method: str, n_tokens: int) -> dict:
@@ -154,64 +171,62 @@ def measure_in_subprocess(config: BenchConfig, method: str, n_tokens: int) -> di
 
 
 def run(config: BenchConfig, progress: bool = True) -> pd.DataFrame:
-    """Measure every (method, T) `repeats` times; one row per measurement (skips included)."""
+    """Measure every (T, method) `repeats` times, a whole round of them per repeat; one row per
+    measurement, plus one per skipped (T, method)."""
     from tqdm.auto import tqdm
 
     from probes.models import load
 
+    unknown = sorted(set(config.methods) - set(METHODS + OPTIONAL_METHODS))
+    if unknown:
+        raise ValueError(
+            f"unknown bench methods {unknown}; choose from {METHODS + OPTIONAL_METHODS}"
+        )
     info = load(config.model).info
-    rows = []
-    plan = [(t, m) for t in config.tokens for m in config.methods]
-    with tqdm(total=len(plan) * config.repeats, desc="bench", disable=not progress) as bar:
-        for n_tokens, method in plan:
-            if n_tokens > info.n_ctx:
-                raise ValueError(
-                    f"T={n_tokens} exceeds the {info.n_ctx}-token context of {config.model!r}"
-                )
+    too_long = [t for t in config.tokens if t > info.n_ctx]
+    if too_long:
+        raise ValueError(
+            f"T={too_long[0]} exceeds the {info.n_ctx}-token context of {config.model!r}"
+        )
+    rows, plan = [], []
+    for n_tokens in config.tokens:
+        for method in config.methods:
             needed = naive_pattern_bytes(info.n_layers, info.n_heads, n_tokens)
             if method == "naive" and needed > NAIVE_MEMORY_FRACTION * physical_memory_bytes():
-                rows.append(
-                    {
-                        "method": method,
-                        "tokens": n_tokens,
-                        "repeat": None,
-                        "wall_s": None,
-                        "peak_rss_mb": None,
-                        "skipped": f"patterns alone need {needed / 2**30:.0f} GiB",
-                    }
-                )
-                bar.update(config.repeats)
-                continue
-            for repeat in range(config.repeats):
+                skipped = f"patterns alone need {needed / 2**30:.0f} GiB"
+                rows.append({"method": method, "tokens": n_tokens, "skipped": skipped})
+            else:
+                plan.append((n_tokens, method))
+    with tqdm(total=len(plan) * config.repeats, desc="bench", disable=not progress) as bar:
+        for repeat in range(config.repeats):
+            for n_tokens, method in plan:
                 measured = measure_in_subprocess(config, method, n_tokens)
-                rows.append(
-                    {
-                        "method": method,
-                        "tokens": n_tokens,
-                        "repeat": repeat,
-                        **measured,
-                        "skipped": None,
-                    }
-                )
+                rows.append({"method": method, "tokens": n_tokens, "repeat": repeat, **measured})
                 bar.update(1)
-    return pd.DataFrame(rows)
+    columns = ["method", "tokens", "repeat", "wall_s", "cpu_s", "peak_rss_mb", "skipped"]
+    return pd.DataFrame(rows).reindex(columns=columns)
 
 
 def summarise(measurements: pd.DataFrame) -> pd.DataFrame:
-    """Medians per (T, method) and the ratios headlab/plain and headlab/naive."""
+    """Medians per (T, method); headlab's ratios to each baseline that was measured (ratio of
+    medians); for the time against plain and body, also the lowest and highest ratio of two
+    measurements from the same repeat."""
     done = measurements[measurements["skipped"].isna()]
     medians = done.groupby(["tokens", "method"])[["wall_s", "peak_rss_mb"]].median().unstack()
     table = pd.DataFrame(index=sorted(measurements["tokens"].unique()))
-    for method in METHODS:
+    for method in METHODS + OPTIONAL_METHODS:
         if ("wall_s", method) in medians:
             table[f"{method}_s"] = medians[("wall_s", method)]
             table[f"{method}_mb"] = medians[("peak_rss_mb", method)]
-    if "headlab_s" in table and "plain_s" in table:
-        table["time_vs_plain"] = table["headlab_s"] / table["plain_s"]
-        table["rss_vs_plain"] = table["headlab_mb"] / table["plain_mb"]
-    if "headlab_s" in table and "naive_s" in table:
-        table["time_vs_naive"] = table["headlab_s"] / table["naive_s"]
-        table["rss_vs_naive"] = table["headlab_mb"] / table["naive_mb"]
+    walls = done.pivot_table(index=["tokens", "repeat"], columns="method", values="wall_s")
+    for baseline in ("plain", "body", "naive"):
+        if "headlab_s" not in table or f"{baseline}_s" not in table:
+            continue
+        table[f"time_vs_{baseline}"] = table["headlab_s"] / table[f"{baseline}_s"]
+        if baseline != "naive":
+            paired = (walls["headlab"] / walls[baseline]).groupby(level="tokens")
+            table[f"{baseline}_lo"], table[f"{baseline}_hi"] = paired.min(), paired.max()
+        table[f"rss_vs_{baseline}"] = table["headlab_mb"] / table[f"{baseline}_mb"]
     table.index.name = "tokens"
     return table
 

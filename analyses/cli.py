@@ -151,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure, each in a fresh process and repeated, the plain Hugging Face "
         "forward (SDPA), the naive TransformerLens way (run_with_cache of every hook_pattern, "
         "then reduce; skipped where the patterns cannot fit in memory) and headlab's scan of the "
-        "same sink metrics; print medians and ratios, write the measurements as parquet.",
+        "same sink metrics; print medians and ratios, write the measurements as parquet. Each "
+        "repeat measures every (T, method) once, so drift on a shared machine hits all methods "
+        "alike; plain_lo/plain_hi are the lowest and highest headlab/plain ratio within a repeat.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     bench.add_argument("--model", default="smollm2-135m")
@@ -161,8 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=(512, 1024, 2048, 4096, 8192),
         help="comma-separated sequence lengths",
     )
-    bench.add_argument("--methods", type=_probe_list, default=("plain", "naive", "headlab"))
-    bench.add_argument("--repeats", type=int, default=3)
+    bench.add_argument(
+        "--methods",
+        type=_probe_list,
+        default=("plain", "naive", "headlab"),
+        help="comma-separated; also 'body': the plain forward without the unembedding",
+    )
+    bench.add_argument("--repeats", type=int, default=3, help="measurements per (T, method)")
     bench.add_argument(
         "--path", choices=["auto", "bridge", "fast"], default="auto", help="headlab engine path"
     )

@@ -48,21 +48,50 @@ def test_summary_takes_medians_and_ratios_and_keeps_skips():
     table = bench.summarise(measurements)
     assert table.loc[8, "plain_s"] == 2.0 and table.loc[8, "headlab_s"] == 6.0
     assert table.loc[8, "time_vs_plain"] == 3.0
+    # Side by side, repeat by repeat: 3/1, 9/3, 6/2, so every paired ratio is 3.
+    assert table.loc[8, "plain_lo"] == table.loc[8, "plain_hi"] == 3.0
     assert table.loc[8, "rss_vs_plain"] == 1.5
     assert "naive_s" not in table
 
 
 def test_bench_runs_each_method_in_its_own_process_on_a_tiny_model(tmp_path):
-    config = bench.BenchConfig(model="tiny-random", tokens=(16,), repeats=1, data_dir=tmp_path)
+    methods = ("plain", "body", "naive", "headlab")
+    config = bench.BenchConfig(
+        model="tiny-random", tokens=(16,), methods=methods, repeats=1, data_dir=tmp_path
+    )
     measurements = bench.run(config, progress=False)
-    assert sorted(measurements.method) == ["headlab", "naive", "plain"]
+    assert list(measurements.method) == list(methods)
     assert (measurements.wall_s > 0).all() and (measurements.peak_rss_mb > 50).all()
+    assert (measurements.cpu_s > 0).all()
     path = bench.save(measurements, config)
     assert path.parent == tmp_path / "bench" and path.suffix == ".parquet"
-    assert "time_vs_plain" in bench.format_summary(bench.summarise(measurements))
+    summary = bench.format_summary(bench.summarise(measurements))
+    assert "time_vs_plain" in summary and "time_vs_body" in summary
 
 
 def test_lengths_beyond_the_context_are_refused(tmp_path):
     config = bench.BenchConfig(model="tiny-random", tokens=(100_000,), repeats=1)
     with pytest.raises(ValueError, match="T=100000 exceeds the 256-token context"):
         bench.run(config, progress=False)
+
+
+def test_unknown_methods_are_refused_before_anything_runs(tmp_path):
+    config = bench.BenchConfig(model="tiny-random", tokens=(16,), methods=("plain", "fast"))
+    with pytest.raises(ValueError, match=r"unknown bench methods \['fast'\]"):
+        bench.run(config, progress=False)
+
+
+def test_each_repeat_measures_every_length_and_method_before_the_next(monkeypatch):
+    """Drift on a shared machine then hits every method alike."""
+    calls = []
+
+    def fake_measure(config, method, n_tokens):
+        calls.append((method, n_tokens))
+        return {"wall_s": 1.0, "cpu_s": 1.0, "peak_rss_mb": 1.0}
+
+    monkeypatch.setattr(bench, "measure_in_subprocess", fake_measure)
+    config = bench.BenchConfig(model="tiny-random", tokens=(16, 24), methods=("plain", "headlab"))
+    measurements = bench.run(config, progress=False)
+    one_round = [("plain", 16), ("headlab", 16), ("plain", 24), ("headlab", 24)]
+    assert calls == one_round * 3
+    assert list(measurements.repeat) == [r for r in range(3) for _ in one_round]
