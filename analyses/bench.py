@@ -102,7 +102,7 @@ def plain_model(model_name: str):
 
 
 def measure_once(model_name: str, method: str, n_tokens: int, path: str) -> dict:
-    """Run one measurement in this process; return wall seconds and peak RSS."""
+    """Run one measurement in this process; return wall and CPU seconds and peak RSS."""
     import torch
 
     if method in ("plain", "body"):

@@ -27,9 +27,10 @@ from probes.base import Batch, StreamingProbe
 from probes.models import LoadedModel
 
 ATTENTION_NAME = "headlab_streaming"
-# Query rows per chunk. Measured per layer on SmolLM2 shapes from 1k to 8k keys (2 cores):
-# about 64 rows keeps the two matmuls efficient while a chunk's rows stay in cache; 16 rows was
-# up to 1.3x slower at 8k, 128 rows 1.15x slower.
+# Query rows per chunk: enough for the two matmuls to run efficiently, few enough for a chunk's
+# rows to stay near the cache. One SmolLM2 layer at 8k keys on 2 cores took 1.3x as long with
+# 14 rows (the old fixed 4 MB) and 1.15x with 113 rows as with 56; at 1k-4k keys, 28-113 rows
+# were within this machine's noise.
 CHUNK_QUERIES = 64
 CHUNK_BYTES = 64 * 2**20  # and never more than this much of fp32 rows (big batches, long T)
 
