@@ -17,10 +17,10 @@ import time
 import torch
 
 from analyses.interventions import HeadAblation, hooks
-from analyses.plan import Unit
-from analyses.sweep import PreparedTask, chunks
-from analyses.tasks import make_task
-from probes.engine import patterns_released_after_each_layer
+from analyses.sweeps.plan import Unit
+from analyses.sweeps.runner import PreparedTask, chunks
+from analyses.sweeps.tasks import make_task
+from probes import bridge
 from probes.models import load
 
 
@@ -28,17 +28,13 @@ def naive(model, task, task_batches, units) -> list[float]:
     """One full forward per ablation and batch, full logits, as one would write it by hand."""
     weight = sum(task.weight(tb) for tb in task_batches)
     values = []
-    bridge = model.bridge
     for unit in units:
         total = 0.0
         fwd_hooks = hooks([HeadAblation(unit.heads, "zero")], model.info)
         for tb in task_batches:
-            with (
-                torch.inference_mode(),
-                bridge.hooks(fwd_hooks=fwd_hooks),
-                patterns_released_after_each_layer(bridge),
-            ):
-                logits = bridge(tb.batch.tokens, attention_mask=tb.batch.attention_mask)
+            logits = bridge.forward(
+                model, tb.batch.tokens, fwd_hooks, attention_mask=tb.batch.attention_mask
+            )
             last = logits.gather(1, tb.read_at[..., None].expand(-1, -1, logits.shape[-1]))
             total += float(task.score(last, tb)["logit_diff"])
         values.append(total / weight)

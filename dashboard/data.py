@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import streamlit as st
 
-from analyses import store
-from analyses.store import StoreError
+from analyses.results import store
+from analyses.results.store import StoreError
 from dashboard import frames
 from dashboard.frames import PATTERN_PROBE, PromptTokens
 

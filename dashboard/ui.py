@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from analyses.store import StoreError
+from analyses.results.store import StoreError
 from dashboard import data
 
 DATA_DIR_KEY = "data_dir"

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import torch
 
-from probes import hooks
+from probes.core import hook_names as hooks
 
 BIG = 1e4  # a score gap that makes softmax put all mass on the chosen key (exp(-1e4) == 0)
 

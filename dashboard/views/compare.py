@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analyses.store import StoreError
+from analyses.results.store import StoreError
 from dashboard import data, figures, frames, ui
 
 st.title("Compare runs")

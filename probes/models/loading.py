@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from probes.core.errors import HeadlabError
+from probes.core.types import ModelInfo
 from probes.models import gguf_cache
 from probes.models.registry import REGISTRY, ModelSpec
 from probes.models.tiny import TinyConfig, tiny_llama
@@ -25,24 +27,8 @@ _HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 HUB_HOST = ("huggingface.co", 443)
 
 
-class ModelUnavailableError(RuntimeError):
+class ModelUnavailableError(HeadlabError, RuntimeError):
     """A model cannot be loaded here; the message names the model and what to do."""
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    name: str
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    d_head: int
-    d_model: int
-    n_ctx: int
-    bos_token_id: int | None
-
-    def kv_head(self, head: int) -> int:
-        """The key/value head a query head reads under grouped-query attention."""
-        return head // (self.n_heads // self.n_kv_heads)
 
 
 @dataclass

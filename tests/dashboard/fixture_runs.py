@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from analyses import store
+from analyses.results import store
 
 N_LAYERS, N_HEADS = 3, 4
 EPSILON = 0.3
@@ -209,7 +209,7 @@ def future_rows():
 
 def sweep_rows():
     """Conditions spelled by analyses.plan.Unit, so a change of that format shows up here."""
-    from analyses.plan import Unit
+    from analyses.sweeps.plan import Unit
 
     ranking = "sink/alpha@0"
     rows: list[dict[str, Any]] = [
@@ -271,7 +271,7 @@ MASKING_ACCURACY = {  # (selection, k, seed) -> NIAH accuracy over two samples p
 def masking_tables() -> dict[str, pd.DataFrame]:
     """The side tables of the retrieval probe and of analyses.retrieval_masking, built with the
     masking module's own `conditions` and `summarise`."""
-    from analyses.retrieval_masking import conditions, summarise
+    from analyses.jobs.retrieval_masking import conditions, summarise
 
     scores = {
         (layer, head): (0.2 if (layer, head) in RETRIEVAL_HEADS else 0.01)

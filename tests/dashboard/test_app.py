@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analyses import store
+from analyses.results import store
 from tests.dashboard import fixture_runs as fx
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"

@@ -12,8 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analyses import cli, store
-from analyses.store import StoreError
+from analyses.cli import main as cli
+from analyses.results import store
+from analyses.results.store import StoreError
 from dashboard import data
 from tests.dashboard.fixture_runs import write_fixture_runs
 

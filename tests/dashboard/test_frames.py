@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from analyses.plan import Unit
+from analyses.sweeps.plan import Unit
 from dashboard import data, frames
 from tests.dashboard import fixture_runs as fx
 

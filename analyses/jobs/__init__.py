@@ -1,0 +1,1 @@
+"""Jobs: each an importable run(config) that the CLI wraps."""

@@ -1,0 +1,256 @@
+"""`headlab bench`: what a probe scan costs next to a plain forward pass, at growing lengths.
+
+Three ways to get the same per-head sink metrics on one sequence of T tokens, each measured in a
+fresh process (so peak RSS is its own) and repeated:
+  plain     the Hugging Face model's forward with SDPA attention: the floor, no metrics at all
+  naive     the TransformerLens way: run_with_cache of every layer's hook_pattern, then reduce
+  headlab   headlab's engine (the fast path unless --path says otherwise)
+and, on request, `body`: the plain forward without the unembedding, which no metric needs and
+the fast path skips, so a stricter floor. Wall and CPU time are the forward (or scan) alone,
+model loading excluded; peak RSS is the whole process, imports included (the plain process
+imports transformers only; the others also TransformerLens).
+
+Shared machines drift: the same forward can take 1.5x longer a minute later. So each repeat runs
+every (T, method) once before the next repeat starts, and the summary gives, beside the ratio of
+medians, the spread of the per-repeat ratios of measurements taken side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from analyses.results import store
+
+METHODS = ("plain", "naive", "headlab")
+OPTIONAL_METHODS = ("body",)
+DEFAULT_TOKENS = (512, 1024, 2048, 4096, 8192)
+# Fraction of physical memory the naive way's cached patterns may take before we skip it.
+NAIVE_MEMORY_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    model: str = "smollm2-135m"
+    tokens: tuple[int, ...] = DEFAULT_TOKENS
+    methods: tuple[str, ...] = METHODS
+    repeats: int = 3
+    path: str = "auto"
+    data_dir: Path = Path("data")
+    timeout_s: float = 1800.0
+
+
+def naive_pattern_bytes(n_layers: int, n_heads: int, n_tokens: int) -> int:
+    """Memory of every layer's fp32 [head, T, T] pattern, which run_with_cache keeps."""
+    return n_layers * n_heads * n_tokens * n_tokens * 4
+
+
+def physical_memory_bytes() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().total)
+
+
+def bench_tokens(tokenize, n_tokens: int):
+    """One sequence of exactly `n_tokens` tokens (BOS first) of standard-library prose."""
+    import torch
+
+    from probes.inputs.prompts import stdlib_docs_suite
+
+    words = max(64, n_tokens)  # prose runs about 1.3 tokens per word: this is always enough
+    (prompt,) = stdlib_docs_suite(1, words).prompts
+    ids = tokenize(prompt.text)[:n_tokens]
+    if len(ids) < n_tokens:
+        raise ValueError(f"the offline corpus gave {len(ids)} tokens; {n_tokens} were asked for")
+    return torch.tensor([ids])
+
+
+def plain_model(model_name: str):
+    """The Hugging Face model alone with SDPA attention: no TransformerLens import, no bridge."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from probes import bridge
+    from probes.models import REGISTRY, gguf_cache
+    from probes.models.loading import TINY_PREFIX, prepare, tiny_seed
+    from probes.models.tiny import TinyConfig, tiny_llama
+
+    if model_name.startswith(TINY_PREFIX):
+        hf_model, tokenizer = tiny_llama(TinyConfig(seed=tiny_seed(model_name)))
+        bridge.use_sdpa(hf_model)
+    else:
+        source = model_name
+        if model_name in REGISTRY:
+            source = gguf_cache.converted_dir(gguf_cache.default_cache_dir(), model_name)
+            if gguf_cache.read_conversion_record(source) is None:
+                source = prepare(model_name, install=False)
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch.float32, attn_implementation="sdpa", use_safetensors=True
+        )
+        tokenizer = AutoTokenizer.from_pretrained(source)
+
+    def tokenize(text: str) -> list[int]:
+        return [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"]]
+
+    return hf_model.eval(), tokenize
+
+
+def measure_once(model_name: str, method: str, n_tokens: int, path: str) -> dict:
+    """Run one measurement in this process; return wall and CPU seconds and peak RSS."""
+    import torch
+
+    if method in ("plain", "body"):
+        hf_model, tokenize = plain_model(model_name)
+        tokens = bench_tokens(tokenize, n_tokens)
+        forward = hf_model if method == "plain" else getattr(hf_model, "model", hf_model)
+        started = _started()
+        with torch.inference_mode():
+            forward(input_ids=tokens, use_cache=False)
+        return _measured(started)
+
+    from probes import engine
+    from probes.core import hook_names as hooks
+    from probes.core.types import Batch
+    from probes.families import sink as sinks
+    from probes.models import load
+
+    model = load(model_name)
+    tokens = bench_tokens(model.tokenize, n_tokens)
+    batch = Batch(tokens, torch.tensor([n_tokens]), ("bench",))
+    probe = sinks.SinkProbe(model.info)
+    started = _started()
+    if method == "naive":
+        names = [hooks.attn(layer, "pattern") for layer in range(model.info.n_layers)]
+        with torch.inference_mode():
+            _, cache = model.bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
+            probe.start_batch(batch)
+            for layer, name in enumerate(names):
+                probe.on_pattern(layer, cache[name], 0, batch)
+            probe.end_batch(batch)
+    elif method == "headlab":
+        engine.run_batch(model, batch, [probe], path=engine.choose_path(model, [probe], path))
+    else:
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS + OPTIONAL_METHODS}")
+    return _measured(started)
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _started() -> tuple[float, float]:
+    return time.perf_counter(), _cpu_seconds()
+
+
+def _measured(started: tuple[float, float]) -> dict:
+    wall, cpu = time.perf_counter() - started[0], _cpu_seconds() - started[1]
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak_kib / 1024}
+
+
+def measure_in_subprocess(config: BenchConfig, method: str, n_tokens: int) -> dict:
+    command = [
+        sys.executable,
+        "-m",
+        "analyses.bench",
+        config.model,
+        method,
+        str(n_tokens),
+        config.path,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=config.timeout_s)
+    if result.returncode != 0:
+        tail = result.stderr.strip().splitlines()[-3:]
+        raise RuntimeError(f"bench {method} at T={n_tokens} failed: {' | '.join(tail)}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run(config: BenchConfig, progress: bool = True) -> pd.DataFrame:
+    """Measure every (T, method) `repeats` times, a whole round of them per repeat; one row per
+    measurement, plus one per skipped (T, method)."""
+    from tqdm.auto import tqdm
+
+    from probes.models import load
+
+    unknown = sorted(set(config.methods) - set(METHODS + OPTIONAL_METHODS))
+    if unknown:
+        raise ValueError(
+            f"unknown bench methods {unknown}; choose from {METHODS + OPTIONAL_METHODS}"
+        )
+    info = load(config.model).info
+    too_long = [t for t in config.tokens if t > info.n_ctx]
+    if too_long:
+        raise ValueError(
+            f"T={too_long[0]} exceeds the {info.n_ctx}-token context of {config.model!r}"
+        )
+    rows, plan = [], []
+    for n_tokens in config.tokens:
+        for method in config.methods:
+            needed = naive_pattern_bytes(info.n_layers, info.n_heads, n_tokens)
+            if method == "naive" and needed > NAIVE_MEMORY_FRACTION * physical_memory_bytes():
+                skipped = f"patterns alone need {needed / 2**30:.0f} GiB"
+                rows.append({"method": method, "tokens": n_tokens, "skipped": skipped})
+            else:
+                plan.append((n_tokens, method))
+    with tqdm(total=len(plan) * config.repeats, desc="bench", disable=not progress) as bar:
+        for repeat in range(config.repeats):
+            for n_tokens, method in plan:
+                measured = measure_in_subprocess(config, method, n_tokens)
+                rows.append({"method": method, "tokens": n_tokens, "repeat": repeat, **measured})
+                bar.update(1)
+    columns = ["method", "tokens", "repeat", "wall_s", "cpu_s", "peak_rss_mb", "skipped"]
+    return pd.DataFrame(rows).reindex(columns=columns)
+
+
+def summarise(measurements: pd.DataFrame) -> pd.DataFrame:
+    """Medians per (T, method); headlab's ratios to each baseline that was measured (ratio of
+    medians); for the time against plain and body, also the lowest and highest ratio of two
+    measurements from the same repeat."""
+    done = measurements[measurements["skipped"].isna()]
+    medians = done.groupby(["tokens", "method"])[["wall_s", "peak_rss_mb"]].median().unstack()
+    table = pd.DataFrame(index=sorted(measurements["tokens"].unique()))
+    for method in METHODS + OPTIONAL_METHODS:
+        if ("wall_s", method) in medians:
+            table[f"{method}_s"] = medians[("wall_s", method)]
+            table[f"{method}_mb"] = medians[("peak_rss_mb", method)]
+    walls = done.pivot_table(index=["tokens", "repeat"], columns="method", values="wall_s")
+    for baseline in ("plain", "body", "naive"):
+        if "headlab_s" not in table or f"{baseline}_s" not in table:
+            continue
+        table[f"time_vs_{baseline}"] = table["headlab_s"] / table[f"{baseline}_s"]
+        if baseline != "naive":
+            paired = (walls["headlab"] / walls[baseline]).groupby(level="tokens")
+            table[f"{baseline}_lo"], table[f"{baseline}_hi"] = paired.min(), paired.max()
+        table[f"rss_vs_{baseline}"] = table["headlab_mb"] / table[f"{baseline}_mb"]
+    table.index.name = "tokens"
+    return table
+
+
+def save(measurements: pd.DataFrame, config: BenchConfig) -> Path:
+    """Measurements to data/bench/<time>-<model>.parquet, written atomically."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    path = Path(config.data_dir) / "bench" / f"{stamp}-{config.model}.parquet"
+    store.write_side_table(path, measurements.assign(model=config.model), asdict(config))
+    return path
+
+
+def format_summary(table: pd.DataFrame) -> str:
+    return table.to_string(float_format=lambda value: f"{value:.2f}", na_rep="skipped")
+
+
+def _worker() -> None:
+    """`python -m analyses.bench MODEL METHOD T PATH`: one measurement, printed as JSON."""
+    model, method, n_tokens, path = sys.argv[1:5]
+    print(json.dumps(measure_once(model, method, int(n_tokens), path)))
+
+
+if __name__ == "__main__":
+    _worker()

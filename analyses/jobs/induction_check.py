@@ -1,0 +1,194 @@
+"""Are the induction heads the detector finds causal?
+
+Rank heads by TransformerLens' induction score on repeated random tokens [BOS, r, r] (held-out
+sequences, `detect_seed`), then for each evaluation seed draw fresh sequences and a fresh set of
+`top_k` random heads from the rest, and measure the next-token loss on the repeated half with
+nothing ablated, the top-k induction heads zeroed, and the random heads zeroed (hook_z = 0, via
+`analyses.interventions.HeadAblation`). If the heads are causal, zeroing them raises the
+repeated-half loss far more than zeroing random heads, and leaves the first half (which no
+head can predict) about as it was. The three conditions share one forward pass per batch.
+
+    python -m analyses.induction_check --model smollm2-135m --seeds 1 2 3 4 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from analyses import interventions
+from analyses.interventions import Head, HeadAblation
+from probes import bridge
+
+CONDITIONS = ("clean", "top", "random")
+
+
+@dataclass(frozen=True)
+class InductionCheckConfig:
+    model: str = "smollm2-135m"
+    top_k: int = 5
+    n_sequences: int = 8  # per seed
+    half_len: int = 48
+    detect_seed: int = 0  # the sequences that rank the heads; never evaluated on
+    seeds: tuple[int, ...] = (1, 2, 3, 4, 5)  # each: new sequences and new random heads
+    batch_size: int = 4
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.detect_seed in self.seeds:
+            raise ValueError(f"detect_seed={self.detect_seed} must not be an evaluation seed")
+        if self.top_k < 1 or not self.seeds:
+            raise ValueError("need top_k ≥ 1 and at least one seed")
+
+
+def induction_scores(model, config: InductionCheckConfig) -> pd.DataFrame:
+    """Per head induction score (and the other detectors) on the `detect_seed` sequences."""
+    from probes import engine
+    from probes.families.detectors import DetectorParams, DetectorProbe
+    from probes.inputs.prompts import PromptSuite
+
+    params = DetectorParams(config.n_sequences, config.half_len, config.detect_seed)
+    probe = DetectorProbe(model.info, params)
+    table = engine.run(
+        model,
+        [probe],
+        PromptSuite("none", (), "none"),
+        batch_size=config.batch_size,
+        progress=False,
+    )
+    return table.pivot_table(index=["layer", "head"], columns="metric", values="value")
+
+
+def top_heads(scores: pd.DataFrame, k: int) -> list[Head]:
+    ranked = scores["induction"].sort_values(ascending=False, kind="stable")
+    return [(int(layer), int(head)) for layer, head in ranked.index[:k]]
+
+
+def random_heads(
+    all_heads: Sequence[Head], exclude: Sequence[Head], k: int, seed: int
+) -> list[Head]:
+    pool = [head for head in all_heads if head not in set(exclude)]
+    return sorted(random.Random(seed).sample(pool, k))
+
+
+def next_token_losses(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """[batch, pos − 1]: −log p(tokens[t + 1] | tokens[≤ t])."""
+    log_probs = logits[:, :-1].float().log_softmax(-1)
+    return -log_probs.gather(-1, tokens[:, 1:, None])[..., 0]
+
+
+def seed_losses(model, config: InductionCheckConfig, seed: int, ablations: dict[str, list[Head]]):
+    """Mean loss on the first and the repeated half per condition, for one seed's sequences."""
+    from probes.inputs.synthetic import repeated_random_prompts
+
+    prompts = repeated_random_prompts(
+        model, config.n_sequences, config.half_len, seed, "induction_check"
+    )
+    copies = [[HeadAblation(tuple(ablations[c]))] if ablations[c] else [] for c in CONDITIONS]
+    fwd_hooks = interventions.stacked_hooks(copies, model.info)
+    half, offset = config.half_len, int(model.info.bos_token_id is not None)
+    sums = torch.zeros(len(CONDITIONS), 2, dtype=torch.float64)
+    for start in range(0, len(prompts), config.batch_size):
+        chunk = prompts[start : start + config.batch_size]
+        tokens = torch.tensor([p.tokens for p in chunk], device=model.device)
+        stacked = tokens.repeat(len(CONDITIONS), 1)  # copy-major, as stacked_hooks expects
+        logits = bridge.forward(model, stacked, fwd_hooks)
+        losses = next_token_losses(logits, stacked).view(len(CONDITIONS), len(chunk), -1)
+        # loss index t predicts token t + 1: first half = tokens offset+1 … offset+half−1
+        # (the first random token has no context), repeated half = the next `half` tokens
+        first = losses[:, :, offset : offset + half - 1]
+        repeated = losses[:, :, offset + half - 1 : offset + 2 * half - 1]
+        sums[:, 0] += first.double().sum((1, 2)).cpu()
+        sums[:, 1] += repeated.double().sum((1, 2)).cpu()
+    counts = torch.tensor([len(prompts) * (half - 1), len(prompts) * half], dtype=torch.float64)
+    return sums / counts
+
+
+def run(config: InductionCheckConfig, model=None) -> pd.DataFrame:
+    """One row per (seed, condition): the heads ablated and the mean losses; `model` may be a
+    LoadedModel already in memory (else `config.model` is loaded)."""
+    from probes.models import load
+
+    torch.manual_seed(0)
+    model = model or load(config.model, device=config.device)
+    scores = induction_scores(model, config)
+    top = top_heads(scores, config.top_k)
+    all_heads = [(int(layer), int(head)) for layer, head in scores.index]
+    rows = []
+    for seed in config.seeds:
+        ablations = {
+            "clean": [],
+            "top": top,
+            "random": random_heads(all_heads, top, config.top_k, seed),
+        }
+        losses = seed_losses(model, config, seed, ablations)
+        clean_repeated = losses[0, 1].item()
+        for index, condition in enumerate(CONDITIONS):
+            rows.append(
+                {
+                    "model": config.model,
+                    "seed": seed,
+                    "condition": condition,
+                    "heads": ",".join(f"L{layer}H{head}" for layer, head in ablations[condition]),
+                    "induction_score": float(
+                        sum(scores.loc[h, "induction"] for h in ablations[condition])
+                        / max(len(ablations[condition]), 1)
+                    ),
+                    "loss_first_half": losses[index, 0].item(),
+                    "loss_repeated": losses[index, 1].item(),
+                    "delta_repeated": losses[index, 1].item() - clean_repeated,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def summarize(table: pd.DataFrame) -> pd.DataFrame:
+    """Per condition: mean and standard deviation of each loss over seeds, and in how many seeds
+    ablating the top heads raised the repeated-half loss more than ablating random heads."""
+    stats = table.groupby("condition", sort=False)[
+        ["loss_first_half", "loss_repeated", "delta_repeated"]
+    ].agg(["mean", "std"])
+    stats.columns = [f"{column}_{stat}" for column, stat in stats.columns]
+    deltas = table.pivot(index="seed", columns="condition", values="delta_repeated")
+    wins = int((deltas["top"] > deltas["random"]).sum())
+    return stats.assign(top_beats_random=f"{wins}/{len(deltas)}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m analyses.induction_check", description=__doc__.split("\n\n")[0]
+    )
+    defaults = InductionCheckConfig()
+    parser.add_argument("--model", default=defaults.model)
+    parser.add_argument("--top-k", type=int, default=defaults.top_k)
+    parser.add_argument("--n-sequences", type=int, default=defaults.n_sequences)
+    parser.add_argument("--half-len", type=int, default=defaults.half_len)
+    parser.add_argument("--detect-seed", type=int, default=defaults.detect_seed)
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(defaults.seeds))
+    parser.add_argument("--device", default=defaults.device)
+    args = parser.parse_args(argv)
+    config = InductionCheckConfig(
+        model=args.model,
+        top_k=args.top_k,
+        n_sequences=args.n_sequences,
+        half_len=args.half_len,
+        detect_seed=args.detect_seed,
+        seeds=tuple(args.seeds),
+        device=args.device,
+    )
+    table = run(config)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+        print()
+        print(summarize(table).to_string(float_format=lambda x: f"{x:.4f}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,380 @@
+"""Masking retrieval heads: NIAH accuracy with the top-k retrieval heads masked vs k random heads.
+
+After Wu et al. 2024 (nightdessert/Retrieval_Head, needle_in_haystack_with_mask.py):
+- Top-k heads by `retrieval_score` from a stored `retrieval` run (ties: lower layer, then head).
+  Random controls take as many heads per layer as the top-k set has, drawn from the heads outside
+  it, for several seeds (the authors draw outside their top-100 list; a 72-head model has no
+  such room). When a layer has too few heads left, the rest come from the nearest layers.
+- Modes, both via `analyses.interventions.HeadAblation`: "uniform" is the authors' mask (the
+  head's post-RoPE query set to 0, so it attends uniformly to every visible key and outputs the
+  mean of V); "zero" sets the head's output to 0.
+- As in the authors' script, masks act only while decoding: the prefill (all prompt tokens but
+  the last) runs unmasked and its cache is shared by every condition; the last prompt token and
+  the answer are decoded under the mask.
+- All conditions of one sample decode together as rows of one batch from that shared cache, each
+  row with its own mask (`interventions.stacked_hooks`).
+Results go to the run as side tables `retrieval_masking` (accuracy per condition) and
+`retrieval_masking_samples` (every decoded answer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import random
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analyses.results import provenance, store
+from probes.core.errors import HeadlabError
+
+Head = tuple[int, int]
+SUMMARY_TABLE = "retrieval_masking"
+SAMPLES_TABLE = "retrieval_masking_samples"
+MODES = ("uniform", "zero")
+
+
+class MaskingError(HeadlabError, ValueError):
+    """The masking experiment cannot run as configured; the message says which setting."""
+
+
+@dataclass(frozen=True)
+class MaskingConfig:
+    run_id: str  # a stored run with the `retrieval` probe
+    data_dir: Path = Path("data")
+    ks: tuple[int, ...] = (5, 10, 20)
+    seeds: tuple[int, ...] = (0, 1, 2)  # random-head draws per k
+    modes: tuple[str, ...] = MODES
+    # The NIAH grid; None keeps the run's own retrieval parameters.
+    lengths: tuple[int, ...] | None = None
+    depths: tuple[int, ...] | None = None
+    needles_per_cell: int | None = None
+    max_new_tokens: int | None = None
+    rows_per_batch: int = 8  # conditions decoded together (each holds a copy of the KV cache)
+    device: str = "cpu"
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Condition:
+    selection: str  # "none", "top" or "random"
+    k: int
+    mode: str | None
+    seed: int | None
+    heads: tuple[Head, ...]
+
+    @property
+    def label(self) -> str:
+        if self.selection == "none":
+            return "unmasked"
+        seed = f",seed={self.seed}" if self.seed is not None else ""
+        return f"{self.selection}-{self.k},{self.mode}{seed}"
+
+
+def ranked_heads(table: pd.DataFrame, run_id: str) -> list[tuple[Head, float]]:
+    """(head, retrieval score) of a run, best first; ties go to the lower layer, then head."""
+    rows = table[(table["probe"] == "retrieval") & (table["metric"] == "retrieval_score")]
+    if rows.empty:
+        raise MaskingError(
+            f"run {run_id!r} has no retrieval_score rows: run `headlab scan --probes retrieval` "
+            "first (a run whose model answered no NIAH sample has none either)"
+        )
+    ordered = rows.sort_values(
+        ["value", "layer", "head"], ascending=[False, True, True], kind="stable"
+    )
+    return [((int(row.layer), int(row.head)), float(row.value)) for row in ordered.itertuples()]
+
+
+def random_like(
+    heads: Sequence[Head], n_layers: int, n_heads: int, seed: int, exclude: Sequence[Head] = ()
+) -> tuple[Head, ...]:
+    """As many heads per layer as `heads` has, drawn from heads outside `heads` and `exclude`;
+    a layer short of free heads takes the rest from the nearest layers (lower first on ties)."""
+    rng = random.Random(seed)
+    taken = set(heads) | set(exclude)
+    free = {
+        layer: [h for h in range(n_heads) if (layer, h) not in taken] for layer in range(n_layers)
+    }
+    if sum(map(len, free.values())) < len(heads):
+        raise MaskingError(
+            f"cannot draw {len(heads)} random heads outside the {len(taken)} excluded ones: the "
+            f"model has {n_layers * n_heads} heads; use a smaller k"
+        )
+    chosen: list[Head] = []
+    shortfall: list[int] = []
+    for layer, need in sorted(Counter(layer for layer, _ in heads).items()):
+        picked = rng.sample(free[layer], min(need, len(free[layer])))
+        free[layer] = [h for h in free[layer] if h not in picked]
+        chosen += [(layer, h) for h in picked]
+        shortfall += [layer] * (need - len(picked))
+    for layer in shortfall:
+        nearest = min((lay for lay in free if free[lay]), key=lambda lay: (abs(lay - layer), lay))
+        head = rng.choice(free[nearest])
+        free[nearest].remove(head)
+        chosen.append((nearest, head))
+    return tuple(sorted(chosen))
+
+
+def conditions(
+    ranked: Sequence[Head],
+    n_layers: int,
+    n_heads: int,
+    ks: Sequence[int],
+    seeds: Sequence[int],
+    modes: Sequence[str],
+) -> list[Condition]:
+    """Unmasked first, then for each k and mode: the top-k heads and one random set per seed."""
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        raise MaskingError(f"unknown masking modes {sorted(unknown)}; use {MODES}")
+    too_big = [k for k in ks if not 1 <= k <= len(ranked)]
+    if too_big:
+        raise MaskingError(f"k must lie in [1, {len(ranked)}] (the scored heads), got {too_big}")
+    result = [Condition("none", 0, None, None, ())]
+    for k in ks:
+        top = tuple(sorted(ranked[:k]))
+        randoms = [(seed, random_like(top, n_layers, n_heads, seed)) for seed in seeds]
+        for mode in modes:
+            result.append(Condition("top", k, mode, None, top))
+            result += [Condition("random", k, mode, seed, heads) for seed, heads in randoms]
+    return result
+
+
+def _retrieval_params(manifest: dict[str, Any], config: MaskingConfig, run_id: str):
+    from probes.families.retrieval import RetrievalParams
+
+    stored = manifest.get("probes", {}).get("retrieval")
+    if stored is None:
+        raise MaskingError(f"run {run_id!r} did not run the retrieval probe")
+    known = {f.name for f in fields(RetrievalParams)}
+    params = RetrievalParams(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in known}
+    )
+    overrides = {
+        name: getattr(config, name)
+        for name in ("lengths", "depths", "needles_per_cell", "max_new_tokens")
+        if getattr(config, name) is not None
+    }
+    return replace(params, **overrides)
+
+
+def run(config: MaskingConfig, model: Any = None) -> pd.DataFrame:
+    """Run the experiment on `config.run_id`; return (and store) NIAH accuracy per condition.
+
+    `model` (a LoadedModel) skips loading the run's model; tests pass a planted one.
+    """
+    from tqdm.auto import tqdm
+
+    from analyses.interventions import HeadAblation, stacked_hooks
+    from probes import decoding as decode
+    from probes.families.retrieval import niah_samples, rouge1_recall
+    from probes.models import load
+
+    started = time.perf_counter()
+    if config.rows_per_batch < 1:
+        raise MaskingError(f"rows_per_batch must be at least 1, got {config.rows_per_batch}")
+    manifest = store.read_manifest(config.data_dir, config.run_id)
+    params = _retrieval_params(manifest, config, config.run_id)
+    scores = dict(ranked_heads(store.load_run(config.data_dir, config.run_id), config.run_id))
+    model_name = manifest["model"]["model"]
+    if model is None:
+        model = load(model_name, device=config.device)
+    info = model.info
+    plan = conditions(
+        list(scores), info.n_layers, info.n_heads, config.ks, config.seeds, config.modes
+    )
+    samples = niah_samples(model, params)
+    stop = decode.StopRule(model.tokenizer)
+    copies = [[HeadAblation(c.heads, c.mode)] if c.heads else [] for c in plan]
+    step = config.rows_per_batch
+    records: list[dict[str, Any]] = []
+    unmasked_correct = 0
+    bar = tqdm(
+        samples, unit="sample", desc=f"mask-retrieval {info.name}", disable=not config.progress
+    )
+    for sample in bar:
+        cache = decode.prefill(model, sample.tokens)
+        answers: list[list[int]] = []
+        for start in range(0, len(plan), step):
+            rows = copies[start : start + step]
+            shared = cache if start + step >= len(plan) else copy.deepcopy(cache)
+            answers += decode.greedy_decode(
+                model,
+                shared,
+                sample.tokens[-1],
+                max_new_tokens=params.max_new_tokens,
+                stop=stop,
+                fwd_hooks=lambda active, rows=rows: stacked_hooks([rows[i] for i in active], info),
+                n_rows=len(rows),
+            )
+        for condition, generated in zip(plan, answers, strict=True):
+            response = model.tokenizer.decode(generated, skip_special_tokens=True).strip()
+            recall = rouge1_recall(sample.needle.answer, response)
+            records.append(
+                {
+                    "condition": condition.label,
+                    "selection": condition.selection,
+                    "k": condition.k,
+                    "mode": condition.mode,
+                    "seed": condition.seed,
+                    "sample_id": sample.id,
+                    "length": sample.length,
+                    "depth": sample.depth,
+                    "response": response,
+                    "recall": recall,
+                    "correct": recall > params.recall_threshold,
+                }
+            )
+        unmasked_correct += records[-len(plan)]["correct"]
+        bar.set_postfix(unmasked=f"{unmasked_correct}/{len(records) // len(plan)}")
+    per_sample = pd.DataFrame(records)
+    summary = summarise(per_sample, plan, scores)
+    record = {
+        "kind": "mask-retrieval",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "run_id": config.run_id,
+        "model": model.provenance,
+        "config": {key: str(value) for key, value in asdict(config).items()},
+        "retrieval": params.as_dict(),
+        "versions": provenance.package_versions(),
+        "git": provenance.git_commit(),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    directory = store.run_dir(config.data_dir, config.run_id)
+    store.write_side_table(store.side_table_path(directory, SAMPLES_TABLE), per_sample, record)
+    store.write_side_table(store.side_table_path(directory, SUMMARY_TABLE), summary, record)
+    return summary
+
+
+def summarise(
+    per_sample: pd.DataFrame, plan: Sequence[Condition], scores: dict[Head, float]
+) -> pd.DataFrame:
+    """One row per condition: NIAH accuracy and mean recall, the heads and their lowest score."""
+    rows = []
+    for condition in plan:
+        mine = per_sample[per_sample["condition"] == condition.label]
+        rows.append(
+            {
+                "condition": condition.label,
+                "selection": condition.selection,
+                "k": condition.k,
+                "mode": condition.mode,
+                "seed": condition.seed,
+                "n_samples": len(mine),
+                "accuracy": float(mine["correct"].mean()),
+                "recall": float(mine["recall"].mean()),
+                "heads": ",".join(f"L{layer}H{head}" for layer, head in condition.heads),
+                "min_score": min((scores[h] for h in condition.heads), default=float("nan")),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def format_summary(summary: pd.DataFrame) -> str:
+    """Accuracy per k: unmasked, top-k and random-k (mean ± spread over seeds) per mode."""
+    unmasked = summary.loc[summary["selection"] == "none", "accuracy"].iloc[0]
+    lines = [f"NIAH accuracy unmasked: {unmasked:.3f}"]
+    masked = summary[summary["selection"] != "none"]
+    for (k, mode), group in masked.groupby(["k", "mode"], sort=True):
+        top = group.loc[group["selection"] == "top", "accuracy"].iloc[0]
+        randoms = group.loc[group["selection"] == "random", "accuracy"]
+        spread = f" (min {randoms.min():.3f}, max {randoms.max():.3f})" if len(randoms) > 1 else ""
+        lines.append(f"k={k:<3} {mode:<8} top-k {top:.3f}   random-k {randoms.mean():.3f}{spread}")
+    return "\n".join(lines)
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def _modes(text: str) -> tuple[str, ...]:
+    modes = tuple(item.strip() for item in text.split(",") if item.strip())
+    if not modes or set(modes) - set(MODES):
+        raise argparse.ArgumentTypeError(f"--modes takes some of {','.join(MODES)}, got {text!r}")
+    return modes
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "run", help="a run made with `headlab scan --probes retrieval`, or 'latest'"
+    )
+    parser.add_argument(
+        "--ks", type=_ints, default=(5, 10, 20), help="numbers of heads to mask (default 5,10,20)"
+    )
+    parser.add_argument(
+        "--seeds", type=_ints, default=(0, 1, 2), help="random-head seeds (default 0,1,2)"
+    )
+    parser.add_argument(
+        "--modes",
+        type=_modes,
+        default=MODES,
+        help="uniform = the authors' mask (query 0), zero = zero output (default both)",
+    )
+    parser.add_argument("--lengths", type=_ints, help="prompt lengths (default: the run's)")
+    parser.add_argument(
+        "--depths", type=_ints, help="needle depths in percent (default: the run's)"
+    )
+    parser.add_argument("--needles-per-cell", type=int, help="needles per (length, depth)")
+    parser.add_argument("--max-new-tokens", type=int, help="decoding steps (default: the run's)")
+    parser.add_argument(
+        "--rows-per-batch",
+        type=int,
+        default=8,
+        help="conditions decoded together; each holds a copy of the KV cache (default 8)",
+    )
+    parser.add_argument("--data", type=Path, default=Path("data"), help="data directory")
+    parser.add_argument("--device", default="cpu", help="torch device")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def command(args: argparse.Namespace) -> int:
+    run_id = args.run
+    if run_id == "latest":
+        ids = [
+            i
+            for i in store.run_ids(args.data)
+            if "retrieval" in store.read_manifest(args.data, i).get("probes", {})
+        ]
+        if not ids:
+            raise store.StoreError(
+                f"no run under {store.runs_root(args.data)} has retrieval scores"
+            )
+        run_id = ids[-1]
+    config = MaskingConfig(
+        run_id=run_id,
+        data_dir=args.data,
+        ks=args.ks,
+        seeds=args.seeds,
+        modes=args.modes,
+        lengths=args.lengths,
+        depths=args.depths,
+        needles_per_cell=args.needles_per_cell,
+        max_new_tokens=args.max_new_tokens,
+        rows_per_batch=args.rows_per_batch,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    summary = run(config)
+    print(f"\nretrieval-head masking on run {run_id} (masks act while decoding only):")
+    print(format_summary(summary))
+    directory = store.run_dir(args.data, run_id) / store.TABLES_DIR
+    print(f"tables {SUMMARY_TABLE}, {SAMPLES_TABLE} written to {directory}")
+    return 0

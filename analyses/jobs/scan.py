@@ -1,0 +1,135 @@
+"""The scan job: load a model, stream the chosen probes over a prompt suite, store the run."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from analyses.results import provenance, store
+from probes.core.errors import HeadlabError
+
+# The streaming probes: one fast-path pass over the prompts (+ a short one for the detectors'
+# repeated random tokens). Retrieval (generation) and divergence (two passes) are opt-in.
+DEFAULT_PROBES = ("sink", "attention_stats", "future_attention", "pattern_class", "detectors")
+
+
+class OutputNotWritableError(HeadlabError, RuntimeError):
+    """The output directory cannot be written; checked before any model work starts."""
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    model: str = "smollm2-135m"
+    probes: tuple[str, ...] = DEFAULT_PROBES
+    prompts: Path | None = None  # a JSONL file; None means the standard-library docs suite
+    max_tokens: int | None = 256
+    batch_size: int = 4
+    data_dir: Path = Path("data")
+    device: str = "cpu"
+    seed: int = 0
+    run_id: str | None = None
+    progress: bool = True
+    path: str = "auto"  # engine path: auto | bridge | fast
+    probe_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def check_writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        raise OutputNotWritableError(
+            f"output directory {directory} is not writable: {error}"
+        ) from error
+
+
+def new_run_id(model: str, probes: tuple[str, ...], data_dir: Path) -> str:
+    """time-model-probes, reduced to the characters run ids allow (a model may be a path)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    model_part = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(model).name or model).strip("._")
+    base = f"{stamp}-{model_part or 'model'}-{'_'.join(probes)}"[:100]
+    candidate, suffix = base, 1
+    while store.run_dir(data_dir, store.validate_run_id(candidate)).exists():
+        suffix += 1
+        candidate = f"{base}-{suffix}"
+    return candidate
+
+
+def run(config: ScanConfig) -> Path:
+    """Run the scan described by `config`; return the new run directory."""
+    import torch
+
+    from probes import engine
+    from probes.core.probe import GenerativeProbe
+    from probes.families import get_probe
+    from probes.inputs.prompts import load_jsonl, stdlib_docs_suite
+    from probes.models import load
+
+    started = time.perf_counter()
+    probe_classes = [get_probe(name) for name in config.probes]  # unknown names fail first
+    suite = load_jsonl(config.prompts) if config.prompts else stdlib_docs_suite()
+    runs = store.runs_root(config.data_dir)
+    check_writable(runs)
+    run_id = config.run_id or new_run_id(config.model, config.probes, config.data_dir)
+    store.validate_run_id(run_id)
+
+    torch.manual_seed(config.seed)
+    model = load(config.model, device=config.device)
+    loaded = time.perf_counter()
+    probes = []
+    for cls in probe_classes:
+        overrides = config.probe_params.get(cls.name, {})
+        probes.append(cls(model.info, cls.Params(**overrides)))
+    table = engine.run(
+        model,
+        probes,
+        suite,
+        batch_size=config.batch_size,
+        max_tokens=config.max_tokens,
+        progress=config.progress,
+        path=config.path,
+    )
+    scanned = time.perf_counter()
+    table = table.assign(model=config.model)
+    manifest = {
+        "kind": "scan",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "model": model.provenance,
+        "prompts": {
+            "name": suite.name,
+            "source": suite.source,
+            "sha256": suite.sha256,
+            "n_prompts": len(suite),
+            "max_tokens": config.max_tokens,
+            "prompt_ids": [prompt.id for prompt in suite.prompts],
+        },
+        "probes": {probe.name: probe.params.as_dict() for probe in probes},
+        "config": {key: str(value) for key, value in asdict(config).items()},
+        "seed": config.seed,
+        "versions": provenance.package_versions(),
+        "git": provenance.git_commit(),
+        "machine": provenance.machine(),
+        "timings": {
+            "load_s": round(loaded - started, 3),
+            "scan_s": round(scanned - loaded, 3),
+            "total_s": round(time.perf_counter() - started, 3),
+        },
+        "n_rows": len(table),
+        "pid": os.getpid(),
+    }
+    side_tables = {  # e.g. the retrieval probe's per-sample outcomes
+        name: side
+        for probe in probes
+        if isinstance(probe, GenerativeProbe)
+        for name, side in probe.tables().items()
+    }
+    return store.write_run(config.data_dir, run_id, table, manifest, side_tables)

@@ -1,0 +1,1 @@
+"""torch-free: the results store, run provenance and summaries of stored runs."""

@@ -1,0 +1,279 @@
+"""The results store: one tidy long table per run, as parquet, plus a manifest.
+
+    data/runs/<run_id>/results.parquet   run_id, model, probe, metric, layer, head, position,
+                                         condition, value  (head/position/condition may be null)
+    data/runs/<run_id>/manifest.json     provenance: model, prompts, probe parameters, versions
+    data/runs/<run_id>/tables/<name>.parquet  side tables of any shape (e.g. per-sample outcomes),
+                                         kept in a subdirectory so "*.parquet" globs of the run
+                                         still find only results tables
+
+Every write goes to a temporary file or directory first and is renamed into place, so a crash
+never leaves a half-written run. Reads check the schema and name the file that is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from probes.core.errors import HeadlabError
+
+SCHEMA_VERSION = 1
+SCHEMA_KEY = b"headlab.schema"
+MANIFEST_KEY = b"headlab.manifest"
+RESULTS_FILE = "results.parquet"
+MANIFEST_FILE = "manifest.json"
+TABLES_DIR = "tables"
+TABLE_KEY = b"headlab.table"
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("model", pa.string()),
+        ("probe", pa.string()),
+        ("metric", pa.string()),
+        ("layer", pa.int64()),
+        ("head", pa.int64()),
+        ("position", pa.int64()),
+        ("condition", pa.string()),
+        ("value", pa.float64()),
+    ]
+)
+COLUMNS = SCHEMA.names
+_PANDAS_TYPES = {
+    "run_id": "string",
+    "model": "string",
+    "probe": "string",
+    "metric": "string",
+    "layer": "Int64",
+    "head": "Int64",
+    "position": "Int64",
+    "condition": "string",
+    "value": "float64",
+}
+
+
+class StoreError(HeadlabError, RuntimeError):
+    """A results file or run directory is missing, corrupt or not headlab's; names the path."""
+
+
+def validate_run_id(run_id: str) -> str:
+    """Run ids are plain names, so no crafted id can point outside the runs directory."""
+    if not RUN_ID.match(run_id) or run_id in {".", ".."}:
+        raise StoreError(f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-'")
+    return run_id
+
+
+def conform(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` with exactly the schema's columns and types (missing optional columns are null)."""
+    missing = {"run_id", "model", "probe", "metric", "layer", "value"} - set(table.columns)
+    if missing:
+        raise StoreError(f"results table lacks required columns {sorted(missing)}")
+    table = table.copy()
+    for column in COLUMNS:
+        if column not in table:
+            table[column] = None
+    return table[COLUMNS].astype(_PANDAS_TYPES)
+
+
+def _atomic_write_bytes(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_table(path: Path, table: pd.DataFrame, manifest: dict[str, Any] | None = None) -> Path:
+    """Write a per-head results table to `path` atomically, schema and provenance in metadata."""
+    arrow = pa.Table.from_pandas(conform(table), schema=SCHEMA, preserve_index=False)
+    metadata = {SCHEMA_KEY: str(SCHEMA_VERSION).encode()}
+    if manifest is not None:
+        metadata[MANIFEST_KEY] = json.dumps(manifest, default=str).encode()
+    arrow = arrow.replace_schema_metadata(metadata)
+    _atomic_write_bytes(path, lambda temporary: pq.write_table(arrow, temporary))
+    return path
+
+
+def side_table_path(directory: Path, name: str) -> Path:
+    """Where side table `name` of the run in `directory` lives."""
+    if not RUN_ID.match(name):
+        raise StoreError(f"invalid table name {name!r}: use letters, digits, '.', '_' and '-'")
+    return directory / TABLES_DIR / f"{name}.parquet"
+
+
+def write_side_table(
+    path: Path, table: pd.DataFrame, manifest: dict[str, Any] | None = None
+) -> Path:
+    """Write a free-form side table to `path` atomically, marked as headlab's, provenance kept."""
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    metadata = {TABLE_KEY: path.stem.encode()}
+    if manifest is not None:
+        metadata[MANIFEST_KEY] = json.dumps(manifest, default=str).encode()
+    arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), **metadata})
+    _atomic_write_bytes(path, lambda temporary: pq.write_table(arrow, temporary))
+    return path
+
+
+def read_side_table(data_dir: Path | str, run_id: str, name: str) -> pd.DataFrame:
+    """Side table `name` of a run; names the file when it is missing or not headlab's."""
+    path = side_table_path(run_dir(data_dir, run_id), name)
+    if not path.is_file():
+        raise StoreError(f"run {run_id!r} has no table {name!r} (looked for {path})")
+    try:
+        arrow = pq.read_table(path)
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
+        raise StoreError(f"{path} is not a readable parquet file: {error}") from error
+    if TABLE_KEY not in (arrow.schema.metadata or {}):
+        raise StoreError(f"{path} is a parquet file but not a headlab side table")
+    return arrow.to_pandas()
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> Path:
+    text = json.dumps(payload, indent=2, default=str)
+    _atomic_write_bytes(path, lambda temporary: Path(temporary).write_text(text))
+    return path
+
+
+def read_table(path: Path | str) -> pd.DataFrame:
+    """Read one results parquet file, checking that it is intact and follows headlab's schema."""
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"results file {path} does not exist")
+    try:
+        arrow = pq.read_table(path)
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
+        raise StoreError(
+            f"{path} is not a readable parquet file (corrupt or truncated): {error}"
+        ) from error
+    metadata = arrow.schema.metadata or {}
+    if SCHEMA_KEY not in metadata:
+        raise StoreError(f"{path} is a parquet file but not a headlab results table")
+    version = int(metadata[SCHEMA_KEY])
+    if version != SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} has schema version {version}; this headlab reads {SCHEMA_VERSION}"
+        )
+    missing = [name for name in COLUMNS if name not in arrow.schema.names]
+    if missing:
+        raise StoreError(f"{path} lacks the columns {missing}")
+    return conform(arrow.to_pandas())
+
+
+def runs_root(data_dir: Path | str) -> Path:
+    return Path(data_dir) / "runs"
+
+
+def run_dir(data_dir: Path | str, run_id: str) -> Path:
+    return runs_root(data_dir) / validate_run_id(run_id)
+
+
+def write_run(
+    data_dir: Path | str,
+    run_id: str,
+    table: pd.DataFrame,
+    manifest: dict[str, Any],
+    side_tables: dict[str, pd.DataFrame] | None = None,
+) -> Path:
+    """Create `runs/<run_id>/` with results, manifest and any side tables, all or nothing
+    (staged, then renamed)."""
+    final = run_dir(data_dir, run_id)
+    if final.exists():
+        raise StoreError(f"run {final} already exists")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{run_id}-", dir=final.parent))
+    try:
+        table = table.assign(run_id=run_id)
+        write_table(staging / RESULTS_FILE, table, manifest)
+        write_json(staging / MANIFEST_FILE, {"run_id": run_id, **manifest})
+        for name, side in (side_tables or {}).items():
+            write_side_table(side_table_path(staging, name), side, manifest)
+        staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final
+
+
+def read_manifest(data_dir: Path | str, run_id: str) -> dict[str, Any]:
+    path = run_dir(data_dir, run_id) / MANIFEST_FILE
+    if not path.is_file():
+        raise StoreError(f"run {run_id!r} has no manifest at {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise StoreError(f"manifest {path} is not valid JSON: {error}") from error
+
+
+def update_manifest(
+    data_dir: Path | str, run_id: str, update: Callable[[dict[str, Any]], dict[str, Any]]
+) -> dict[str, Any]:
+    """Read a run's manifest, apply `update` to it, and write the result back atomically."""
+    manifest = update(read_manifest(data_dir, run_id))
+    write_json(run_dir(data_dir, run_id) / MANIFEST_FILE, manifest)
+    return manifest
+
+
+def run_ids(data_dir: Path | str) -> list[str]:
+    """Finished runs (staging directories start with '.' and are skipped), oldest first."""
+    root = runs_root(data_dir)
+    if not root.is_dir():
+        return []
+    return sorted(
+        entry.name
+        for entry in root.iterdir()
+        if entry.is_dir() and RUN_ID.match(entry.name) and (entry / MANIFEST_FILE).is_file()
+    )
+
+
+def load_run(data_dir: Path | str, run_id: str) -> pd.DataFrame:
+    """All per-head result tables of one run, as one DataFrame."""
+    directory = run_dir(data_dir, run_id)
+    if not directory.is_dir():
+        known = ", ".join(run_ids(data_dir)[-5:]) or "none"
+        raise StoreError(f"no run {run_id!r} under {runs_root(data_dir)} (latest: {known})")
+    tables = [read_table(path) for path in sorted(directory.glob("*.parquet"))]
+    if not tables:
+        raise StoreError(f"run {directory} holds no results tables")
+    return pd.concat(tables, ignore_index=True)
+
+
+def load_runs(data_dir: Path | str, ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """Several runs (all by default) stacked into one DataFrame."""
+    ids = list(ids) if ids is not None else run_ids(data_dir)
+    if not ids:
+        return conform(pd.DataFrame(columns=COLUMNS))
+    return pd.concat([load_run(data_dir, run_id) for run_id in ids], ignore_index=True)
+
+
+def list_runs(data_dir: Path | str) -> pd.DataFrame:
+    """One row per run: id, model, probes, prompts, when, and how many result rows."""
+    rows = []
+    for run_id in run_ids(data_dir):
+        manifest = read_manifest(data_dir, run_id)
+        rows.append(
+            {
+                "run_id": run_id,
+                "model": manifest.get("model", {}).get("model"),
+                "probes": ",".join(manifest.get("probes", {})),
+                "prompts": manifest.get("prompts", {}).get("name"),
+                "created": manifest.get("created"),
+                "rows": manifest.get("n_rows"),
+            }
+        )
+    return pd.DataFrame(rows, columns=["run_id", "model", "probes", "prompts", "created", "rows"])

@@ -1,0 +1,1 @@
+"""Head-intervention sweeps: plans, their tasks, the resumable chunked runner, attribution."""

@@ -1,0 +1,415 @@
+"""Sweep plans: what to intervene on, on which tasks — read from TOML or built from flags —
+and their expansion into units of work with deterministic ids (the key for resuming).
+
+    model = "smollm2-135m"
+    name = "ioi-heads"            # the results land in runs/<run>/sweep-<name>.parquet
+    batch_size = 16               # prompts per batch
+    copies = 9                    # interventions stacked in one forward pass (default: n_heads)
+    attribution = ["zero"]        # attribution-patching estimates for these ablation modes
+
+    [tasks.ioi]                   # any registered task, with its parameters
+    n_prompts = 32
+
+    [single_head]                 # every head alone
+    modes = ["zero", "mean", "uniform"]
+
+    [[top_k]]                     # the k heads ranked highest by a stored metric, vs k random
+    metric = "alpha"              #   heads from the same layers, for several seeds
+    probe = "sink"
+    position = 0
+    k = [1, 2, 4, 8]
+    seeds = [0, 1, 2]
+
+    [[strength]]                  # a grid of strengths for one kind of intervention
+    kind = "scale"                # scale (α) | softpag (u) | act (β) | redistribute (keep)
+    values = [0.0, 0.5, 2.0]
+    heads = [[3, 1], [5, 2]]      # or top = { metric = "alpha", probe = "sink", k = 4 }
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import tomllib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from analyses.interventions import (
+    ABLATION_MODES,
+    AttentionRedistribution,
+    Head,
+    HeadAblation,
+    HeadScale,
+    Intervention,
+    SoftPAG,
+)
+from probes.core.errors import HeadlabError
+from probes.models import ModelInfo
+
+STRENGTH_KINDS = ("scale", "softpag", "act", "redistribute")
+
+
+class PlanError(HeadlabError, ValueError):
+    """A plan is malformed or cannot be carried out; the message names the file and key."""
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Heads ranked by one stored per-head metric (highest first unless `ascending`)."""
+
+    metric: str
+    probe: str | None = None
+    position: int | None = None
+    condition: str | None = None
+    ascending: bool = False
+
+    @property
+    def label(self) -> str:
+        probe = f"{self.probe}/" if self.probe else ""
+        position = f"@{self.position}" if self.position is not None else ""
+        condition = f"[{self.condition}]" if self.condition else ""
+        order = "-asc" if self.ascending else ""
+        return f"{probe}{self.metric}{position}{condition}{order}"
+
+
+@dataclass(frozen=True)
+class SingleHead:
+    modes: tuple[str, ...] = ("zero",)
+    layers: tuple[int, ...] | None = None  # None = every layer
+
+
+@dataclass(frozen=True)
+class TopK:
+    ranking: Ranking
+    k: tuple[int, ...]
+    seeds: tuple[int, ...] = (0, 1, 2)
+    mode: str = "zero"
+
+
+@dataclass(frozen=True)
+class Strength:
+    kind: str
+    values: tuple[float, ...]
+    heads: tuple[Head, ...] = ()
+    top: Ranking | None = None
+    top_k: int = 0
+    options: dict[str, Any] = field(default_factory=dict)  # redistribute: sources, targets, …
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    model: str = "smollm2-135m"
+    name: str = "sweep"
+    tasks: dict[str, dict[str, Any]] = field(default_factory=lambda: {"ioi": {}})
+    single_head: SingleHead | None = None
+    top_k: tuple[TopK, ...] = ()
+    strength: tuple[Strength, ...] = ()
+    attribution: tuple[str, ...] = ()
+    batch_size: int = 16
+    copies: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self), default=list))
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One intervention on one task: a row group of the sweep table, computed all at once.
+
+    `kind` is an ablation mode or a strength kind; `value` its strength (None for ablations).
+    """
+
+    task: str
+    kind: str
+    heads: tuple[Head, ...]
+    value: float | None = None
+    group: str | None = None  # e.g. "top4:sink/alpha@0" for multi-head units
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def condition(self) -> str:
+        strength = "" if self.value is None else f"={self.value:g}"
+        return f"{self.kind}{strength}" + (f"|{self.group}" if self.group else "")
+
+    @property
+    def single_head(self) -> Head | None:
+        return self.heads[0] if self.group is None and len(self.heads) == 1 else None
+
+    @property
+    def id(self) -> str:
+        head = self.single_head
+        where = f"|L{head[0]}H{head[1]}" if head else ""
+        return f"{self.task}|{self.condition}{where}"
+
+    @property
+    def first_layer(self) -> int:
+        return min(layer for layer, _ in self.heads)
+
+    def build(self, means: torch.Tensor | None) -> Intervention:
+        """The intervention object; `means` ([layer, head, d_head]) for mean ablation."""
+        if self.kind in ABLATION_MODES:
+            return HeadAblation(self.heads, self.kind, means=means)
+        if self.kind == "scale":
+            return HeadScale(self.heads, self.value)
+        if self.kind == "softpag":
+            return SoftPAG(self.heads, self.value)
+        if self.kind == "act":
+            return AttentionRedistribution.act(self.heads, beta=self.value, **dict(self.options))
+        if self.kind == "redistribute":
+            return AttentionRedistribution(self.heads, keep=self.value, **dict(self.options))
+        raise PlanError(f"unit {self.id}: unknown intervention kind {self.kind!r}")
+
+
+# --- reading plans ----------------------------------------------------------------------------
+
+
+def _tuple_of(value: Any, cast: Callable[[Any], Any], where: str) -> tuple[Any, ...]:
+    items = value if isinstance(value, list) else [value]
+    try:
+        return tuple(cast(item) for item in items)
+    except (TypeError, ValueError) as error:
+        raise PlanError(f"{where}: {error}") from error
+
+
+def _heads(value: Any, where: str) -> tuple[Head, ...]:
+    if not isinstance(value, list) or not all(
+        isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, int) for x in pair)
+        for pair in value
+    ):
+        raise PlanError(f"{where}: heads are a list of [layer, head] pairs, got {value!r}")
+    return tuple((layer, head) for layer, head in value)
+
+
+def _ranking(table: dict[str, Any], where: str) -> Ranking:
+    if not isinstance(table.get("metric"), str):
+        raise PlanError(f'{where}: needs metric = "<stored metric name>"')
+    return Ranking(
+        metric=table["metric"],
+        probe=table.get("probe"),
+        position=table.get("position"),
+        condition=table.get("condition"),
+        ascending=bool(table.get("ascending", False)),
+    )
+
+
+def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise PlanError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def _as_list(value: Any) -> list[dict[str, Any]]:
+    return value if isinstance(value, list) else [value]
+
+
+def plan_from_dict(raw: dict[str, Any], source: str = "plan") -> SweepPlan:
+    """A plan from the parsed TOML (or any dict of the same shape); errors name `source`."""
+    top = {"model", "name", "tasks", "single_head", "top_k", "strength", "attribution",
+           "batch_size", "copies"}  # fmt: skip
+    _check_keys(raw, top, source)
+    tasks = raw.get("tasks", {"ioi": {}})
+    if not isinstance(tasks, dict) or not tasks:
+        raise PlanError(f"{source}: [tasks] must name at least one task, e.g. [tasks.ioi]")
+    single = None
+    if "single_head" in raw:
+        table = raw["single_head"]
+        _check_keys(table, {"modes", "layers"}, f"{source} [single_head]")
+        modes = _tuple_of(table.get("modes", ["zero"]), str, f"{source} [single_head] modes")
+        layers = table.get("layers")
+        single = SingleHead(modes, None if layers is None else _tuple_of(layers, int, source))
+    top_k = []
+    for index, table in enumerate(_as_list(raw.get("top_k", []))):
+        where = f"{source} [[top_k]] #{index + 1}"
+        _check_keys(table, {"metric", "probe", "position", "condition", "ascending", "k",
+                            "seeds", "mode"}, where)  # fmt: skip
+        if "k" not in table:
+            raise PlanError(f"{where}: needs k = [1, 2, 4, ...]")
+        top_k.append(
+            TopK(
+                ranking=_ranking(table, where),
+                k=_tuple_of(table["k"], int, f"{where} k"),
+                seeds=_tuple_of(table.get("seeds", [0, 1, 2]), int, f"{where} seeds"),
+                mode=str(table.get("mode", "zero")),
+            )
+        )
+    strengths = []
+    for index, table in enumerate(_as_list(raw.get("strength", []))):
+        where = f"{source} [[strength]] #{index + 1}"
+        _check_keys(table, {"kind", "values", "heads", "top", "sources", "targets",
+                            "queries_from", "threshold"}, where)  # fmt: skip
+        if table.get("kind") not in STRENGTH_KINDS:
+            raise PlanError(f"{where}: kind must be one of {STRENGTH_KINDS}")
+        if ("heads" in table) == ("top" in table):
+            raise PlanError(f"{where}: give exactly one of heads = [[l, h], ...] or top = {{...}}")
+        ranking, k = None, 0
+        if "top" in table:
+            ranking = _ranking(table["top"], f"{where} top")
+            k = int(table["top"].get("k", 0))
+            if k < 1:
+                raise PlanError(f"{where} top: needs k >= 1")
+        options = {key: table[key] for key in ("sources", "targets", "queries_from", "threshold")
+                   if key in table}  # fmt: skip
+        for key in ("sources", "targets"):
+            if key in options:
+                options[key] = tuple(options[key])
+        strengths.append(
+            Strength(
+                kind=table["kind"],
+                values=_tuple_of(table.get("values", []), float, f"{where} values"),
+                heads=_heads(table["heads"], where) if "heads" in table else (),
+                top=ranking,
+                top_k=k,
+                options=options,
+            )
+        )
+    modes = [*(single.modes if single else ()), *(t.mode for t in top_k)]
+    modes += list(_tuple_of(raw.get("attribution", []), str, f"{source} attribution"))
+    for mode in modes:
+        if mode not in ABLATION_MODES:
+            raise PlanError(f"{source}: ablation mode {mode!r} is not one of {ABLATION_MODES}")
+    plan = SweepPlan(
+        model=str(raw.get("model", "smollm2-135m")),
+        name=str(raw.get("name", "sweep")),
+        tasks={name: dict(params) for name, params in tasks.items()},
+        single_head=single,
+        top_k=tuple(top_k),
+        strength=tuple(strengths),
+        attribution=_tuple_of(raw.get("attribution", []), str, f"{source} attribution"),
+        batch_size=int(raw.get("batch_size", 16)),
+        copies=None if raw.get("copies") is None else int(raw["copies"]),
+    )
+    if not (plan.single_head or plan.top_k or plan.strength or plan.attribution):
+        raise PlanError(f"{source}: nothing to do; add [single_head], [[top_k]], [[strength]] "
+                        "or attribution = [...]")  # fmt: skip
+    return plan
+
+
+def load_plan(path: Path | str) -> SweepPlan:
+    """A plan from a TOML file."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise PlanError(f"plan file {path} does not exist") from error
+    except tomllib.TOMLDecodeError as error:
+        raise PlanError(f"plan file {path} is not valid TOML: {error}") from error
+    return plan_from_dict(raw, str(path))
+
+
+# --- expanding plans into units ---------------------------------------------------------------
+
+
+def rank_heads(table: pd.DataFrame, ranking: Ranking, source: str) -> list[Head]:
+    """Heads of `table` sorted by `ranking`; errors name `source` (the run) and the metric."""
+    rows = table[(table["metric"] == ranking.metric) & table["head"].notna()]
+    for column in ("probe", "position", "condition"):
+        wanted = getattr(ranking, column)
+        if wanted is not None:
+            rows = rows[rows[column] == wanted]
+    if rows.empty:
+        known = sorted(table.loc[table["head"].notna(), "metric"].dropna().unique())
+        raise PlanError(f"run {source} has no per-head rows for {ranking.label}; metrics: {known}")
+    per_head = rows.groupby(["layer", "head"]).size()
+    if (per_head > 1).any():
+        varying = [c for c in ("probe", "position", "condition") if rows[c].nunique() > 1]
+        raise PlanError(
+            f"run {source}: {ranking.label} has several rows per head (they differ in "
+            f"{varying or 'runs'}); narrow it with probe / position / condition"
+        )
+    ordered = rows.sort_values(
+        ["value", "layer", "head"], ascending=[ranking.ascending, True, True], kind="stable"
+    )
+    return [
+        (int(layer), int(head))
+        for layer, head in zip(ordered["layer"], ordered["head"], strict=True)
+    ]
+
+
+def matched_random_heads(top: list[Head], n_heads: int, seed: int) -> tuple[Head, ...]:
+    """As many random heads per layer as `top` has there, none of them in `top`."""
+    rng = random.Random(seed)
+    chosen = []
+    taken = set(top)
+    for layer in sorted({layer for layer, _ in top}):
+        need = sum(1 for lay, _ in top if lay == layer)
+        pool = [(layer, head) for head in range(n_heads) if (layer, head) not in taken]
+        if len(pool) < need:
+            raise PlanError(
+                f"cannot draw {need} random heads in layer {layer} outside the top heads: only "
+                f"{len(pool)} of {n_heads} remain; use a smaller k"
+            )
+        chosen.extend(rng.sample(pool, need))
+    return tuple(sorted(chosen))
+
+
+def expand(
+    plan: SweepPlan, info: ModelInfo, metrics: Callable[[], tuple[pd.DataFrame, str]]
+) -> tuple[list[Unit], dict[str, list[Head]]]:
+    """Every unit of `plan` in a fixed order, and the heads of each multi-head unit by id.
+
+    `metrics()` returns the stored table that rankings read and its run id (called only if a
+    ranking is needed).
+    """
+    units: list[Unit] = []
+    cached: list[tuple[pd.DataFrame, str]] = []
+
+    def ranked(ranking: Ranking) -> list[Head]:
+        if not cached:
+            cached.append(metrics())
+        table, source = cached[0]
+        return rank_heads(table, ranking, source)
+
+    everything = [(lay, h) for lay in range(info.n_layers) for h in range(info.n_heads)]
+    for task in plan.tasks:
+        if plan.single_head:
+            layers = plan.single_head.layers
+            for layer in layers if layers is not None else range(info.n_layers):
+                if not 0 <= layer < info.n_layers:
+                    raise PlanError(f"[single_head] layer {layer} is outside model {info.name!r}")
+            for mode in plan.single_head.modes:
+                units += [
+                    Unit(task, mode, (head,)) for head in everything
+                    if layers is None or head[0] in layers
+                ]  # fmt: skip
+        for top_k in plan.top_k:
+            order = ranked(top_k.ranking)
+            for k in top_k.k:
+                if not 1 <= k <= len(order):
+                    raise PlanError(f"top_k k={k} is outside 1..{len(order)} ranked heads")
+                top = order[:k]
+                label = f"{k}:{top_k.ranking.label}"
+                units.append(Unit(task, top_k.mode, tuple(sorted(top)), group=f"top{label}"))
+                for seed in top_k.seeds:
+                    heads = matched_random_heads(top, info.n_heads, seed)
+                    units.append(Unit(task, top_k.mode, heads, group=f"random{label}:seed{seed}"))
+        for strength in plan.strength:
+            if strength.top is not None:
+                heads = tuple(sorted(ranked(strength.top)[: strength.top_k]))
+                group = f"top{strength.top_k}:{strength.top.label}"
+            else:
+                heads = strength.heads
+                group = "heads:" + ",".join(f"L{lay}H{h}" for lay, h in heads)
+            options = tuple(sorted(strength.options.items()))
+            for value in strength.values:
+                units.append(Unit(task, strength.kind, heads, value, group, options))
+    ids = [unit.id for unit in units]
+    if len(set(ids)) != len(ids):
+        duplicate = next(i for i in ids if ids.count(i) > 1)
+        raise PlanError(f"plan {plan.name!r} asks for unit {duplicate!r} twice")
+    for unit in units:  # build once so bad heads or strengths fail before any model work
+        try:
+            unit.build(torch.zeros(info.n_layers, info.n_heads, info.d_head)).edits(info)
+        except (TypeError, ValueError) as error:
+            raise PlanError(f"plan {plan.name!r}, unit {unit.id}: {error}") from error
+    groups = {unit.id: [list(h) for h in unit.heads] for unit in units if unit.group}
+    return units, groups

@@ -1,0 +1,396 @@
+"""The sweep job: run a plan's interventions on its tasks and merge the results into a run.
+
+Resumable: every unit of work has a deterministic id (analyses.plan.Unit.id). Finished units
+are appended as small parquet parts, each written atomically and listing its unit ids in its
+metadata, under runs/<run>/sweep-<name>.parts/. A rerun of the same command skips the listed
+units, so a sweep killed at any moment (SIGKILL included) finishes with no row lost or doubled.
+At the end the parts are merged into runs/<run>/sweep-<name>.parquet and the plan is recorded
+in the run's manifest under "sweeps".
+
+Efficient: for a forward task every batch is run clean once, keeping the residual stream that
+enters each layer; each intervention restarts there (analyses.prefix), and up to `copies`
+interventions that start at the same layer share one forward pass, one per copy of the batch
+(exact: rows never interact). Only the logits a task reads go through the unembedding.
+
+Rows (probe "sweep"): metric "<task>.<measure>" with the measure under the intervention, and
+"<task>.<measure>.harm" = how much worse the task got than clean (positive = worse), with
+condition = the unit's condition ("zero", "scale=2|heads:L3H1", "zero|top4:sink/alpha@0", …)
+and layer/head set for single-head units. Attribution-patching estimates of the same harm have
+probe "attribution" and condition = the ablation mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+from tqdm.auto import tqdm
+
+from analyses.results import provenance, store
+from analyses.sweeps.plan import PlanError, SweepPlan, Unit, expand
+from analyses.sweeps.tasks import ForwardTask, Task, TaskBatch, make_task, read_positions_hooks
+from probes.models import LoadedModel
+
+PARTS_SUFFIX = ".parts"
+LOGITS_BUDGET_BYTES = 768 * 2**20  # largest logits tensor one stacked pass may produce
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    plan: SweepPlan
+    data_dir: Path = Path("data")
+    run_id: str | None = None  # the run to merge into; default: one named after the plan
+    metrics_run: str | None = None  # where rankings read stored metrics; default: run_id
+    device: str = "cpu"
+    progress: bool = True
+    plan_source: str = "flags"
+    prefix_reuse: bool = True  # False runs every intervention as a full forward (benchmarks)
+
+
+def default_run_id(plan: SweepPlan) -> str:
+    return f"sweep-{plan.model.replace('/', '_')}-{plan.sha256[:10]}"[:120]
+
+
+def table_path(run_directory: Path, name: str) -> Path:
+    return run_directory / f"sweep-{name}.parquet"
+
+
+# --- parts ------------------------------------------------------------------------------------
+
+
+def done_units(parts: Path) -> set[str]:
+    """Unit ids recorded in the finished parts (half-written temporaries start with '.')."""
+    done: set[str] = set()
+    for path in sorted(parts.glob("part-*.parquet")):
+        metadata = pq.read_schema(path).metadata or {}
+        done.update(json.loads(metadata[store.MANIFEST_KEY])["units"])
+    return done
+
+
+def write_part(parts: Path, rows: list[dict[str, Any]], unit_ids: Sequence[str]) -> Path:
+    """One atomic part holding `rows` and, in its metadata, the ids of the units they finish."""
+    digest = hashlib.sha256("\n".join(unit_ids).encode()).hexdigest()[:20]
+    frame = pd.DataFrame(rows, columns=store.COLUMNS).assign(run_id="", model="")
+    return store.write_table(parts / f"part-{digest}.parquet", frame, {"units": list(unit_ids)})
+
+
+def _unit_rows(
+    unit: Unit, measures: dict[str, float], clean: dict[str, float], task: Task
+) -> list[dict[str, Any]]:
+    head = unit.single_head
+    where = {"probe": "sweep", "condition": unit.condition,
+             "layer": head[0] if head else None, "head": head[1] if head else None}  # fmt: skip
+    rows = []
+    for measure, value in measures.items():
+        worse = clean[measure] - value if task.higher_is_better[measure] else value - clean[measure]
+        rows.append({**where, "metric": f"{unit.task}.{measure}", "value": value})
+        rows.append({**where, "metric": f"{unit.task}.{measure}.harm", "value": worse})
+    return rows
+
+
+# --- running one task -------------------------------------------------------------------------
+
+
+class PreparedTask:
+    """A forward task's batches, clean residuals and means, computed once per process."""
+
+    def __init__(self, model: Any, task: ForwardTask, batch_size: int, layers: set[int]) -> None:
+        from analyses.sweeps.prefix import clean_residuals
+        from probes.core import hook_names as hook_names
+
+        self.model, self.task = model, task
+        self.batches: list[TaskBatch] = task.prepare(model, batch_size)
+        info = model.info
+        z_sum = torch.zeros(info.n_layers, info.n_heads, info.d_head, dtype=torch.float64)
+        n_tokens = 0
+        self.residuals: list[dict[int, torch.Tensor]] = []
+        totals: dict[str, float] = defaultdict(float)
+        for task_batch in self.batches:
+            real = task_batch.batch.query_mask
+
+            def add_z(z: torch.Tensor, hook: Any, real: torch.Tensor = real) -> None:
+                layer = hook_names.layer_of(hook.name)
+                z_sum[layer] += torch.einsum("bphd,bp->hd", z.double(), real.double()).cpu()
+
+            extra = [(hook_names.attn(layer, "z"), add_z) for layer in range(info.n_layers)]
+            extra += read_positions_hooks(task_batch.read_at, copies=1)
+            logits, residuals = clean_residuals(model, task_batch.batch, sorted(layers), extra)
+            self.residuals.append(residuals)
+            for measure, value in task.score(logits, task_batch).items():
+                totals[measure] += float(value)
+            n_tokens += int(task_batch.batch.lengths.sum())
+        self.weight = sum(task.weight(tb) for tb in self.batches)
+        self.clean = {measure: total / self.weight for measure, total in totals.items()}
+        self.means = (z_sum / max(n_tokens, 1)).float()
+
+    def copies_per_pass(self, wanted: int) -> int:
+        """Copies whose logits fit the budget: the vocabulary projection dominates memory."""
+        from probes import bridge
+
+        vocab = bridge.vocab_size(self.model)
+        widest = max(
+            len(tb.batch.lengths) * (tb.read_at.shape[1] if tb.read_at is not None else
+                                     tb.batch.tokens.shape[1])
+            for tb in self.batches
+        )  # fmt: skip
+        return max(1, min(wanted, LOGITS_BUDGET_BYTES // (widest * vocab * 4)))
+
+    def run_stacked(self, units: Sequence[Unit], reuse: bool) -> list[dict[str, float]]:
+        """Each unit's measures; all units start at the same layer and share every pass."""
+        from analyses.interventions import stacked_hooks
+        from analyses.sweeps.prefix import resume
+
+        info, n = self.model.info, len(units)
+        layer = units[0].first_layer if reuse else 0
+        copies = [[unit.build(self.means)] for unit in units]
+        totals = [defaultdict(float) for _ in units]
+        for task_batch, residuals in zip(self.batches, self.residuals, strict=True):
+            batch = task_batch.batch
+            rows = len(batch.lengths)
+            fwd_hooks = stacked_hooks(copies, info, batch.lengths)
+            fwd_hooks += read_positions_hooks(task_batch.read_at, copies=n)
+            mask = batch.attention_mask.repeat(n, 1)
+            if reuse:
+                start = residuals[layer].repeat(n, 1, 1)
+                logits = resume(self.model, start, layer, mask, fwd_hooks)
+            else:
+                logits = _full_forward(self.model, batch.tokens.repeat(n, 1), mask, fwd_hooks)
+            for index in range(n):
+                part = logits[index * rows : (index + 1) * rows]
+                for measure, value in self.task.score(part, task_batch).items():
+                    totals[index][measure] += float(value)
+        return [{m: total / self.weight for m, total in t.items()} for t in totals]
+
+
+def _full_forward(model: Any, tokens: torch.Tensor, mask: torch.Tensor, fwd_hooks: list) -> Any:
+    from probes import bridge
+
+    return bridge.forward(model, tokens, fwd_hooks, attention_mask=mask)
+
+
+def chunks(units: Sequence[Unit], size: int) -> list[list[Unit]]:
+    """Units grouped by the layer they start at, at most `size` per group, in a fixed order."""
+    by_layer: dict[int, list[Unit]] = defaultdict(list)
+    for unit in units:
+        by_layer[unit.first_layer].append(unit)
+    return [
+        group[start : start + size]
+        for _, group in sorted(by_layer.items())
+        for start in range(0, len(group), size)
+    ]
+
+
+# --- the job ----------------------------------------------------------------------------------
+
+
+def _open_run(config: SweepConfig, run_id: str, model: Any) -> Path:
+    directory = store.run_dir(config.data_dir, run_id)
+    if not directory.exists():
+        manifest = {
+            "kind": "sweep",
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "model": model.provenance,
+            "versions": provenance.package_versions(),
+            "git": provenance.git_commit(),
+            "machine": provenance.machine(),
+            "n_rows": 0,
+        }
+        store.write_run(config.data_dir, run_id, pd.DataFrame(columns=store.COLUMNS), manifest)
+    stored_model = store.read_manifest(config.data_dir, run_id).get("model", {}).get("model")
+    if stored_model not in (None, config.plan.model):
+        raise PlanError(
+            f"run {run_id!r} holds results of model {stored_model!r}; the plan is for "
+            f"{config.plan.model!r}"
+        )
+    return directory
+
+
+def _check_same_plan(parts: Path, config: SweepConfig, run_id: str) -> None:
+    marker = parts / "plan.json"
+    recorded = None
+    if marker.is_file():
+        recorded = json.loads(marker.read_text()).get("plan_sha256")
+    else:
+        sweeps = store.read_manifest(config.data_dir, run_id).get("sweeps", {})
+        recorded = sweeps.get(config.plan.name, {}).get("plan_sha256")
+    if recorded not in (None, config.plan.sha256):
+        raise PlanError(
+            f"run {run_id!r} already has a sweep named {config.plan.name!r} from a different "
+            "plan; give this plan another name"
+        )
+
+
+def run(config: SweepConfig, model: LoadedModel | None = None) -> Path:
+    """Run (or finish) the sweep described by `config`; return the merged table's path.
+
+    `model` is loaded from the plan's model name unless given (e.g. a hand-built test model
+    whose `info.name` is the plan's model).
+    """
+    from analyses.sweeps.attribution import attribution_scores
+    from probes.models import load
+
+    plan = config.plan
+    tasks = {name: make_task(name, params, f"{config.plan_source}: ") for name, params in
+             plan.tasks.items()}  # fmt: skip
+    run_id = store.validate_run_id(config.run_id or default_run_id(plan))
+    started = time.perf_counter()
+    if model is None:
+        model = load(plan.model, device=config.device)
+    elif model.info.name != plan.model:
+        raise PlanError(f"the plan is for model {plan.model!r}, not {model.info.name!r}")
+    directory = _open_run(config, run_id, model)
+    parts = directory / f"sweep-{plan.name}{PARTS_SUFFIX}"
+    final = table_path(directory, plan.name)
+    _check_same_plan(parts, config, run_id)
+    if final.is_file() and not parts.exists():
+        return final  # finished earlier
+
+    def metrics() -> tuple[pd.DataFrame, str]:
+        source = config.metrics_run or run_id
+        return store.load_run(config.data_dir, source), source
+
+    units, groups = expand(plan, model.info, metrics)
+    for name, task in tasks.items():
+        if not isinstance(task, ForwardTask) and (
+            plan.attribution or any(u.kind == "mean" for u in units if u.task == name)
+        ):
+            raise PlanError(f"task {name!r} is not scored from one forward pass: it supports "
+                            "neither mean ablation nor attribution patching")  # fmt: skip
+    parts.mkdir(parents=True, exist_ok=True)
+    for leftover in parts.glob(".part-*"):  # temporaries of a killed writer
+        leftover.unlink(missing_ok=True)
+    store.write_json(parts / "plan.json", {"plan_sha256": plan.sha256, "plan": plan.as_dict()})
+    done = done_units(parts)
+    todo = [unit for unit in units if unit.id not in done]
+    attribution_ids = [f"{name}|attribution:{mode}" for name in tasks for mode in plan.attribution]
+    copies_wanted = plan.copies or model.info.n_heads
+    prefix_reuse: dict[str, bool] = {}
+    n_done_now, loaded = 0, time.perf_counter()
+    with tqdm(total=len(todo), unit="unit", desc=f"sweep {plan.name}",
+              disable=not config.progress) as bar:  # fmt: skip
+        for name, task in tasks.items():
+            task_units = [unit for unit in todo if unit.task == name]
+            task_attr = [a for a in attribution_ids if a.startswith(f"{name}|") and a not in done]
+            clean_id = f"{name}|clean"
+            if not task_units and not task_attr and clean_id in done:
+                continue
+            if not isinstance(task, ForwardTask):
+                clean = task.evaluate(model, [])
+                _write_clean(parts, name, clean, clean_id, done)
+                for chunk in chunks(task_units, copies_wanted):
+                    results = task.evaluate_stacked(model, [[u.build(None)] for u in chunk])
+                    rows = [row for unit, measures in zip(chunk, results, strict=True)
+                            for row in _unit_rows(unit, measures, clean, task)]  # fmt: skip
+                    write_part(parts, rows, [unit.id for unit in chunk])
+                    bar.update(len(chunk))
+                    n_done_now += len(chunk)
+                continue
+            layers = {unit.first_layer for unit in task_units} | {model.info.n_layers // 2}
+            prepared = PreparedTask(model, task, plan.batch_size, layers)
+            reuse = config.prefix_reuse and _resume_ok(model, prepared)
+            prefix_reuse[name] = reuse
+            _write_clean(parts, name, prepared.clean, clean_id, done)
+            size = prepared.copies_per_pass(copies_wanted)
+            for chunk in chunks(task_units, size):
+                results = prepared.run_stacked(chunk, reuse)
+                rows = [row for unit, measures in zip(chunk, results, strict=True)
+                        for row in _unit_rows(unit, measures, prepared.clean, task)]  # fmt: skip
+                write_part(parts, rows, [unit.id for unit in chunk])
+                bar.update(len(chunk))
+                n_done_now += len(chunk)
+            for unit_id in task_attr:
+                mode = unit_id.split("attribution:")[1]
+                scores = attribution_scores(model, task, prepared.batches, [mode], prepared.means)
+                write_part(parts, _attribution_rows(task, scores[mode], mode), [unit_id])
+    swept = time.perf_counter()
+    table = _merge(parts, [u.id for u in units] + attribution_ids + [f"{n}|clean" for n in tasks])
+    table = table.assign(run_id=run_id, model=plan.model)
+    record = {
+        "plan": plan.as_dict(),
+        "plan_sha256": plan.sha256,
+        "plan_source": config.plan_source,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "n_units": len(units),
+        "n_rows": len(table),
+        "groups": groups,
+        "metrics_run": config.metrics_run or run_id,
+        "prefix_reuse": prefix_reuse,
+        "last_session": {
+            "units": n_done_now,
+            "load_s": round(loaded - started, 3),
+            "sweep_s": round(swept - loaded, 3),
+            "units_per_s": round(n_done_now / max(swept - loaded, 1e-9), 3),
+        },
+        "pid": os.getpid(),
+    }
+    store.write_table(final, table, record)
+    store.update_manifest(
+        config.data_dir, run_id,
+        lambda manifest: {**manifest, "sweeps": {**manifest.get("sweeps", {}), plan.name: record}},
+    )  # fmt: skip
+    shutil.rmtree(parts)
+    return final
+
+
+def _resume_ok(model: Any, prepared: PreparedTask) -> bool:
+    """Whether restarting mid-network reproduces the clean logits (checked on one batch)."""
+    from analyses.sweeps.prefix import resume
+
+    layer = model.info.n_layers // 2
+    task_batch = prepared.batches[0]
+    batch = task_batch.batch
+    hooks = read_positions_hooks(task_batch.read_at, copies=1)
+    full = _full_forward(model, batch.tokens, batch.attention_mask, hooks)
+    resumed = resume(model, prepared.residuals[0][layer], layer, batch.attention_mask, hooks)
+    return bool(torch.allclose(full, resumed, atol=1e-5, rtol=0))
+
+
+def _write_clean(parts: Path, name: str, clean: dict[str, float], unit_id: str, done: set[str]):
+    if unit_id in done:
+        return
+    rows = [{"probe": "sweep", "metric": f"{name}.{measure}", "condition": "clean", "value": value}
+            for measure, value in clean.items()]  # fmt: skip
+    write_part(parts, rows, [unit_id])
+
+
+def _attribution_rows(task: Task, estimate: torch.Tensor, mode: str) -> list[dict[str, Any]]:
+    sign = -1.0 if task.higher_is_better[task.objective] else 1.0
+    return [
+        {"probe": "attribution", "metric": f"{task.name}.{task.objective}.harm",
+         "condition": mode, "layer": layer, "head": head,
+         "value": sign * float(estimate[layer, head])}
+        for layer in range(estimate.shape[0]) for head in range(estimate.shape[1])
+    ]  # fmt: skip
+
+
+def _merge(parts: Path, expected: Sequence[str]) -> pd.DataFrame:
+    """All parts as one table, after checking every unit is there exactly once."""
+    frames, seen = [], []
+    for path in sorted(parts.glob("part-*.parquet")):
+        metadata = pq.read_schema(path).metadata or {}
+        seen.extend(json.loads(metadata[store.MANIFEST_KEY])["units"])
+        frames.append(store.read_table(path))
+    missing = sorted(set(expected) - set(seen))
+    doubled = sorted({unit for unit in seen if seen.count(unit) > 1})
+    if missing or doubled:
+        raise store.StoreError(f"sweep parts in {parts} are inconsistent: missing {missing[:5]}, "
+                               f"doubled {doubled[:5]}")  # fmt: skip
+    table = pd.concat(frames, ignore_index=True)
+    keys = ["probe", "metric", "condition", "layer", "head"]
+    if table.duplicated(keys).any():
+        raise store.StoreError(f"sweep parts in {parts} hold duplicated rows")
+    return table.sort_values(keys, kind="stable", ignore_index=True)

@@ -1,0 +1,126 @@
+"""The probe protocol: Probe, StreamingProbe (pattern rows in query chunks), GenerativeProbe.
+
+A probe declares the activations it needs and reduces them to per-head numbers while the forward
+pass runs: each hook gets one layer's activation, folds it into running sums, and keeps nothing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from probes.core import hook_names
+from probes.core.types import Batch, Hook, ModelInfo, ProbeParams
+
+if TYPE_CHECKING:
+    from probes.core.types import TokenizedPrompt
+    from probes.inputs.prompts import PromptSuite
+    from probes.models import LoadedModel
+
+
+class Probe(ABC):
+    """One probe family. Subclasses set `name`, `Params`, and implement `hooks` and `rows`."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[ProbeParams]]
+    description: ClassVar[str] = ""
+
+    def __init__(self, info: ModelInfo, params: ProbeParams | None = None) -> None:
+        self.info = info
+        self.params = params if params is not None else self.Params()
+
+    def bind(self, model: LoadedModel) -> None:
+        """Called by the engine once, before the first batch. Probes that need more of the model
+        than `info` (e.g. its tokenizer, to store token text) override this; default: nothing."""
+        return None
+
+    def prompts(
+        self, model: LoadedModel, suite: PromptSuite, max_tokens: int | None
+    ) -> list[TokenizedPrompt] | None:
+        """Token sequences this probe reads instead of the scan's suite; None (default) = the suite.
+
+        Override when a probe needs inputs of its own (repeated random tokens; each prompt with
+        and without a context segment). The engine runs them in a pass of their own, batched in
+        the order returned, so variants meant to be compared can share a batch. Called once,
+        after `bind`.
+        """
+        return None
+
+    @abstractmethod
+    def hooks(self, batch: Batch) -> list[Hook]:
+        """Forward hooks that fold this batch's activations into the probe's running state."""
+
+    def end_batch(self, batch: Batch) -> None:  # noqa: B027  (optional; default: nothing)
+        """Called by the engine after each batch's forward pass, on every path."""
+
+    @abstractmethod
+    def rows(self) -> list[dict[str, Any]]:
+        """Finished results: dicts with metric, layer, head, value[, position, condition]."""
+
+
+class StreamingProbe(Probe):
+    """A probe whose reductions read only attention-pattern rows and the residual stream entering
+    each layer, and add up over query chunks. Such probes run on either engine path: bridge hooks
+    (whole patterns), or the fast path (probes/fastpath.py), which computes pattern rows in query
+    chunks from the layer's queries and keys while the model's own attention runs a fast kernel.
+    """
+
+    reads: ClassVar[frozenset[str]] = frozenset({"pattern"})  # ⊆ {"pattern", "resid_pre"}
+
+    def start_batch(self, batch: Batch) -> None:
+        """Called once per batch before its forward pass, on every path."""
+
+    def on_pattern(
+        self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch
+    ) -> None:  # pragma: no cover - subclasses that read patterns override
+        """Fold pattern rows [batch, head, q_chunk, k] (queries q_start…) into the state.
+
+        The rows cover keys 0…k−1, where k ≤ the batch's width: the fast path leaves out the keys
+        no query of the chunk can see under the causal mask, whose attention is exactly zero.
+        """
+        raise NotImplementedError
+
+    def on_resid_pre(
+        self, layer: int, resid: torch.Tensor, batch: Batch
+    ) -> None:  # pragma: no cover - subclasses that read the residual stream override
+        """Fold the residual stream entering `layer`, [batch, pos, d_model], into the state."""
+        raise NotImplementedError
+
+    def hooks(self, batch: Batch) -> list[Hook]:
+        """The bridge path: whole patterns arrive as one chunk starting at query 0."""
+        self.start_batch(batch)
+        result: list[Hook] = []
+        for layer in range(self.info.n_layers):
+            if "pattern" in self.reads:
+                name = hook_names.attn(layer, "pattern")
+                result.append((name, self._pattern_hook(layer, batch)))
+            if "resid_pre" in self.reads:
+                name = hook_names.block(layer, "resid_pre")
+                result.append((name, self._resid_hook(layer, batch)))
+        return result
+
+    def _pattern_hook(self, layer: int, batch: Batch) -> Callable[..., None]:
+        return lambda pattern, hook: self.on_pattern(layer, pattern, 0, batch)
+
+    def _resid_hook(self, layer: int, batch: Batch) -> Callable[..., None]:
+        return lambda resid, hook: self.on_resid_pre(layer, resid, batch)
+
+
+class GenerativeProbe(Probe):
+    """A probe that generates instead of reading one forward pass (e.g. greedy decoding on
+    needle-in-a-haystack prompts). The engine skips it in its passes and calls `generate` once;
+    `tables` may return extra per-run tables (name -> DataFrame) that the scan stores beside the
+    tidy rows."""
+
+    def hooks(self, batch: Batch) -> list[Hook]:
+        return []
+
+    @abstractmethod
+    def generate(self, model: LoadedModel, *, progress: bool = True) -> None:
+        """Run the probe's own prompts through `model`, folding the results into its state."""
+
+    def tables(self) -> dict[str, Any]:
+        return {}

@@ -1,0 +1,107 @@
+"""Greedy decoding through the bridge with a KV cache, the way the retrieval-head authors decode.
+
+The prompt minus its last token is prefilled; decoding then feeds the last prompt token first, so
+cache position p holds prompt token p and every decoding step has exactly one query per row
+(nightdessert/Retrieval_Head, `evaluate_and_log` → `decode`). Hooks given to `greedy_decode` see
+only those one-query steps; the prefill runs with its own hooks (none by default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from probes import bridge
+from probes.core.types import Hook
+from probes.models import LoadedModel
+
+OnStep = Callable[[int, torch.Tensor], None]
+HooksFor = Callable[[list[int]], Sequence[Hook]]
+
+
+class StopRule:
+    """A row stops after a special token (EOS, end of turn, …) or a token whose text holds a
+    newline (the authors stop at '<0x0A>'). The stopping token is kept, and scored."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.special = frozenset(tokenizer.all_special_ids)
+        self._newline: dict[int, bool] = {}
+
+    def __call__(self, token: int) -> bool:
+        if token in self.special:
+            return True
+        if token not in self._newline:
+            self._newline[token] = "\n" in self.tokenizer.decode([token])
+        return self._newline[token]
+
+
+def prefill(model: LoadedModel, tokens: Sequence[int], fwd_hooks: Sequence[Hook] = ()) -> Any:
+    """The Hugging Face KV cache after all but the last of `tokens` (hooked only by `fwd_hooks`)."""
+    if len(tokens) < 2:
+        raise ValueError(f"a prompt to decode from needs at least 2 tokens, got {len(tokens)}")
+    ids = torch.tensor([list(tokens[:-1])], device=model.device)
+    _, cache = bridge.forward(
+        model, ids, fwd_hooks, return_type="logits_and_cache", **bridge.last_logits_only(model)
+    )
+    return cache
+
+
+def greedy_decode(
+    model: LoadedModel,
+    cache: Any,
+    last_token: int,
+    *,
+    max_new_tokens: int,
+    stop: Callable[[int], bool],
+    fwd_hooks: Sequence[Hook] | HooksFor = (),
+    n_rows: int = 1,
+    on_step: OnStep | None = None,
+) -> list[list[int]]:
+    """Greedy tokens per row, each ending at its first stop token (or after `max_new_tokens`).
+
+    `cache` (from `prefill`) is extended in place, and repeated to `n_rows` identical rows first.
+    `fwd_hooks` is a hook list, or a function of the rows in the batch (indices into the n_rows)
+    returning their hooks, e.g. `interventions.stacked_hooks` over those rows' copies. Given a
+    function, a row that stops leaves the batch and the cache (the function is called again), so
+    the cost follows each row's own length; a plain list keeps every row to the end, since its
+    hooks may depend on the batch layout. `on_step(step, tokens)` sees each step's greedy tokens
+    of the rows in the batch, right after the step's forward pass.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    droppable = callable(fwd_hooks)
+    hooks_for = fwd_hooks if callable(fwd_hooks) else (lambda rows: fwd_hooks)
+    if n_rows > 1:
+        cache.batch_repeat_interleave(n_rows)
+    inputs = torch.full((n_rows, 1), last_token, dtype=torch.long, device=model.device)
+    generated: list[list[int]] = [[] for _ in range(n_rows)]
+    in_batch = list(range(n_rows))
+    running = set(in_batch)
+    step = 0
+    while running and step < max_new_tokens:
+        with bridge.hooked(model, hooks_for(in_batch)) as hooked_bridge:
+            while running and step < max_new_tokens:
+                logits, cache = hooked_bridge(
+                    inputs, return_type="logits_and_cache", past_key_values=cache
+                )
+                tokens = logits[:, -1].argmax(-1)
+                if on_step is not None:
+                    on_step(step, tokens)
+                step += 1
+                for row, token in zip(in_batch, tokens.tolist(), strict=True):
+                    if row in running:
+                        generated[row].append(token)
+                        if stop(token):
+                            running.discard(row)
+                inputs = tokens[:, None]
+                if droppable and len(running) < len(in_batch):
+                    keep = [i for i, row in enumerate(in_batch) if row in running]
+                    in_batch = [in_batch[i] for i in keep]
+                    inputs = inputs[keep]
+                    if keep:
+                        cache.batch_select_indices(torch.tensor(keep, device=inputs.device))
+                    break  # new hooks for the rows that remain
+    return generated

@@ -1,0 +1,125 @@
+"""The streaming probe engine: every selected probe's hooks in one forward pass per batch.
+
+Each hook reduces its layer's activation on the spot and keeps nothing, so peak memory holds one
+layer's attention pattern, never n_layers × T² of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from probes import bridge
+from probes.core.errors import ConfigError
+from probes.core.probe import GenerativeProbe, Probe, StreamingProbe
+from probes.core.types import Batch
+from probes.engine import fast
+from probes.engine.passes import batches, plan_passes
+from probes.inputs.prompts import PromptSuite
+from probes.models import LoadedModel
+
+RESULT_COLUMNS = ["probe", "metric", "layer", "head", "position", "condition", "value"]
+
+
+PATHS = ("auto", "bridge", "fast")
+
+
+def choose_path(model: LoadedModel, probes: Sequence[Probe], path: str) -> str:
+    """'fast' (probes/engine/fast.py) when every probe is a StreamingProbe, the model's layers
+    are reachable and no hooks are attached to the bridge; 'bridge' (TransformerLens hooks on
+    whole patterns) otherwise."""
+    if path not in PATHS:
+        raise ConfigError(f"path must be one of {PATHS}, got {path!r}")
+    if path == "bridge":
+        return "bridge"
+    outside = bridge.hooked_points(model)
+    if outside:  # the fast path runs the unwrapped model: hooks set around the scan would not run
+        if path == "fast":
+            raise ConfigError(
+                f"the fast path bypasses the bridge, but hooks are attached to {outside[:3]} of "
+                f"model {model.info.name!r}; use path='bridge' (or 'auto')"
+            )
+        return "bridge"
+    if fast.supports(model, probes):
+        return "fast"
+    if path == "fast":
+        others = [p.name for p in probes if not isinstance(p, StreamingProbe)]
+        raise ConfigError(
+            f"the fast path cannot run probes {others or [p.name for p in probes]} on model "
+            f"{model.info.name!r}; use path='bridge'"
+        )
+    return "bridge"
+
+
+def run_batch(
+    model: LoadedModel,
+    batch: Batch,
+    probes: Sequence[Probe],
+    extra_hooks: Sequence = (),
+    path: str = "bridge",
+) -> None:
+    """One batch through every probe: their hooks in one forward pass, then `end_batch`.
+
+    `extra_hooks` run before the probes' hooks on the same hook point (tests plant patterns so);
+    they need the bridge path.
+    """
+    if choose_path(model, probes, path) == "fast" and not extra_hooks:
+        fast.run_batch(model, batch, probes)
+        return
+    fwd_hooks = list(extra_hooks) + [hook for probe in probes for hook in probe.hooks(batch)]
+    bridge.forward(
+        model, batch.tokens, fwd_hooks, attention_mask=batch.attention_mask, return_type=None
+    )
+    for probe in probes:
+        probe.end_batch(batch)
+
+
+def run(
+    model: LoadedModel,
+    probes: Sequence[Probe],
+    suite: PromptSuite,
+    *,
+    batch_size: int = 4,
+    max_tokens: int | None = 256,
+    progress: bool = True,
+    path: str = "auto",
+) -> pd.DataFrame:
+    """Run `suite` through `model` with all `probes` streaming; return their tidy rows.
+
+    `path`: "auto" takes the fast path (exact pattern rows from queries and keys beside the
+    model's own attention) when all probes of a pass allow it, else the bridge's hooks;
+    "bridge" or "fast" force one.
+    """
+    if not probes:
+        raise ValueError("no probes selected")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    pad_id = model.tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = model.tokenizer.eos_token_id or 0
+    for probe in probes:
+        probe.bind(model)
+    passes = plan_passes(model, probes, suite, max_tokens)
+    n_tokens = sum(len(prompt.tokens) for each in passes for prompt in each.prompts)
+    with tqdm(
+        total=n_tokens,
+        unit="tok",
+        desc=f"scan {model.info.name}",
+        disable=not progress or not n_tokens,
+    ) as bar:
+        for each in passes:
+            chosen = choose_path(model, each.probes, path)
+            for batch in batches(each.prompts, batch_size, pad_id, model.device, each.keep_order):
+                run_batch(model, batch, each.probes, path=chosen)
+                bar.update(int(batch.lengths.sum()))
+    for probe in probes:
+        if isinstance(probe, GenerativeProbe):
+            probe.generate(model, progress=progress)
+    frames = [pd.DataFrame(probe.rows()).assign(probe=probe.name) for probe in probes]
+    table = pd.concat(frames, ignore_index=True)
+    for column in RESULT_COLUMNS:
+        if column not in table:
+            table[column] = None
+    return table[RESULT_COLUMNS]

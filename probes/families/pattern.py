@@ -1,0 +1,182 @@
+"""Pooled attention patterns of a few prompts, small enough to keep with a run.
+
+The dashboard's head-detail view draws a head's attention on a stored prompt. A full pattern is
+T×T per head, so each prompt's tokens are cut into at most `max_blocks` contiguous blocks and
+
+    pooled[qb, kb] = mean over queries q in block qb of Σ_{k in block kb} A[q, k]
+
+is kept: the attention mass a query of block qb sends to block kb. Every pooled row still sums
+to 1, and with one token per block (T ≤ max_blocks) it is the pattern itself. Blocks above the
+diagonal are zero under the causal mask and are not stored.
+
+Rows (probe "pattern"):
+    metric "attention"  layer, head, position = query block, value = pooled mass,
+                        condition = attention_condition(prompt id, key block) (JSON)
+    metric "tokens"     one row per prompt, no layer/head/position, value = prompt length,
+                        condition = JSON {"prompt", "ids", "text", "block_starts"}
+Size: n_prompts × n_layers × n_heads × B(B+1)/2 rows; SmolLM2 (30 × 9 heads) with the defaults
+(2 prompts, B = 32) stores 285,120 rows, a few MB of parquet. B is capped at 64.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Float
+
+from probes.core.conditions import attention_condition
+from probes.core.probe import StreamingProbe
+from probes.core.registry import register_probe
+from probes.core.types import Batch, ProbeParams
+from probes.models import LoadedModel
+
+MAX_BLOCKS = 64  # keeps a stored pattern at ≤ 2,080 cells per head and prompt
+
+
+def block_starts(length: int, max_blocks: int) -> list[int]:
+    """First token of each of min(length, max_blocks) contiguous, near-equal blocks."""
+    if length < 1 or max_blocks < 1:
+        raise ValueError(f"need length ≥ 1 and max_blocks ≥ 1, got {length} and {max_blocks}")
+    n_blocks = min(length, max_blocks)
+    return [index * length // n_blocks for index in range(n_blocks)]
+
+
+def block_membership(length: int, starts: Sequence[int]) -> Float[torch.Tensor, "pos block"]:
+    """One-hot [position, block] matrix of which block each of `length` positions is in."""
+    boundaries = torch.tensor(list(starts[1:]), dtype=torch.long)
+    block_of = torch.bucketize(torch.arange(length), boundaries, right=True)
+    return torch.nn.functional.one_hot(block_of, len(starts)).float()
+
+
+def pool_pattern(
+    pattern: Float[torch.Tensor, "head q_pos k_pos"], starts: Sequence[int]
+) -> Float[torch.Tensor, "head q_block k_block"]:
+    """Mean over each query block of the attention mass sent to each key block."""
+    membership = block_membership(pattern.shape[-1], starts).to(pattern)
+    mass = torch.einsum("qb,hqk,kc->hbc", membership, pattern, membership)
+    return mass / membership.sum(0)[None, :, None]
+
+
+@dataclass(frozen=True)
+class PatternParams(ProbeParams):
+    n_prompts: int = 2  # the first n prompts the engine feeds (shortest first), unless named
+    prompt_ids: tuple[str, ...] = ()  # snapshot exactly these prompts instead
+    max_blocks: int = 32  # blocks per axis; at most MAX_BLOCKS
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_blocks <= MAX_BLOCKS:
+            raise ValueError(
+                f"pattern probe: max_blocks must be in [1, {MAX_BLOCKS}], got {self.max_blocks}"
+            )
+        if self.n_prompts < 1 and not self.prompt_ids:
+            raise ValueError(f"pattern probe: n_prompts must be at least 1, got {self.n_prompts}")
+
+
+@dataclass
+class _Snapshot:
+    ids: list[int]
+    starts: list[int]
+    mass: dict[int, torch.Tensor]  # layer -> [head, B, B], attention mass summed over queries
+
+
+@register_probe
+class PatternSnapshotProbe(StreamingProbe):
+    name = "pattern"
+    Params = PatternParams
+    description = "pooled attention patterns of a few prompts, for the dashboard's head detail"
+
+    def __init__(self, info, params: PatternParams | None = None) -> None:
+        super().__init__(info, params)
+        self.snapshots: dict[str, _Snapshot] = {}
+        self.decode = None
+        self._rows: dict[int, str] = {}  # row in the current batch -> prompt id
+
+    def bind(self, model: LoadedModel) -> None:
+        self.decode = model.tokenizer.decode
+
+    def _wanted(self, prompt_id: str) -> bool:
+        if prompt_id in self.snapshots:
+            raise ValueError(f"pattern probe: prompt id {prompt_id!r} was fed twice")
+        if self.params.prompt_ids:
+            return prompt_id in self.params.prompt_ids
+        return len(self.snapshots) < self.params.n_prompts
+
+    def start_batch(self, batch: Batch) -> None:
+        self._rows = {}
+        for row, prompt_id in enumerate(batch.prompt_ids):
+            if self._wanted(prompt_id):
+                length = int(batch.lengths[row])
+                self.snapshots[prompt_id] = _Snapshot(
+                    ids=batch.tokens[row, :length].tolist(),
+                    starts=block_starts(length, self.params.max_blocks),
+                    mass={},
+                )
+                self._rows[row] = prompt_id
+
+    def on_pattern(self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch) -> None:
+        # Pooling is a sum over queries, so query chunks add up; the mean is taken in rows().
+        for row, prompt_id in self._rows.items():
+            snapshot = self.snapshots[prompt_id]
+            length = len(snapshot.ids)
+            n_queries = max(0, min(rows.shape[2], length - q_start))
+            if n_queries == 0:
+                continue
+            chunk = rows[row, :, :n_queries, :length].float()
+            membership = block_membership(length, snapshot.starts).to(chunk.device)
+            queries = membership[q_start : q_start + n_queries]
+            keys = membership[: chunk.shape[-1]]  # the rows may stop before the last key
+            mass = torch.einsum("qb,hqk,kc->hbc", queries, chunk, keys).cpu()
+            snapshot.mass[layer] = snapshot.mass.get(layer, 0) + mass
+
+    def end_batch(self, batch: Batch) -> None:
+        self._rows = {}
+
+    def rows(self) -> list[dict[str, Any]]:
+        missing = sorted(set(self.params.prompt_ids) - set(self.snapshots))
+        if missing:
+            raise ValueError(
+                f"pattern probe: prompt ids {missing} were never fed "
+                f"(fed: {sorted(self.snapshots) or 'none of those asked for'})"
+            )
+        rows: list[dict[str, Any]] = []
+        for prompt_id, snapshot in self.snapshots.items():
+            text = [self.decode([token]) for token in snapshot.ids] if self.decode else None
+            tokens = {
+                "prompt": prompt_id,
+                "ids": snapshot.ids,
+                "text": text,
+                "block_starts": snapshot.starts,
+            }
+            rows.append(
+                {
+                    "metric": "tokens",
+                    "layer": None,
+                    "head": None,
+                    "condition": json.dumps(tokens),
+                    "value": float(len(snapshot.ids)),
+                }
+            )
+            n_blocks = len(snapshot.starts)
+            conditions = [attention_condition(prompt_id, kb) for kb in range(n_blocks)]
+            queries = block_membership(len(snapshot.ids), snapshot.starts).sum(0)
+            for layer, mass in sorted(snapshot.mass.items()):
+                pooled = mass / queries[None, :, None]
+                values = pooled.tolist()
+                for head in range(pooled.shape[0]):
+                    for qb in range(n_blocks):
+                        rows.extend(
+                            {
+                                "metric": "attention",
+                                "layer": layer,
+                                "head": head,
+                                "position": qb,
+                                "condition": conditions[kb],
+                                "value": values[head][qb][kb],
+                            }
+                            for kb in range(qb + 1)
+                        )
+        return rows

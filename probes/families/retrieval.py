@@ -1,0 +1,293 @@
+"""Retrieval heads: Wu et al. 2024, nightdessert/Retrieval_Head (`retrieval_calculate`).
+
+Greedy decoding with a KV cache on needle-in-a-haystack prompts (probes/niah.py). At every step
+that generates token w, head h scores a hit when its top-1 attended key lies inside the answer
+span and the prompt token there is w. A sample's score is hits / span length (no de-duplication:
+a repeated needle token can be hit twice, as in the authors' code). A head's retrieval score is the
+mean over the samples the model answered — ROUGE-1 recall of the answer > 0.5 — and failed
+samples are dropped, not counted as 0. Only the single query row of each decoding step is read
+(the prefill is never hooked), and of it only each head's arg-max key is kept.
+
+ROUGE-1 recall is computed here, without the `rouge_score` package: both lower-case the text and
+split it into [a-z0-9]+ tokens, but `rouge_score(use_stemmer=True)`, which the authors use, also
+Porter-stems tokens longer than 3 characters. Stemming only merges tokens, so recall here is never
+above theirs ("walks" does not match "walk" here).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+from jaxtyping import Bool, Float, Int
+from tqdm.auto import tqdm
+
+from probes import decoding as decode
+from probes.core import hook_names as hooks
+from probes.core.probe import GenerativeProbe
+from probes.core.registry import register_probe
+from probes.core.types import Hook, ProbeParams
+from probes.inputs import niah
+from probes.models import LoadedModel, ModelInfo
+
+SAMPLES_TABLE = "niah_samples"
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def rouge1_recall(reference: str, response: str) -> float:
+    """Unigram recall of `reference` in `response` (clipped counts), rouge_score's tokenisation
+    without stemming; 0 when the reference has no tokens."""
+    wanted = Counter(_WORD.findall(reference.lower()))
+    if not wanted:
+        return 0.0
+    found = Counter(_WORD.findall(response.lower()))
+    return sum((wanted & found).values()) / sum(wanted.values())
+
+
+def top1_keys(
+    rows: Float[torch.Tensor, "head k_pos"], n_positions: int
+) -> Int[torch.Tensor, " head"]:
+    """Absolute position of each head's most attended key (the first one on a tie).
+
+    A row shorter than the sequence holds the most recent keys (a sliding-window layer's cache
+    keeps only its window), so its index i is position n_positions − len + i.
+    """
+    return rows.argmax(-1) + (n_positions - rows.shape[-1])
+
+
+def retrieval_hits(
+    keys: Int[torch.Tensor, "*heads"],
+    token: int,
+    prompt: Int[torch.Tensor, " pos"],
+    span: tuple[int, int],
+) -> Bool[torch.Tensor, "*heads"]:
+    """Heads whose top-1 key lies in the answer span [start, end) and holds the generated token."""
+    start, end = span
+    inside = (keys >= start) & (keys < end)
+    at_key = prompt[keys.clamp(0, len(prompt) - 1)]
+    return inside & (at_key == token)
+
+
+class TopKeyRecorder:
+    """Decoding-step hooks that keep each head's top-1 key of the single query row, nothing else.
+
+    A pattern with more than one query (a prefill) or more than one row is refused rather than
+    read, so the prefill can never leak into the score.
+    """
+
+    def __init__(self, info: ModelInfo) -> None:
+        self.n_layers = info.n_layers
+        self.index = torch.zeros(info.n_layers, info.n_heads, dtype=torch.long)
+        self.row_length = torch.zeros(info.n_layers, dtype=torch.long)
+        self.fresh = torch.zeros(info.n_layers, dtype=torch.bool)
+
+    def hooks(self) -> list[Hook]:
+        return [
+            (hooks.attn(layer, "pattern"), self._record(layer)) for layer in range(self.n_layers)
+        ]
+
+    def _record(self, layer: int):
+        def record(pattern: torch.Tensor, hook: Any) -> None:
+            if pattern.shape[0] != 1 or pattern.shape[-2] != 1:
+                raise RuntimeError(
+                    f"{hook.name}: the retrieval score reads one query row per decoding step, "
+                    f"got a pattern of shape {tuple(pattern.shape)} (a prefill or a batch)"
+                )
+            self.index[layer] = pattern[0, :, 0].argmax(-1).cpu()
+            self.row_length[layer] = pattern.shape[-1]
+            self.fresh[layer] = True
+
+        return record
+
+    def keys(self, n_positions: int) -> Int[torch.Tensor, "layer head"]:
+        """Absolute top-1 key per (layer, head) of the step just run over `n_positions` keys."""
+        if not self.fresh.all():
+            missing = (~self.fresh).nonzero().flatten().tolist()
+            raise RuntimeError(f"no attention pattern was seen in layers {missing} this step")
+        self.fresh[:] = False
+        return self.index + (n_positions - self.row_length)[:, None]
+
+
+@dataclass(frozen=True)
+class SampleOutcome:
+    generated: tuple[int, ...]
+    response: str
+    recall: float
+    hits: torch.Tensor  # [layer, head] number of hit steps
+
+
+def run_sample(
+    model: LoadedModel,
+    sample: niah.NiahSample,
+    *,
+    max_new_tokens: int,
+    stop: Callable[[int], bool],
+    prefill_hooks: tuple[Hook, ...] = (),
+    decode_hooks: tuple[Hook, ...] = (),
+) -> SampleOutcome:
+    """Greedy-decode one sample and count each head's retrieval hits along the way.
+
+    `prefill_hooks` / `decode_hooks` run before the recorder (tests plant patterns so).
+    """
+    recorder = TopKeyRecorder(model.info)
+    prompt = torch.tensor(sample.tokens)
+    hits = torch.zeros(model.info.n_layers, model.info.n_heads)
+
+    def on_step(step: int, tokens: torch.Tensor) -> None:
+        # Step s reads keys 0 … P − 1 + s: the prompt and the tokens generated before it.
+        keys = recorder.keys(len(sample.tokens) + step)
+        hits.add_(retrieval_hits(keys, int(tokens[0]), prompt, sample.answer_span).float())
+
+    cache = decode.prefill(model, sample.tokens, prefill_hooks)
+    (generated,) = decode.greedy_decode(
+        model,
+        cache,
+        sample.tokens[-1],
+        max_new_tokens=max_new_tokens,
+        stop=stop,
+        fwd_hooks=(*decode_hooks, *recorder.hooks()),
+        on_step=on_step,
+    )
+    response = model.tokenizer.decode(generated, skip_special_tokens=True).strip()
+    return SampleOutcome(
+        tuple(generated), response, rouge1_recall(sample.needle.answer, response), hits
+    )
+
+
+@dataclass(frozen=True)
+class RetrievalParams(ProbeParams):
+    lengths: tuple[int, ...] = (256, 512, 1024, 2048)  # prompt lengths in tokens
+    depths: tuple[int, ...] = (0, 25, 50, 75, 100)  # needle depth, percent of the haystack
+    needles_per_cell: int = 1  # needles per (length, depth); they rotate through the grid
+    needles: str = str(niah.DEFAULT_NEEDLES)  # JSONL of needle facts
+    haystack: str = niah.STDLIB_DOCS  # "stdlib-docs", a text file, or a prompt JSONL file
+    template: str = niah.DEFAULT_TEMPLATE
+    max_new_tokens: int = 50  # the authors' decode length
+    recall_threshold: float = 0.5  # a sample counts as answered when ROUGE-1 recall > this
+
+
+def niah_samples(model: LoadedModel, params: RetrievalParams) -> list[niah.NiahSample]:
+    """The probe's needle-in-a-haystack grid for `model`, checked against its context."""
+    limit = model.info.n_ctx - params.max_new_tokens
+    too_long = [length for length in params.lengths if length > limit]
+    if too_long:
+        raise niah.NiahError(
+            f"lengths {too_long} exceed {limit} tokens: model {model.info.name!r} has a "
+            f"{model.info.n_ctx}-token context and max_new_tokens={params.max_new_tokens}"
+        )
+    builder = niah.NiahBuilder(model, niah.load_haystack(params.haystack), params.template)
+    needles = niah.load_needles(params.needles)
+    return niah.grid(builder, needles, params.lengths, params.depths, params.needles_per_cell)
+
+
+@register_probe
+class RetrievalProbe(GenerativeProbe):
+    name = "retrieval"
+    Params = RetrievalParams
+    description = (
+        "retrieval heads (Wu et al. 2024): greedy decoding on needle-in-a-haystack prompts, "
+        "copy-from-needle score per head; NIAH accuracy per (length, depth)"
+    )
+
+    def __init__(self, info: ModelInfo, params: RetrievalParams | None = None) -> None:
+        super().__init__(info, params)
+        if not 0 <= self.params.recall_threshold < 1:
+            raise niah.NiahError(
+                f"recall_threshold must lie in [0, 1), got {self.params.recall_threshold}"
+            )
+        self.score_sum = torch.zeros(info.n_layers, info.n_heads, dtype=torch.float64)
+        self.n_answered = 0
+        self.records: list[dict[str, Any]] = []
+
+    def generate(self, model: LoadedModel, *, progress: bool = True) -> None:
+        samples = niah_samples(model, self.params)
+        stop = decode.StopRule(model.tokenizer)
+        desc = f"retrieval {model.info.name}"
+        bar = tqdm(samples, unit="sample", desc=desc, disable=not progress)
+        for sample in bar:
+            outcome = run_sample(
+                model, sample, max_new_tokens=self.params.max_new_tokens, stop=stop
+            )
+            self.add(sample, outcome)
+            bar.set_postfix(answered=f"{self.n_answered}/{len(self.records)}")
+
+    def add(self, sample: niah.NiahSample, outcome: SampleOutcome) -> None:
+        """Fold one decoded sample in: its hits count only if the model answered."""
+        start, end = sample.answer_span
+        correct = outcome.recall > self.params.recall_threshold
+        if correct:
+            self.score_sum += outcome.hits.double() / (end - start)
+            self.n_answered += 1
+        self.records.append(
+            {
+                "sample_id": sample.id,
+                "needle_id": sample.needle.id,
+                "length": sample.length,
+                "depth": sample.depth,
+                "n_tokens": len(sample.tokens),
+                "answer_start": start,
+                "answer_end": end,
+                "question": sample.needle.question,
+                "answer": sample.needle.answer,
+                "response": outcome.response,
+                "n_generated": len(outcome.generated),
+                "recall": outcome.recall,
+                "correct": correct,
+            }
+        )
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {SAMPLES_TABLE: pd.DataFrame(self.records)}
+
+    def rows(self) -> list[dict[str, Any]]:
+        """retrieval_score per head (only if some sample was answered); niah_accuracy and
+        niah_recall per cell (position = prompt length, condition = "depth=D") and overall
+        (condition = "all")."""
+        rows: list[dict[str, Any]] = []
+        if self.n_answered:
+            scores = self.score_sum / self.n_answered
+            for layer in range(self.info.n_layers):
+                for head in range(self.info.n_heads):
+                    value = scores[layer, head].item()
+                    rows.append(
+                        {"metric": "retrieval_score", "layer": layer, "head": head, "value": value}
+                    )
+        if not self.records:
+            return rows
+        table = pd.DataFrame(self.records)
+        cells = table.groupby(["length", "depth"], sort=True)
+        for (length, depth), cell in cells:
+            base = {"layer": None, "head": None, "position": int(length)}
+            condition = f"depth={int(depth)}"
+            rows.append(
+                {
+                    **base,
+                    "metric": "niah_accuracy",
+                    "condition": condition,
+                    "value": float(cell["correct"].mean()),
+                }
+            )
+            rows.append(
+                {
+                    **base,
+                    "metric": "niah_recall",
+                    "condition": condition,
+                    "value": float(cell["recall"].mean()),
+                }
+            )
+        for metric, column in (("niah_accuracy", "correct"), ("niah_recall", "recall")):
+            rows.append(
+                {
+                    "metric": metric,
+                    "layer": None,
+                    "head": None,
+                    "condition": "all",
+                    "value": float(table[column].mean()),
+                }
+            )
+        return rows

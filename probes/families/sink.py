@@ -1,0 +1,215 @@
+"""Attention sinks: Gu et al. 2024 (α, Sink_k^ε), ACT's hidden sinks, massive activations.
+
+α(l,h,k) = Σ_{i≥k} A[i,k] / (T−k): the mean attention key k receives from the queries that can
+see it, the diagonal included (sail-sg/Attention-Sink, compute_attention_sink). A head sinks on
+k in one sequence when α > ε; Sink_k^ε is the percentage of (sequence, layer, head) that do.
+ACT (Yu et al. 2024) calls any k > 0 with α > 0.1 a hidden sink of that head on that input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+
+from probes.core.probe import StreamingProbe
+from probes.core.registry import register_probe
+from probes.core.types import Batch, ProbeParams
+
+
+def sink_alpha(
+    pattern: Float[torch.Tensor, "batch head q_pos k_pos"],
+    lengths: Int[torch.Tensor, " batch"],
+) -> Float[torch.Tensor, "batch head k_pos"]:
+    """α per sequence, head and key position; NaN where k is padding.
+
+    Padding query rows are excluded; with right padding and a causal mask, real queries never
+    attend to padding keys, so every real row still sums to 1.
+    """
+    positions = torch.arange(pattern.shape[-1], device=pattern.device)
+    real = (positions[None, :] < lengths[:, None]).to(pattern.dtype)  # [batch, pos]
+    return alpha_from_received(torch.einsum("bhqk,bq->bhk", pattern, real), lengths)
+
+
+def alpha_from_received(
+    received: Float[torch.Tensor, "... batch head k_pos"], lengths: Int[torch.Tensor, " batch"]
+) -> Float[torch.Tensor, "... batch head k_pos"]:
+    """α from the attention each key received from real queries: divide by the T−k queries that
+    can see key k; NaN where k is padding."""
+    positions = torch.arange(received.shape[-1], device=received.device)
+    queries_seeing_k = (lengths[:, None] - positions[None, :]).clamp(min=1).to(received.dtype)
+    alpha = received / queries_seeing_k[:, None, :]
+    padding = positions[None, :] >= lengths[:, None]
+    return alpha.masked_fill(padding[:, None, :], float("nan"))
+
+
+def add_received(
+    received: Float[torch.Tensor, "batch head k_pos"],
+    rows: Float[torch.Tensor, "batch head q_chunk k"],
+    real_queries: torch.Tensor,
+) -> None:
+    """received[..., :k] += Σ_q rows[..., q, :] over the real queries (mask [batch, ≥ q_chunk]).
+
+    A batched matrix product with the query mask, accumulated in place: on the CPU this is about
+    twice as fast as `rows.sum(2)` followed by an add, and it is the probe's only pass over rows.
+    """
+    n_batch, n_heads, n_queries, n_keys = rows.shape
+    dtype = received.dtype
+    weights = real_queries[:, None, None, :n_queries].to(dtype)
+    weights = weights.expand(n_batch, n_heads, 1, n_queries).reshape(-1, 1, n_queries)
+    into = received[..., :n_keys].view(n_batch * n_heads, 1, n_keys)  # a view: updated in place
+    into.baddbmm_(weights, rows.to(dtype).reshape(n_batch * n_heads, n_queries, n_keys))
+
+
+def hidden_sink_mask(
+    alpha: Float[torch.Tensor, "batch head k_pos"], threshold: float = 0.1
+) -> torch.Tensor:
+    """ACT's hidden sinks: key positions k > 0 whose α exceeds `threshold` (NaN never does)."""
+    mask = alpha > threshold
+    mask[..., 0] = False
+    return mask
+
+
+def lower_median(values: torch.Tensor) -> torch.Tensor:
+    """torch.median of all the values (the lower of the two middle ones for an even count).
+
+    On the CPU, numpy's introselect finds it several times faster than torch.median does,
+    which matters when it runs on every layer's residual stream.
+    """
+    flat = values.detach().flatten()
+    if flat.device.type != "cpu":
+        return flat.median()
+    middle = (flat.numel() - 1) // 2
+    return torch.tensor(np.partition(flat.numpy(), middle)[middle])
+
+
+def massive_activation_ratio(
+    resid: Float[torch.Tensor, "batch pos d_model"],
+    lengths: Int[torch.Tensor, " batch"],
+    sink_position: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Largest |h| at the sink token, and at any other token, each over the sequence's median |h|.
+
+    Massive activations (Sun et al. 2024; the visual-sink paper's sink dimensions) are a few
+    hidden dimensions of the sink token far above everything else: ratios in the hundreds.
+    """
+    sink_ratio, other_ratio = [], []
+    for index, length in enumerate(lengths.tolist()):
+        magnitude = resid[index, :length].abs().float()
+        median = lower_median(magnitude).clamp(min=torch.finfo(torch.float32).tiny)
+        token_max = magnitude.amax(dim=-1)
+        sink_ratio.append(token_max[sink_position] / median)
+        others = torch.cat([token_max[:sink_position], token_max[sink_position + 1 :]])
+        other_ratio.append(others.max() / median if others.numel() else torch.tensor(float("nan")))
+    return torch.stack(sink_ratio), torch.stack(other_ratio)
+
+
+@dataclass(frozen=True)
+class SinkParams(ProbeParams):
+    epsilon: float = 0.3  # Gu et al.'s threshold on α
+    hidden_threshold: float = 0.1  # ACT's threshold for hidden sinks beyond position 0
+    n_positions: int = 16  # α and Sink_k^ε are stored for the first n key positions
+
+
+@register_probe
+class SinkProbe(StreamingProbe):
+    name = "sink"
+    Params = SinkParams
+    description = "attention sinks: α and Sink_k^ε (Gu et al.), hidden sinks (ACT), massive acts"
+    reads = frozenset({"pattern", "resid_pre"})
+
+    def __init__(self, info, params: SinkParams | None = None) -> None:
+        super().__init__(info, params)
+        n_layers, n_heads, k = info.n_layers, info.n_heads, self.params.n_positions
+        self.alpha_sum = torch.zeros(n_layers, n_heads, k, dtype=torch.float64)
+        self.sink_count = torch.zeros(n_layers, n_heads, k, dtype=torch.float64)
+        self.sequences_at = torch.zeros(k, dtype=torch.float64)  # sequences long enough for k
+        self.hidden_count_sum = torch.zeros(n_layers, n_heads, dtype=torch.float64)
+        self.hidden_any_sum = torch.zeros(n_layers, n_heads, dtype=torch.float64)
+        self.massive_sink_sum = torch.zeros(n_layers, dtype=torch.float64)
+        self.massive_other_sum = torch.zeros(n_layers, dtype=torch.float64)
+        self.n_sequences = 0
+        self._received: torch.Tensor | None = None  # [layer, batch, head, k_pos], this batch only
+
+    def start_batch(self, batch: Batch) -> None:
+        n_batch, n_positions = batch.tokens.shape
+        shape = (self.info.n_layers, n_batch, self.info.n_heads, n_positions)
+        self._received = torch.zeros(shape, dtype=torch.float32, device=batch.tokens.device)
+
+    def on_pattern(self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch) -> None:
+        # Attention received per key from the real query rows of this chunk; α needs all rows.
+        add_received(self._received[layer], rows, batch.query_mask[:, q_start:])
+
+    def on_resid_pre(self, layer: int, resid: torch.Tensor, batch: Batch) -> None:
+        sink_ratio, other_ratio = massive_activation_ratio(resid, batch.lengths)
+        self.massive_sink_sum[layer] += sink_ratio.double().sum().cpu()
+        self.massive_other_sum[layer] += other_ratio.double().nansum().cpu()
+
+    def end_batch(self, batch: Batch) -> None:
+        k = self.params.n_positions
+        lengths = batch.lengths
+        self.n_sequences += len(lengths)
+        self.sequences_at += (lengths[:, None].cpu() > torch.arange(k)[None, :]).sum(0)
+        alpha = alpha_from_received(self._received, lengths).double().cpu()  # [l, b, h, k_pos]
+        head_k = alpha[..., :k]
+        self.alpha_sum[:, :, : head_k.shape[-1]] += head_k.nan_to_num(0.0).sum(1)
+        self.sink_count[:, :, : head_k.shape[-1]] += (head_k > self.params.epsilon).double().sum(1)
+        hidden = hidden_sink_mask(alpha, self.params.hidden_threshold)
+        self.hidden_count_sum += hidden.sum(-1).double().sum(1)
+        self.hidden_any_sum += hidden.any(-1).double().sum(1)
+        self._received = None
+
+    def rows(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        seen = self.sequences_at.clamp(min=1)
+        alpha = self.alpha_sum / seen
+        sink_rate = self.sink_count / seen
+        n = max(self.n_sequences, 1)
+        for layer in range(self.info.n_layers):
+            for head in range(self.info.n_heads):
+                for k in range(self.params.n_positions):
+                    if self.sequences_at[k] == 0:
+                        continue
+                    base = {"layer": layer, "head": head, "position": k}
+                    rows.append({**base, "metric": "alpha", "value": alpha[layer, head, k].item()})
+                    rows.append(
+                        {**base, "metric": "sink_rate", "value": sink_rate[layer, head, k].item()}
+                    )
+                base = {"layer": layer, "head": head}
+                rows.append(
+                    {
+                        **base,
+                        "metric": "hidden_sink_count",
+                        "value": (self.hidden_count_sum[layer, head] / n).item(),
+                    }
+                )
+                rows.append(
+                    {
+                        **base,
+                        "metric": "hidden_sink_rate",
+                        "value": (self.hidden_any_sum[layer, head] / n).item(),
+                    }
+                )
+            rows.append(
+                {
+                    "layer": layer,
+                    "head": None,
+                    "position": 0,
+                    "metric": "massive_ratio",
+                    "condition": "sink_token",
+                    "value": (self.massive_sink_sum[layer] / n).item(),
+                }
+            )
+            rows.append(
+                {
+                    "layer": layer,
+                    "head": None,
+                    "metric": "massive_ratio",
+                    "condition": "other_tokens",
+                    "value": (self.massive_other_sum[layer] / n).item(),
+                }
+            )
+        return rows

@@ -1,0 +1,199 @@
+"""Prompt suites: real English text available offline, or any JSONL file of prompts.
+
+The default text is harvested at run time from the docstrings of the Python standard library
+(prose written by people, no downloads). A suite is hashed so a run records exactly what it read.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import inspect
+import json
+import re
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from probes.core.errors import HeadlabError
+
+# Standard-library modules whose documentation is mostly prose. Order fixes the corpus.
+DOC_MODULES = (
+    "argparse",
+    "json",
+    "re",
+    "csv",
+    "statistics",
+    "configparser",
+    "heapq",
+    "http.client",
+    "urllib.request",
+    "socket",
+    "hashlib",
+    "unittest",
+    "doctest",
+    "pdb",
+    "pydoc",
+    "uuid",
+    "xml.etree.ElementTree",
+    "io",
+    "os",
+    "tempfile",
+    "subprocess",
+    "itertools",
+    "difflib",
+    "sqlite3",
+    "inspect",
+    "ast",
+    "typing",
+    "collections",
+    "random",
+    "string",
+    "wave",
+    "calendar",
+    "pickle",
+    "logging",
+    "shutil",
+    "functools",
+    "threading",
+    "decimal",
+    "fractions",
+    "datetime",
+    "pathlib",
+    "dataclasses",
+    "enum",
+    "contextlib",
+    "textwrap",
+    "zipfile",
+    "tarfile",
+    "email",
+)
+_CODE_HINTS = re.compile(r">>>|\.\.\.\s|::|[{}\[\]=<>|\\]|^\s*[-*]\s")
+
+
+class PromptFileError(HeadlabError, ValueError):
+    """A prompt file is empty or malformed; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class PromptSuite:
+    name: str
+    prompts: tuple[Prompt, ...]
+    source: str
+
+    @property
+    def sha256(self) -> str:
+        digest = hashlib.sha256()
+        for prompt in self.prompts:
+            digest.update(json.dumps([prompt.id, prompt.text]).encode())
+        return digest.hexdigest()
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+def _prose_paragraphs(doc: str) -> list[str]:
+    paragraphs = []
+    for block in re.split(r"\n\s*\n", doc):
+        text = " ".join(block.split())
+        words = text.split()
+        if len(words) < 12 or _CODE_HINTS.search(block):
+            continue
+        letters = sum(ch.isalpha() or ch.isspace() for ch in text)
+        if letters / len(text) > 0.85:
+            paragraphs.append(text)
+    return paragraphs
+
+
+@functools.cache
+def stdlib_docs_text(modules: tuple[str, ...] = DOC_MODULES) -> tuple[str, ...]:
+    """Prose paragraphs from the docstrings of `modules` and their public members, in order."""
+    with warnings.catch_warnings():
+        # Reading docstrings touches deprecated aliases (typing.io); that is not our concern.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _harvest(modules)
+
+
+def _harvest(modules: tuple[str, ...]) -> tuple[str, ...]:
+    paragraphs: list[str] = []
+    for module_name in modules:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        docs = [inspect.getdoc(module) or ""]
+        for member_name, member in sorted(vars(module).items()):
+            if member_name.startswith("_") or getattr(member, "__module__", None) != module_name:
+                continue
+            if inspect.isclass(member) or inspect.isfunction(member):
+                docs.append(inspect.getdoc(member) or "")
+        for doc in docs:
+            paragraphs.extend(_prose_paragraphs(doc))
+    return tuple(dict.fromkeys(paragraphs))  # drop repeated boilerplate, keep order
+
+
+def stdlib_docs_suite(n_prompts: int = 16, words_per_prompt: int = 400) -> PromptSuite:
+    """`n_prompts` passages of about `words_per_prompt` words of standard-library prose."""
+    words = " ".join(stdlib_docs_text()).split()
+    needed = n_prompts * words_per_prompt
+    if len(words) < needed:
+        raise ValueError(
+            f"the standard-library corpus has {len(words)} words; {needed} were asked for "
+            f"(n_prompts={n_prompts} × words_per_prompt={words_per_prompt})"
+        )
+    prompts = tuple(
+        Prompt(id=f"stdlib-{index:03d}", text=" ".join(words[start : start + words_per_prompt]))
+        for index, start in enumerate(range(0, needed, words_per_prompt))
+    )
+    return PromptSuite(name="stdlib-docs", prompts=prompts, source="python-stdlib-docstrings")
+
+
+def jsonl_objects(path: Path | str, what: str) -> Iterator[tuple[str, int, dict]]:
+    """(`file:line`, line number, object) per non-blank line of a JSONL file of `what` ("prompt
+    file", "needle file", ...); a missing file, bad text or a line that is not a JSON object is
+    an error naming the file and line."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as error:
+        raise PromptFileError(f"{what} {path} does not exist") from error
+    except UnicodeDecodeError as error:
+        raise PromptFileError(f"{what} {path} is not UTF-8 text: {error}") from error
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise PromptFileError(f"{where}: not valid JSON ({error.msg})") from error
+        if not isinstance(record, dict):
+            raise PromptFileError(f"{where}: expected a JSON object")
+        yield where, number, record
+
+
+def load_jsonl(path: Path | str) -> PromptSuite:
+    """Prompts from a JSONL file: one object per line with a "text" field and an optional "id"."""
+    path = Path(path)
+    prompts = []
+    for where, number, record in jsonl_objects(path, "prompt file"):
+        if not isinstance(record.get("text"), str):
+            raise PromptFileError(f'{where}: expected an object with a "text" string')
+        if not record["text"].strip():
+            raise PromptFileError(f"{where}: the prompt text is empty")
+        prompts.append(Prompt(id=str(record.get("id", f"line-{number}")), text=record["text"]))
+    if not prompts:
+        raise PromptFileError(f"prompt file {path} holds no prompts")
+    ids = [prompt.id for prompt in prompts]
+    if len(set(ids)) != len(ids):
+        duplicate = next(i for i in ids if ids.count(i) > 1)
+        raise PromptFileError(f"prompt file {path}: the id {duplicate!r} appears more than once")
+    return PromptSuite(name=path.stem, prompts=tuple(prompts), source=str(path))

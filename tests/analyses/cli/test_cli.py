@@ -1,0 +1,155 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from analyses.cli import main as cli
+from analyses.results import store
+
+
+def prompt_file(tmp_path, lines):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_cli(args, capsys):
+    code = cli.main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["scan", "--model", "gpt-17"], "unknown model 'gpt-17'"),
+        (["scan", "--model", "tiny-random", "--probes", "nope"], "unknown probe 'nope'"),
+        (["scan", "--model", "tiny-random", "--max-tokens", "100000"], "max_tokens=100000"),
+        (["show", "ghost"], "no run 'ghost'"),
+    ],
+)
+def test_bad_input_gives_one_clear_line_and_exit_2(tmp_path, capsys, args, message):
+    code, _, err = run_cli(
+        [*args, *(["--data"] if args[0] == "show" else ["--out"]), str(tmp_path)], capsys
+    )
+    assert code == 2
+    assert err.startswith("headlab: error: ") and message in err
+    assert "Traceback" not in err
+    assert store.run_ids(tmp_path) == []  # nothing half-written
+
+
+def test_empty_and_malformed_prompt_files(tmp_path, capsys):
+    empty = prompt_file(tmp_path, [""])
+    code, _, err = run_cli(
+        ["scan", "--model", "tiny-random", "--prompts", str(empty), "--out", str(tmp_path)], capsys
+    )
+    assert code == 2 and "holds no prompts" in err
+    broken = prompt_file(tmp_path, [json.dumps({"text": "fine"}), "{oops"])
+    code, _, err = run_cli(
+        ["scan", "--model", "tiny-random", "--prompts", str(broken), "--out", str(tmp_path)], capsys
+    )
+    assert code == 2 and f"{broken}:2: not valid JSON" in err
+
+
+def test_unwritable_output_directory_is_named_before_any_work(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    code, _, err = run_cli(
+        ["scan", "--model", "tiny-random", "--out", str(blocker / "data")], capsys
+    )
+    assert code == 2 and f"output directory {blocker}/data/runs is not writable" in err
+
+
+def test_scan_runs_show_on_the_tiny_model(tmp_path, capsys):
+    prompts = prompt_file(
+        tmp_path,
+        [
+            json.dumps({"text": "the cat went to the park"}),
+            json.dumps({"text": "mary gave the ball to john"}),
+        ],
+    )
+    code, out, _ = run_cli(
+        [
+            "scan",
+            "--model",
+            "tiny-random",
+            "--prompts",
+            str(prompts),
+            "--out",
+            str(tmp_path),
+            "--run-id",
+            "t1",
+            "--quiet",
+        ],
+        capsys,
+    )
+    assert code == 0 and "sink/alpha" in out and "t1" in out
+    manifest = store.read_manifest(tmp_path, "t1")
+    assert manifest["prompts"]["n_prompts"] == 2
+    assert manifest["probes"]["sink"]["epsilon"] == 0.3
+    assert manifest["model"]["source"] == "random"
+    assert set(manifest["timings"]) == {"load_s", "scan_s", "total_s"}
+    code, out, _ = run_cli(["runs", "--data", str(tmp_path)], capsys)
+    assert code == 0 and "t1" in out and "tiny-random" in out
+    code, out, _ = run_cli(["show", "latest", "--data", str(tmp_path), "--top", "2"], capsys)
+    assert code == 0 and out.count("L") >= 2
+
+
+def test_every_command_has_help(capsys):
+    for command in ["scan", "runs", "show", "prepare", "models", "probes"]:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main([command, "--help"])
+        assert exit_info.value.code == 0
+        assert "usage: headlab" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_scan_of_the_real_default_model_covers_all_270_heads(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "analyses.cli",
+            "scan",
+            "--model",
+            "smollm2-135m",
+            "--probes",
+            "sink",
+            "--max-tokens",
+            "64",
+            "--out",
+            str(tmp_path),
+            "--run-id",
+            "real",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Sink_1" in result.stdout and str(tmp_path / "runs" / "real") in result.stdout
+    assert "scan smollm2-135m" in result.stderr  # the progress bar
+    table = store.load_run(tmp_path, "real")
+    heads = table[table.metric == "alpha"][["layer", "head"]].drop_duplicates()
+    assert len(heads) == 270
+    manifest = store.read_manifest(tmp_path, "real")
+    assert manifest["model"]["weights_sha256"]
+    assert manifest["prompts"]["name"] == "stdlib-docs"
+    assert manifest["versions"]["transformer-lens"] == "4.3.0"
+
+
+@pytest.mark.parametrize(
+    ("model", "probes"),
+    [
+        ("smollm2-135m", ("sink", "attention_stats", "detectors")),
+        ("/models/my org/Llama 3 (local)", ("sink",)),
+        ("org/model.v2", ("retrieval",)),
+    ],
+)
+def test_generated_run_ids_are_valid_for_any_model_and_probe_list(tmp_path, model, probes):
+    from analyses.jobs.scan import new_run_id
+
+    run_id = new_run_id(model, probes, tmp_path)
+    assert store.validate_run_id(run_id) == run_id
+    assert probes[0] in run_id

@@ -1,0 +1,97 @@
+import pandas as pd
+import pytest
+
+from analyses.jobs import bench
+
+
+def test_naive_memory_estimate_matches_the_patterns_run_with_cache_keeps():
+    # SmolLM2 at 4,096 tokens: 30 layers × 9 heads × 4096² fp32 = 18 GiB, as measured in issue 7.
+    assert bench.naive_pattern_bytes(30, 9, 4096) == 30 * 9 * 4096 * 4096 * 4
+    assert bench.naive_pattern_bytes(30, 9, 4096) / 2**30 == pytest.approx(16.9, abs=0.1)
+
+
+def test_summary_takes_medians_and_ratios_and_keeps_skips():
+    measurements = pd.DataFrame(
+        [
+            {
+                "method": "plain",
+                "tokens": 8,
+                "repeat": r,
+                "wall_s": w,
+                "peak_rss_mb": 100.0,
+                "skipped": None,
+            }
+            for r, w in enumerate([1.0, 3.0, 2.0])
+        ]
+        + [
+            {
+                "method": "headlab",
+                "tokens": 8,
+                "repeat": r,
+                "wall_s": w,
+                "peak_rss_mb": 150.0,
+                "skipped": None,
+            }
+            for r, w in enumerate([3.0, 9.0, 6.0])
+        ]
+        + [
+            {
+                "method": "naive",
+                "tokens": 8,
+                "repeat": None,
+                "wall_s": None,
+                "peak_rss_mb": None,
+                "skipped": "too big",
+            }
+        ]
+    )
+    table = bench.summarise(measurements)
+    assert table.loc[8, "plain_s"] == 2.0 and table.loc[8, "headlab_s"] == 6.0
+    assert table.loc[8, "time_vs_plain"] == 3.0
+    # Side by side, repeat by repeat: 3/1, 9/3, 6/2, so every paired ratio is 3.
+    assert table.loc[8, "plain_lo"] == table.loc[8, "plain_hi"] == 3.0
+    assert table.loc[8, "rss_vs_plain"] == 1.5
+    assert "naive_s" not in table
+
+
+def test_bench_runs_each_method_in_its_own_process_on_a_tiny_model(tmp_path):
+    methods = ("plain", "body", "naive", "headlab")
+    config = bench.BenchConfig(
+        model="tiny-random", tokens=(16,), methods=methods, repeats=1, data_dir=tmp_path
+    )
+    measurements = bench.run(config, progress=False)
+    assert list(measurements.method) == list(methods)
+    assert (measurements.wall_s > 0).all() and (measurements.peak_rss_mb > 50).all()
+    assert (measurements.cpu_s > 0).all()
+    path = bench.save(measurements, config)
+    assert path.parent == tmp_path / "bench" and path.suffix == ".parquet"
+    summary = bench.format_summary(bench.summarise(measurements))
+    assert "time_vs_plain" in summary and "time_vs_body" in summary
+
+
+def test_lengths_beyond_the_context_are_refused(tmp_path):
+    config = bench.BenchConfig(model="tiny-random", tokens=(100_000,), repeats=1)
+    with pytest.raises(ValueError, match="T=100000 exceeds the 256-token context"):
+        bench.run(config, progress=False)
+
+
+def test_unknown_methods_are_refused_before_anything_runs(tmp_path):
+    config = bench.BenchConfig(model="tiny-random", tokens=(16,), methods=("plain", "fast"))
+    with pytest.raises(ValueError, match=r"unknown bench methods \['fast'\]"):
+        bench.run(config, progress=False)
+
+
+def test_each_repeat_measures_every_length_and_method_before_the_next(monkeypatch):
+    """Drift on a shared machine then hits every method alike."""
+    calls = []
+
+    def fake_measure(config, method, n_tokens):
+        calls.append((method, n_tokens))
+        return {"wall_s": 1.0, "cpu_s": 1.0, "peak_rss_mb": 1.0}
+
+    monkeypatch.setattr(bench, "measure_in_subprocess", fake_measure)
+    config = bench.BenchConfig(model="tiny-random", tokens=(16, 24), methods=("plain", "headlab"))
+    measurements = bench.run(config, progress=False)
+    one_round = [("plain", 16), ("headlab", 16), ("plain", 24), ("headlab", 24)]
+    assert calls == one_round * 3
+    assert list(measurements.repeat) == [r for r in range(3) for _ in one_round]

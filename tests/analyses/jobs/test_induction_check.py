@@ -1,0 +1,78 @@
+import pytest
+import torch
+
+from analyses.jobs import induction_check
+from analyses.jobs.induction_check import InductionCheckConfig
+from probes.inputs.synthetic import repeated_random_prompts
+from tests import planting
+
+HALF = 16
+CONFIG = InductionCheckConfig(
+    model="tiny-random", top_k=2, n_sequences=3, half_len=HALF, seeds=(1, 2), batch_size=2
+)
+
+
+def induction_key(query: int) -> int:
+    return query - HALF + 1 if query > HALF else 0
+
+
+def test_planted_induction_head_ranks_first_and_random_heads_avoid_the_top(tiny_model):
+    plants = [planting.attend_to(1, 3, induction_key)]
+    with planting.planted(tiny_model, plants):
+        table = induction_check.run(CONFIG, tiny_model)
+    top = table[table.condition == "top"].heads.unique()
+    assert len(top) == 1 and top[0].startswith("L1H3,")  # the planted head leads the ranking
+    randoms = table[table.condition == "random"].set_index("seed").heads
+    assert randoms[1] != randoms[2]  # a fresh draw per seed
+    for heads in randoms:
+        assert "L1H3" not in heads.split(",") and len(heads.split(",")) == 2
+    with planting.planted(tiny_model, plants):
+        again = induction_check.run(CONFIG, tiny_model)
+    assert list(again[again.condition == "random"].heads) == list(randoms)
+
+
+def test_clean_losses_equal_a_plain_forward_and_ablation_changes_them(tiny_model):
+    table = induction_check.run(CONFIG, tiny_model).set_index(["seed", "condition"])
+    for seed in CONFIG.seeds:
+        tokens = torch.tensor(
+            [
+                p.tokens
+                for p in repeated_random_prompts(tiny_model, CONFIG.n_sequences, HALF, seed, "test")
+            ]
+        )
+        with torch.inference_mode():
+            logits = tiny_model.bridge(tokens, return_type="logits")
+        losses = induction_check.next_token_losses(logits, tokens)
+        clean = table.loc[(seed, "clean")]
+        assert clean.loss_first_half == pytest.approx(losses[:, 1:HALF].mean().item(), rel=1e-5)
+        assert clean.loss_repeated == pytest.approx(
+            losses[:, HALF : 2 * HALF].mean().item(), rel=1e-5
+        )
+        assert clean.delta_repeated == 0.0
+        assert table.loc[(seed, "top")].loss_repeated != pytest.approx(clean.loss_repeated)
+
+
+def test_summary_counts_the_seeds_where_top_beats_random(tiny_model):
+    table = induction_check.run(CONFIG, tiny_model)
+    summary = induction_check.summarize(table)
+    deltas = table.pivot(index="seed", columns="condition", values="delta_repeated")
+    wins = int((deltas["top"] > deltas["random"]).sum())
+    assert set(summary["top_beats_random"]) == {f"{wins}/2"}
+
+
+def test_config_refuses_evaluating_on_the_ranking_sequences():
+    with pytest.raises(ValueError, match="detect_seed=1"):
+        InductionCheckConfig(detect_seed=1, seeds=(1, 2))
+
+
+@pytest.mark.slow
+def test_smollm2_induction_heads_are_causal(smollm2):
+    config = InductionCheckConfig(n_sequences=4, half_len=32, seeds=(1, 2))
+    table = induction_check.run(config, smollm2).set_index(["seed", "condition"])
+    for seed in config.seeds:
+        top, rand = table.loc[(seed, "top")], table.loc[(seed, "random")]
+        assert top.delta_repeated > 2 * max(rand.delta_repeated, 0.05)
+        # the first half cannot be predicted by induction; ablation barely moves it
+        assert abs(top.loss_first_half - table.loc[(seed, "clean")].loss_first_half) < (
+            top.delta_repeated
+        )

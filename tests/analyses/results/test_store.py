@@ -1,0 +1,102 @@
+import json
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from analyses.results import store
+
+
+def sample_table() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "model": ["m"] * 4,
+            "probe": ["sink"] * 4,
+            "metric": ["alpha", "alpha", "massive_ratio", "hidden_sink_rate"],
+            "layer": [0, 1, 0, 1],
+            "head": [0, 2, None, 1],
+            "position": [0, 0, 0, None],
+            "condition": [None, None, "sink_token", None],
+            "value": [0.5, float("nan"), 123.0, 1.0],
+        }
+    )
+
+
+def test_round_trip_keeps_values_nulls_and_types(tmp_path):
+    directory = store.write_run(tmp_path, "run-1", sample_table(), {"model": {"model": "m"}})
+    assert directory == tmp_path / "runs" / "run-1"
+    loaded = store.load_run(tmp_path, "run-1")
+    expected = store.conform(sample_table().assign(run_id="run-1"))
+    pd.testing.assert_frame_equal(loaded, expected)
+    assert pd.isna(loaded.loc[2, "head"])  # layer-level row: no head, not a -1 sentinel
+    assert store.read_manifest(tmp_path, "run-1")["run_id"] == "run-1"
+
+
+def test_parquet_metadata_carries_schema_and_manifest(tmp_path):
+    store.write_run(tmp_path, "run-1", sample_table(), {"seed": 7})
+    metadata = pq.read_schema(tmp_path / "runs" / "run-1" / store.RESULTS_FILE).metadata
+    assert metadata[store.SCHEMA_KEY] == b"1"
+    assert json.loads(metadata[store.MANIFEST_KEY])["seed"] == 7
+
+
+def test_load_many_runs_and_list_them(tmp_path):
+    store.write_run(tmp_path, "a", sample_table(), {"model": {"model": "m"}, "n_rows": 4})
+    store.write_run(tmp_path, "b", sample_table(), {"model": {"model": "m"}, "n_rows": 4})
+    both = store.load_runs(tmp_path)
+    assert sorted(both.run_id.unique()) == ["a", "b"]
+    assert len(both) == 8
+    listing = store.list_runs(tmp_path)
+    assert list(listing.run_id) == ["a", "b"]
+    assert store.load_runs(tmp_path / "nothing").empty
+
+
+def test_corrupt_file_is_named(tmp_path):
+    directory = store.write_run(tmp_path, "run-1", sample_table(), {})
+    path = directory / store.RESULTS_FILE
+    path.write_bytes(path.read_bytes()[:100])  # truncated, as after a crash without atomic writes
+    with pytest.raises(store.StoreError, match=r"results.parquet is not a readable parquet file"):
+        store.load_run(tmp_path, "run-1")
+
+
+def test_foreign_parquet_is_refused(tmp_path):
+    path = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"x": [1, 2]}), path)
+    with pytest.raises(
+        store.StoreError, match=r"other.parquet is a parquet file but not a headlab"
+    ):
+        store.read_table(path)
+
+
+def test_missing_run_lists_what_exists(tmp_path):
+    store.write_run(tmp_path, "real", sample_table(), {})
+    with pytest.raises(store.StoreError, match=r"no run 'ghost'.*latest: real"):
+        store.load_run(tmp_path, "ghost")
+
+
+@pytest.mark.parametrize("run_id", ["../escape", "a/b", "", ".hidden", "..", "x" * 200])
+def test_run_ids_cannot_reach_outside_the_runs_directory(tmp_path, run_id):
+    with pytest.raises(store.StoreError, match="invalid run id"):
+        store.run_dir(tmp_path, run_id)
+
+
+def test_failed_write_leaves_no_run_and_no_temporary_files(tmp_path, monkeypatch):
+    def explode(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store, "write_json", explode)
+    with pytest.raises(OSError, match="disk full"):
+        store.write_run(tmp_path, "run-1", sample_table(), {})
+    assert list((tmp_path / "runs").iterdir()) == []
+    assert store.run_ids(tmp_path) == []
+
+
+def test_existing_run_is_never_overwritten(tmp_path):
+    store.write_run(tmp_path, "run-1", sample_table(), {})
+    with pytest.raises(store.StoreError, match="already exists"):
+        store.write_run(tmp_path, "run-1", sample_table(), {})
+
+
+def test_required_columns_are_checked():
+    with pytest.raises(store.StoreError, match=r"lacks required columns \['run_id', 'value'\]"):
+        store.conform(sample_table().drop(columns="value"))
