@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from analyses.results.ranking import order_heads
+
 SERIES_KEYS = ["probe", "metric", "condition"]
 
 
@@ -76,7 +78,7 @@ def top_heads(values: pd.DataFrame, k: int, threshold: float | None = None) -> p
     ranked = values.dropna(subset=["value"])
     if threshold is not None:
         ranked = ranked[ranked["value"] >= threshold]
-    ranked = ranked.sort_values(["value", "layer", "head"], ascending=[False, True, True]).head(k)
+    ranked = order_heads(ranked).head(k)
     ranked = ranked.assign(
         rank=range(1, len(ranked) + 1),
         name=[

@@ -301,9 +301,12 @@ def cmd_probes(args: argparse.Namespace) -> int:
 
 def dashboard_command(data: Path, port: int) -> list[str]:
     """`streamlit run dashboard/app.py` bound to localhost, headless, reading only `data`."""
-    import dashboard
+    import importlib.util
 
-    app = Path(next(iter(dashboard.__path__))).resolve() / "app.py"
+    # Found, not imported: the CLI sits below the dashboard, and streamlit runs the app itself.
+    spec = importlib.util.find_spec("dashboard")
+    assert spec is not None and spec.submodule_search_locations, "dashboard package not installed"
+    app = Path(next(iter(spec.submodule_search_locations))).resolve() / "app.py"
     settings = {
         "server.address": "127.0.0.1",
         "server.port": port,

@@ -160,7 +160,7 @@ def measure_in_subprocess(config: BenchConfig, method: str, n_tokens: int) -> di
     command = [
         sys.executable,
         "-m",
-        "analyses.bench",
+        "analyses.jobs.bench",
         config.model,
         method,
         str(n_tokens),
@@ -247,7 +247,7 @@ def format_summary(table: pd.DataFrame) -> str:
 
 
 def _worker() -> None:
-    """`python -m analyses.bench MODEL METHOD T PATH`: one measurement, printed as JSON."""
+    """`python -m analyses.jobs.bench MODEL METHOD T PATH`: one measurement, printed as JSON."""
     model, method, n_tokens, path = sys.argv[1:5]
     print(json.dumps(measure_once(model, method, int(n_tokens), path)))
 

@@ -14,7 +14,6 @@ head can predict) about as it was. The three conditions share one forward pass p
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +23,8 @@ import torch
 
 from analyses import interventions
 from analyses.interventions import Head, HeadAblation
+from analyses.interventions.controls import layer_matched_random_heads
+from analyses.results.ranking import rank_heads
 from probes import bridge
 
 CONDITIONS = ("clean", "top", "random")
@@ -66,15 +67,9 @@ def induction_scores(model, config: InductionCheckConfig) -> pd.DataFrame:
 
 
 def top_heads(scores: pd.DataFrame, k: int) -> list[Head]:
-    ranked = scores["induction"].sort_values(ascending=False, kind="stable")
-    return [(int(layer), int(head)) for layer, head in ranked.index[:k]]
-
-
-def random_heads(
-    all_heads: Sequence[Head], exclude: Sequence[Head], k: int, seed: int
-) -> list[Head]:
-    pool = [head for head in all_heads if head not in set(exclude)]
-    return sorted(random.Random(seed).sample(pool, k))
+    """The k heads with the highest induction score (analyses.results.ranking's order)."""
+    rows = scores["induction"].rename("value").reset_index().assign(metric="induction")
+    return [head for head, _ in rank_heads(rows, "induction")[:k]]
 
 
 def next_token_losses(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -119,13 +114,14 @@ def run(config: InductionCheckConfig, model=None) -> pd.DataFrame:
     model = model or load(config.model, device=config.device)
     scores = induction_scores(model, config)
     top = top_heads(scores, config.top_k)
-    all_heads = [(int(layer), int(head)) for layer, head in scores.index]
     rows = []
     for seed in config.seeds:
         ablations = {
             "clean": [],
             "top": top,
-            "random": random_heads(all_heads, top, config.top_k, seed),
+            "random": list(
+                layer_matched_random_heads(top, model.info.n_layers, model.info.n_heads, seed)
+            ),
         }
         losses = seed_losses(model, config, seed, ablations)
         clean_repeated = losses[0, 1].item()

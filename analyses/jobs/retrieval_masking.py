@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import random
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
@@ -32,7 +30,9 @@ from typing import Any
 
 import pandas as pd
 
+from analyses.interventions.controls import layer_matched_random_heads
 from analyses.results import provenance, store
+from analyses.results.ranking import rank_heads
 from probes.core.errors import HeadlabError
 
 Head = tuple[int, int]
@@ -79,47 +79,13 @@ class Condition:
 
 
 def ranked_heads(table: pd.DataFrame, run_id: str) -> list[tuple[Head, float]]:
-    """(head, retrieval score) of a run, best first; ties go to the lower layer, then head."""
-    rows = table[(table["probe"] == "retrieval") & (table["metric"] == "retrieval_score")]
-    if rows.empty:
+    """(head, retrieval score) of a run, best first (analyses.results.ranking's order)."""
+    if table[(table["probe"] == "retrieval") & (table["metric"] == "retrieval_score")].empty:
         raise MaskingError(
             f"run {run_id!r} has no retrieval_score rows: run `headlab scan --probes retrieval` "
             "first (a run whose model answered no NIAH sample has none either)"
         )
-    ordered = rows.sort_values(
-        ["value", "layer", "head"], ascending=[False, True, True], kind="stable"
-    )
-    return [((int(row.layer), int(row.head)), float(row.value)) for row in ordered.itertuples()]
-
-
-def random_like(
-    heads: Sequence[Head], n_layers: int, n_heads: int, seed: int, exclude: Sequence[Head] = ()
-) -> tuple[Head, ...]:
-    """As many heads per layer as `heads` has, drawn from heads outside `heads` and `exclude`;
-    a layer short of free heads takes the rest from the nearest layers (lower first on ties)."""
-    rng = random.Random(seed)
-    taken = set(heads) | set(exclude)
-    free = {
-        layer: [h for h in range(n_heads) if (layer, h) not in taken] for layer in range(n_layers)
-    }
-    if sum(map(len, free.values())) < len(heads):
-        raise MaskingError(
-            f"cannot draw {len(heads)} random heads outside the {len(taken)} excluded ones: the "
-            f"model has {n_layers * n_heads} heads; use a smaller k"
-        )
-    chosen: list[Head] = []
-    shortfall: list[int] = []
-    for layer, need in sorted(Counter(layer for layer, _ in heads).items()):
-        picked = rng.sample(free[layer], min(need, len(free[layer])))
-        free[layer] = [h for h in free[layer] if h not in picked]
-        chosen += [(layer, h) for h in picked]
-        shortfall += [layer] * (need - len(picked))
-    for layer in shortfall:
-        nearest = min((lay for lay in free if free[lay]), key=lambda lay: (abs(lay - layer), lay))
-        head = rng.choice(free[nearest])
-        free[nearest].remove(head)
-        chosen.append((nearest, head))
-    return tuple(sorted(chosen))
+    return rank_heads(table, "retrieval_score", probe="retrieval", source=f"run {run_id!r}")
 
 
 def conditions(
@@ -140,7 +106,9 @@ def conditions(
     result = [Condition("none", 0, None, None, ())]
     for k in ks:
         top = tuple(sorted(ranked[:k]))
-        randoms = [(seed, random_like(top, n_layers, n_heads, seed)) for seed in seeds]
+        randoms = [
+            (seed, layer_matched_random_heads(top, n_layers, n_heads, seed)) for seed in seeds
+        ]
         for mode in modes:
             result.append(Condition("top", k, mode, None, top))
             result += [Condition("random", k, mode, seed, heads) for seed, heads in randoms]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from analyses.results.ranking import order_heads
+
 # Per-position metrics are summarised at the first token unless asked otherwise.
 HEADLINE_POSITION = 0
 
@@ -20,7 +22,7 @@ def top_heads(table: pd.DataFrame, k: int = 5) -> pd.DataFrame:
     """The k highest-scoring heads of every (model, probe, metric, condition)."""
     heads = per_head(table)
     keys = ["model", "probe", "metric", "condition"]
-    ranked = heads.sort_values("value", ascending=False, kind="stable")
+    ranked = order_heads(heads)
     top = ranked.groupby(keys, dropna=False, sort=True).head(k)
     return top.sort_values([*keys, "value"], ascending=[True] * 4 + [False])[
         [*keys, "layer", "head", "position", "value"]

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -49,6 +48,8 @@ from analyses.interventions import (
     Intervention,
     SoftPAG,
 )
+from analyses.interventions.controls import layer_matched_random_heads
+from analyses.results import ranking as ranking_
 from probes.core.errors import HeadlabError
 from probes.models import ModelInfo
 
@@ -310,46 +311,15 @@ def load_plan(path: Path | str) -> SweepPlan:
 
 
 def rank_heads(table: pd.DataFrame, ranking: Ranking, source: str) -> list[Head]:
-    """Heads of `table` sorted by `ranking`; errors name `source` (the run) and the metric."""
-    rows = table[(table["metric"] == ranking.metric) & table["head"].notna()]
-    for column in ("probe", "position", "condition"):
-        wanted = getattr(ranking, column)
-        if wanted is not None:
-            rows = rows[rows[column] == wanted]
-    if rows.empty:
-        known = sorted(table.loc[table["head"].notna(), "metric"].dropna().unique())
-        raise PlanError(f"run {source} has no per-head rows for {ranking.label}; metrics: {known}")
-    per_head = rows.groupby(["layer", "head"]).size()
-    if (per_head > 1).any():
-        varying = [c for c in ("probe", "position", "condition") if rows[c].nunique() > 1]
-        raise PlanError(
-            f"run {source}: {ranking.label} has several rows per head (they differ in "
-            f"{varying or 'runs'}); narrow it with probe / position / condition"
-        )
-    ordered = rows.sort_values(
-        ["value", "layer", "head"], ascending=[ranking.ascending, True, True], kind="stable"
-    )
-    return [
-        (int(layer), int(head))
-        for layer, head in zip(ordered["layer"], ordered["head"], strict=True)
-    ]
-
-
-def matched_random_heads(top: list[Head], n_heads: int, seed: int) -> tuple[Head, ...]:
-    """As many random heads per layer as `top` has there, none of them in `top`."""
-    rng = random.Random(seed)
-    chosen = []
-    taken = set(top)
-    for layer in sorted({layer for layer, _ in top}):
-        need = sum(1 for lay, _ in top if lay == layer)
-        pool = [(layer, head) for head in range(n_heads) if (layer, head) not in taken]
-        if len(pool) < need:
-            raise PlanError(
-                f"cannot draw {need} random heads in layer {layer} outside the top heads: only "
-                f"{len(pool)} of {n_heads} remain; use a smaller k"
-            )
-        chosen.extend(rng.sample(pool, need))
-    return tuple(sorted(chosen))
+    """Heads of `table` in `ranking`'s order (analyses.results.ranking); errors name `source`."""
+    try:
+        ranked = ranking_.rank_heads(
+            table, ranking.metric, probe=ranking.probe, position=ranking.position,
+            condition=ranking.condition, ascending=ranking.ascending, source=f"run {source}",
+        )  # fmt: skip
+    except ranking_.RankingError as error:
+        raise PlanError(str(error)) from None
+    return [head for head, _ in ranked]
 
 
 def expand(
@@ -390,7 +360,7 @@ def expand(
                 label = f"{k}:{top_k.ranking.label}"
                 units.append(Unit(task, top_k.mode, tuple(sorted(top)), group=f"top{label}"))
                 for seed in top_k.seeds:
-                    heads = matched_random_heads(top, info.n_heads, seed)
+                    heads = layer_matched_random_heads(top, info.n_layers, info.n_heads, seed)
                     units.append(Unit(task, top_k.mode, heads, group=f"random{label}:seed{seed}"))
         for strength in plan.strength:
             if strength.top is not None:

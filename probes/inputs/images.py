@@ -10,11 +10,9 @@ import torch
 from jaxtyping import Float
 from PIL import Image
 
-from probes.families.divergence import Layout, SegmentError
+from probes.inputs.segments import Layout, SegmentError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # transformers.image_utils.OPENAI_CLIP_MEAN
-
-
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 

@@ -27,7 +27,7 @@ from probes.core.errors import HeadlabError
 from probes.inputs.prompts import PromptFileError, jsonl_objects, load_jsonl, stdlib_docs_text
 from probes.models import LoadedModel
 
-DEFAULT_NEEDLES = Path(__file__).resolve().parents[1] / "data" / "prompts" / "needles.jsonl"
+DEFAULT_NEEDLES = Path(__file__).resolve().parents[2] / "data" / "prompts" / "needles.jsonl"
 STDLIB_DOCS = "stdlib-docs"
 # The authors' prompt (evaluate_and_log, chat branch); used for base models too.
 DEFAULT_TEMPLATE = (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 
 import pandas as pd
 import pytest
@@ -22,24 +21,6 @@ from probes.inputs.prompts import Prompt, PromptSuite
 from tests.planting import COPY_FILLERS, COPY_KEYS, copy_task_model, word_haystack
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def test_random_heads_match_the_layers_and_avoid_the_top_set():
-    top = [(0, 1), (3, 2), (3, 5), (7, 0)]
-    draws = {masking.random_like(top, 10, 9, seed) for seed in range(5)}
-    assert len(draws) > 1  # seeds differ
-    for heads in draws:
-        assert Counter(layer for layer, _ in heads) == Counter(layer for layer, _ in top)
-        assert not set(heads) & set(top) and len(set(heads)) == len(top)
-    assert masking.random_like(top, 10, 9, 3) == masking.random_like(top, 10, 9, 3)
-
-
-def test_a_full_layer_borrows_from_the_nearest_layers():
-    top = [(1, 0), (1, 1), (1, 2)]  # all of layer 1's three heads
-    heads = masking.random_like(top, 3, 3, seed=0)
-    assert len(heads) == 3 and {layer for layer, _ in heads} <= {0, 2}
-    with pytest.raises(masking.MaskingError, match="use a smaller k"):
-        masking.random_like([(0, 0), (0, 1), (1, 0)], 2, 2, seed=0)
 
 
 def test_conditions_cover_every_k_mode_and_seed():

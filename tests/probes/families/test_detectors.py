@@ -8,6 +8,7 @@ from transformer_lens import head_detector as tl
 
 from probes import engine
 from probes.families import detectors
+from probes.families.attention_stats import AttentionStatsProbe
 from probes.inputs import synthetic
 from probes.inputs.prompts import Prompt, PromptSuite
 from tests import planting
@@ -161,7 +162,7 @@ def run_stats(model, plants) -> pd.DataFrame:
     with planting.planted(model, plants):
         return engine.run(
             model,
-            [detectors.AttentionStatsProbe(model.info)],
+            [AttentionStatsProbe(model.info)],
             suite,
             batch_size=2,
             max_tokens=None,

@@ -1,0 +1,7 @@
+"""`python -m analyses.cli ...` is `headlab ...`."""
+
+import sys
+
+from analyses.cli.main import main
+
+sys.exit(main())
