@@ -1,7 +1,7 @@
 # headlab: two commands on a fresh machine.
 #   make scan   create .venv, install, prepare the default model, scan it, print the top heads
-#   make test   the same set-up (+ Debian's chromium for the browser test), then lint and
-#               the whole test suite (what CI runs)
+#   make test   the same set-up (+ Debian's chromium for the browser test), then lint, the
+#               layer contracts, the type checker and the whole test suite (what CI runs)
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -33,6 +33,8 @@ scan: setup
 test: setup browser
 	$(BIN)/ruff check probes analyses dashboard tests
 	$(BIN)/ruff format --check probes analyses dashboard tests
+	$(BIN)/lint-imports --no-logo
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 clean-venv:

@@ -23,15 +23,15 @@ import argparse
 import copy
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from analyses.interventions.controls import layer_matched_random_heads
-from analyses.results import provenance, store
+from analyses.results import manifest as manifests
+from analyses.results import store
 from analyses.results.ranking import rank_heads
 from probes.core.errors import HeadlabError
 
@@ -60,6 +60,11 @@ class MaskingConfig:
     rows_per_batch: int = 8  # conditions decoded together (each holds a copy of the KV cache)
     device: str = "cpu"
     progress: bool = True
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any]) -> MaskingConfig:
+        """The config a stored masking result was made with (its side table's record)."""
+        return manifests.config_from_record(cls, manifest["config"])
 
 
 @dataclass(frozen=True)
@@ -204,17 +209,14 @@ def run(config: MaskingConfig, model: Any = None) -> pd.DataFrame:
         bar.set_postfix(unmasked=f"{unmasked_correct}/{len(records) // len(plan)}")
     per_sample = pd.DataFrame(records)
     summary = summarise(per_sample, plan, scores)
-    record = {
-        "kind": "mask-retrieval",
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "run_id": config.run_id,
-        "model": model.provenance,
-        "config": {key: str(value) for key, value in asdict(config).items()},
-        "retrieval": params.as_dict(),
-        "versions": provenance.package_versions(),
-        "git": provenance.git_commit(),
-        "seconds": round(time.perf_counter() - started, 3),
-    }
+    record = manifests.build(
+        "mask-retrieval",
+        config,
+        model=model.provenance,
+        run_id=config.run_id,
+        retrieval=params.as_dict(),
+        seconds=round(time.perf_counter() - started, 3),
+    )
     directory = store.run_dir(config.data_dir, config.run_id)
     store.write_side_table(store.side_table_path(directory, SAMPLES_TABLE), per_sample, record)
     store.write_side_table(store.side_table_path(directory, SUMMARY_TABLE), summary, record)

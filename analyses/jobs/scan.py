@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from analyses.results import provenance, store
+from analyses.results import manifest as manifests
+from analyses.results import store
 from probes.core.errors import HeadlabError
 
 # The streaming probes: one fast-path pass over the prompts (+ a short one for the detectors'
@@ -38,6 +37,20 @@ class ScanConfig:
     progress: bool = True
     path: str = "auto"  # engine path: auto | bridge | fast
     probe_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Probe parameters are frozen dataclass fields: sequences are tuples (a manifest or a
+        # Python caller may hand in lists).
+        normalised = {
+            probe: {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+            for probe, values in self.probe_params.items()
+        }
+        object.__setattr__(self, "probe_params", normalised)
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any]) -> ScanConfig:
+        """The config a stored scan ran with (its manifest's "config")."""
+        return manifests.config_from_record(cls, manifest["config"])
 
 
 def check_writable(directory: Path) -> None:
@@ -99,12 +112,11 @@ def run(config: ScanConfig) -> Path:
     )
     scanned = time.perf_counter()
     table = table.assign(model=config.model)
-    manifest = {
-        "kind": "scan",
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "model": model.provenance,
-        "prompts": {
+    manifest = manifests.build(
+        "scan",
+        config,
+        model=model.provenance,
+        prompts={
             "name": suite.name,
             "source": suite.source,
             "sha256": suite.sha256,
@@ -112,20 +124,15 @@ def run(config: ScanConfig) -> Path:
             "max_tokens": config.max_tokens,
             "prompt_ids": [prompt.id for prompt in suite.prompts],
         },
-        "probes": {probe.name: probe.params.as_dict() for probe in probes},
-        "config": {key: str(value) for key, value in asdict(config).items()},
-        "seed": config.seed,
-        "versions": provenance.package_versions(),
-        "git": provenance.git_commit(),
-        "machine": provenance.machine(),
-        "timings": {
+        probes={probe.name: probe.params.as_dict() for probe in probes},
+        seed=config.seed,
+        timings={
             "load_s": round(loaded - started, 3),
             "scan_s": round(scanned - loaded, 3),
             "total_s": round(time.perf_counter() - started, 3),
         },
-        "n_rows": len(table),
-        "pid": os.getpid(),
-    }
+        n_rows=len(table),
+    )
     side_tables = {  # e.g. the retrieval probe's per-sample outcomes
         name: side
         for probe in probes

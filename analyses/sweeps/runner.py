@@ -39,7 +39,8 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
-from analyses.results import provenance, store
+from analyses.results import manifest as manifests
+from analyses.results import store
 from analyses.sweeps.plan import PlanError, SweepPlan, Unit, expand
 from analyses.sweeps.tasks import ForwardTask, Task, TaskBatch, make_task, read_positions_hooks
 from probes.models import LoadedModel
@@ -58,6 +59,14 @@ class SweepConfig:
     progress: bool = True
     plan_source: str = "flags"
     prefix_reuse: bool = True  # False runs every intervention as a full forward (benchmarks)
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any], name: str) -> SweepConfig:
+        """The config sweep `name` of a stored run ran with (several sweeps may share a run)."""
+        sweeps = manifest.get("sweeps", {})
+        if name not in sweeps:
+            raise PlanError(f"the run holds no sweep {name!r}; it holds {sorted(sweeps)}")
+        return manifests.config_from_record(cls, sweeps[name]["config"])
 
 
 def default_run_id(plan: SweepPlan) -> str:
@@ -199,15 +208,7 @@ def chunks(units: Sequence[Unit], size: int) -> list[list[Unit]]:
 def _open_run(config: SweepConfig, run_id: str, model: Any) -> Path:
     directory = store.run_dir(config.data_dir, run_id)
     if not directory.exists():
-        manifest = {
-            "kind": "sweep",
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "model": model.provenance,
-            "versions": provenance.package_versions(),
-            "git": provenance.git_commit(),
-            "machine": provenance.machine(),
-            "n_rows": 0,
-        }
+        manifest = manifests.build("sweep", config, model=model.provenance, n_rows=0)
         store.write_run(config.data_dir, run_id, pd.DataFrame(columns=store.COLUMNS), manifest)
     stored_model = store.read_manifest(config.data_dir, run_id).get("model", {}).get("model")
     if stored_model not in (None, config.plan.model):
@@ -319,6 +320,7 @@ def run(config: SweepConfig, model: LoadedModel | None = None) -> Path:
     table = _merge(parts, [u.id for u in units] + attribution_ids + [f"{n}|clean" for n in tasks])
     table = table.assign(run_id=run_id, model=plan.model)
     record = {
+        "config": manifests.config_record(config),
         "plan": plan.as_dict(),
         "plan_sha256": plan.sha256,
         "plan_source": config.plan_source,
