@@ -119,7 +119,7 @@ def head_profile(table: pd.DataFrame, layer: int, head: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-# ---- stored attention patterns (probes/pattern_snapshots.py) ----
+# ---- stored attention patterns (probes/families/pattern.py) ----
 
 PATTERN_PROBE = "pattern"  # its rows are pooled patterns and tokens, not per-head scores
 
@@ -228,7 +228,7 @@ def layer_profile(values: pd.DataFrame) -> pd.DataFrame:
     return profile.assign(depth=profile["layer"] / last)
 
 
-# ---- retrieval (probes/retrieval.py) ----
+# ---- retrieval (probes/families/retrieval.py) ----
 
 RETRIEVAL_PROBE = "retrieval"
 
@@ -252,7 +252,7 @@ def overall(table: pd.DataFrame, probe: str, metric: str, condition: str = "all"
     return None if rows.empty else float(rows["value"].mean())
 
 
-MASKING_TABLE = "retrieval_masking"  # side table of analyses/retrieval_masking.py
+MASKING_TABLE = "retrieval_masking"  # side table of analyses/jobs/retrieval_masking.py
 NIAH_SAMPLES_TABLE = "niah_samples"  # side table of the retrieval probe
 
 
@@ -275,7 +275,7 @@ def unmasked(summary: pd.DataFrame, measure: str = "accuracy") -> float | None:
     return None if rows.empty else float(rows[measure].iloc[0])
 
 
-# ---- sweeps (analyses/sweep.py; conditions spelled by analyses.plan.Unit.condition) ----
+# ---- sweeps (analyses/sweeps/runner.py; conditions spelled by analyses.sweeps.plan.Unit.condition) ----
 
 SWEEP_PROBE = "sweep"
 _CONDITION = re.compile(r"^(?P<kind>[A-Za-z_]+)(?:=(?P<strength>[^|]+))?(?:\|(?P<group>.+))?$")
@@ -383,7 +383,7 @@ def strength_curves(units: pd.DataFrame, metric: str) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
-# ---- future attention (probes/future_attention.py) ----
+# ---- future attention (probes/families/future_attention.py) ----
 
 FUTURE_PROBE = "future_attention"
 

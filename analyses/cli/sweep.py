@@ -43,7 +43,7 @@ def _strength(text: str) -> tuple[str, list[float]]:
 
 
 def add_arguments(sweep: argparse.ArgumentParser) -> None:
-    sweep.add_argument("--plan", type=Path, help="TOML plan file (see analyses/plan.py)")
+    sweep.add_argument("--plan", type=Path, help="TOML plan file (see analyses/sweeps/plan.py)")
     sweep.add_argument("--model", help="model for a plan given by flags (default smollm2-135m)")
     sweep.add_argument("--name", help="sweep name; results go to sweep-NAME.parquet")
     sweep.add_argument("--tasks", type=_names, help="tasks: ioi, lm, niah (default ioi)")

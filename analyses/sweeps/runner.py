@@ -1,6 +1,6 @@
 """The sweep job: run a plan's interventions on its tasks and merge the results into a run.
 
-Resumable: every unit of work has a deterministic id (analyses.plan.Unit.id). Finished units
+Resumable: every unit of work has a deterministic id (analyses.sweeps.plan.Unit.id). Finished units
 are appended as small parquet parts, each written atomically and listing its unit ids in its
 metadata, under runs/<run>/sweep-<name>.parts/. A rerun of the same command skips the listed
 units, so a sweep killed at any moment (SIGKILL included) finishes with no row lost or doubled.

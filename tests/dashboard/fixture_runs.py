@@ -208,7 +208,7 @@ def future_rows():
 
 
 def sweep_rows():
-    """Conditions spelled by analyses.plan.Unit, so a change of that format shows up here."""
+    """Conditions spelled by analyses.sweeps.plan.Unit, so a change of that format shows up here."""
     from analyses.sweeps.plan import Unit
 
     ranking = "sink/alpha@0"
