@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from analyses.interventions import HeadAblation, hooks
+from analyses.interventions.kinds import HeadAblation, hooks
 from analyses.sweeps.plan import Unit
 from analyses.sweeps.runner import PreparedTask, chunks
 from analyses.sweeps.tasks import make_task

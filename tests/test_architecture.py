@@ -96,7 +96,9 @@ def test_results_layer_and_dashboard_import_no_torch():
     modules = [
         "analyses.results.store",
         "analyses.results.summary",
-        "analyses.results.provenance",
+        "analyses.results.manifest",
+        "analyses.results.ranking",
+        "analyses.interventions.controls",
         "dashboard.data",
         "dashboard.frames",
         "dashboard.figures",

@@ -1,38 +1,11 @@
-"""Interventions on heads: value objects that emit hooks (ablation, scaling, SoftPAG,
-attention redistribution), applied only inside a `with model.bridge.hooks(...)` block."""
+"""Interventions on heads and the controls they are compared with.
 
-from analyses.interventions.kinds import (
-    ABLATION_MODES,
-    AttentionRedistribution,
-    Head,
-    HeadAblation,
-    HeadScale,
-    Intervention,
-    SoftPAG,
-    act_sinks,
-    hooks,
-    identity_pattern,
-    redistribute,
-    replace_heads,
-    scale_heads,
-    soft_pag,
-    stacked_hooks,
-)
+    kinds.py     value objects that emit hooks (HeadAblation, HeadScale, SoftPAG,
+                 AttentionRedistribution), applied only inside a `with model.bridge.hooks(...)`
+                 block; `hooks` / `stacked_hooks` compose them
+    controls.py  the one random-control rule (layer-matched random heads); torch-free
+    means.py     mean head outputs, the values mean ablation substitutes
 
-__all__ = [
-    "ABLATION_MODES",
-    "AttentionRedistribution",
-    "Head",
-    "HeadAblation",
-    "HeadScale",
-    "Intervention",
-    "SoftPAG",
-    "act_sinks",
-    "hooks",
-    "identity_pattern",
-    "redistribute",
-    "replace_heads",
-    "scale_heads",
-    "soft_pag",
-    "stacked_hooks",
-]
+Submodules are imported by name; this file stays empty so that torch-free code (the CLI, the
+controls) does not pull in torch.
+"""

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from analyses import interventions
-from analyses.interventions import Head, HeadAblation
+from analyses.interventions import kinds as interventions
 from analyses.interventions.controls import layer_matched_random_heads
+from analyses.interventions.kinds import Head, HeadAblation
 from analyses.results.ranking import rank_heads
 from probes import bridge
 

@@ -145,7 +145,7 @@ def run(config: MaskingConfig, model: Any = None) -> pd.DataFrame:
     """
     from tqdm.auto import tqdm
 
-    from analyses.interventions import HeadAblation, stacked_hooks
+    from analyses.interventions.kinds import HeadAblation, stacked_hooks
     from probes import decoding as decode
     from probes.families.retrieval import niah_samples, rouge1_recall
     from probes.models import load

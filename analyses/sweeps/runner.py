@@ -159,7 +159,7 @@ class PreparedTask:
 
     def run_stacked(self, units: Sequence[Unit], reuse: bool) -> list[dict[str, float]]:
         """Each unit's measures; all units start at the same layer and share every pass."""
-        from analyses.interventions import stacked_hooks
+        from analyses.interventions.kinds import stacked_hooks
         from analyses.sweeps.prefix import resume
 
         info, n = self.model.info, len(units)

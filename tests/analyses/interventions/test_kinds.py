@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from analyses.interventions import (
+from analyses.interventions.kinds import (
     AttentionRedistribution,
     HeadAblation,
     HeadScale,

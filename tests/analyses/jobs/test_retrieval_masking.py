@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from analyses.cli.main import main
-from analyses.interventions import HeadAblation, stacked_hooks
-from analyses.interventions import hooks as intervention_hooks
+from analyses.interventions.kinds import HeadAblation, stacked_hooks
+from analyses.interventions.kinds import hooks as intervention_hooks
 from analyses.jobs import retrieval_masking as masking
 from analyses.results import store
 from probes import decoding as decode

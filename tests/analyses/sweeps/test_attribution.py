@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 import torch
 
-from analyses.interventions import HeadAblation, HeadScale, hooks
+from analyses.interventions.kinds import HeadAblation, HeadScale, hooks
 from analyses.sweeps.attribution import (
     attribution_scores,
     head_gradients,

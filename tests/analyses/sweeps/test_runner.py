@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from analyses.cli.main import main
-from analyses.interventions import HeadAblation, HeadScale, hooks
+from analyses.interventions.kinds import HeadAblation, HeadScale, hooks
 from analyses.results import store
 from analyses.sweeps import runner as sweep
 from analyses.sweeps.plan import (
