@@ -12,7 +12,8 @@ from typing import Any
 
 from analyses.results import manifest as manifests
 from analyses.results import store
-from probes.core.errors import HeadlabError
+from probes.core.errors import ConfigError, HeadlabError
+from probes.core.options import check_device, check_engine_path
 
 # The streaming probes: one fast-path pass over the prompts (+ a short one for the detectors'
 # repeated random tokens). Retrieval (generation) and divergence (two passes) are opt-in.
@@ -39,6 +40,17 @@ class ScanConfig:
     probe_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_positive("batch_size", self.batch_size)
+        if self.max_tokens is not None and self.max_tokens < 2:
+            raise ConfigError(
+                f"max_tokens must be at least 2 (BOS + one token), got {self.max_tokens}"
+            )
+        if not self.probes:
+            raise ConfigError("probes: give at least one probe name")
+        check_engine_path(self.path)
+        check_device(self.device)
+        if self.run_id is not None:
+            store.validate_run_id(self.run_id)
         # Probe parameters are frozen dataclass fields: sequences are tuples (a manifest or a
         # Python caller may hand in lists).
         normalised = {
@@ -51,6 +63,11 @@ class ScanConfig:
     def from_manifest(cls, manifest: dict[str, Any]) -> ScanConfig:
         """The config a stored scan ran with (its manifest's "config")."""
         return manifests.config_from_record(cls, manifest["config"])
+
+
+def check_positive(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a whole number ≥ 1, got {value!r}")
 
 
 def check_writable(directory: Path) -> None:
@@ -92,7 +109,8 @@ def run(config: ScanConfig) -> Path:
     runs = store.runs_root(config.data_dir)
     check_writable(runs)
     run_id = config.run_id or new_run_id(config.model, config.probes, config.data_dir)
-    store.validate_run_id(run_id)
+    if store.run_dir(config.data_dir, run_id).exists():  # refused before the model loads
+        raise store.StoreError(f"run {run_id!r} already exists under {runs}; pick another --run-id")
 
     torch.manual_seed(config.seed)
     model = load(config.model, device=config.device)

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from probes import bridge
 from probes.core.errors import ConfigError
+from probes.core.options import ENGINE_PATHS, check_engine_path
 from probes.core.probe import GenerativeProbe, Probe, StreamingProbe
 from probes.core.types import Batch
 from probes.engine import fast
@@ -23,15 +24,14 @@ from probes.models import LoadedModel
 RESULT_COLUMNS = ["probe", "metric", "layer", "head", "position", "condition", "value"]
 
 
-PATHS = ("auto", "bridge", "fast")
+PATHS = ENGINE_PATHS
 
 
 def choose_path(model: LoadedModel, probes: Sequence[Probe], path: str) -> str:
     """'fast' (probes/engine/fast.py) when every probe is a StreamingProbe, the model's layers
     are reachable and no hooks are attached to the bridge; 'bridge' (TransformerLens hooks on
     whole patterns) otherwise."""
-    if path not in PATHS:
-        raise ConfigError(f"path must be one of {PATHS}, got {path!r}")
+    check_engine_path(path)
     if path == "bridge":
         return "bridge"
     outside = bridge.hooked_points(model)
