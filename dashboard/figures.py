@@ -384,7 +384,7 @@ def spread_lines(
 
 
 def token_series(
-    series: Mapping[str, Sequence[float]],
+    series: Mapping[str, Sequence[float | None]],
     tokens: Sequence[str],
     *,
     title: str = "",

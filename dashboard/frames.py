@@ -275,7 +275,7 @@ def unmasked(summary: pd.DataFrame, measure: str = "accuracy") -> float | None:
     return None if rows.empty else float(rows[measure].iloc[0])
 
 
-# ---- sweeps (analyses/sweeps/runner.py; conditions spelled by analyses.sweeps.plan.Unit.condition) ----
+# ---- sweeps (analyses/sweeps/runner.py; conditions spelled by sweeps.plan.Unit.condition) ----
 
 SWEEP_PROBE = "sweep"
 _CONDITION = re.compile(r"^(?P<kind>[A-Za-z_]+)(?:=(?P<strength>[^|]+))?(?:\|(?P<group>.+))?$")

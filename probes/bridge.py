@@ -83,7 +83,7 @@ def patterns_released_after_each_layer(bridge: torch.nn.Module) -> Iterator[None
     soon as each attention module finishes."""
 
     def release(module: torch.nn.Module, inputs: object, output: object) -> None:
-        module._pattern = None
+        module._pattern = None  # type: ignore[assignment]  # torch types attributes as Tensor | Module
 
     handles = [
         module.register_forward_hook(release)
@@ -210,7 +210,8 @@ def attention_implementation(config: Any, name: str) -> Iterator[None]:
 
 def use_sdpa(hf: torch.nn.Module) -> None:
     """Make a plain (unbridged) Hugging Face model use SDPA attention from now on."""
-    hf.config._attn_implementation = "sdpa"
+    config: Any = hf.config
+    config._attn_implementation = "sdpa"
 
 
 def decoder_layers(hf: torch.nn.Module) -> torch.nn.ModuleList:

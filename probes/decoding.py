@@ -9,13 +9,16 @@ only those one-query steps; the prefill runs with its own hooks (none by default
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from probes import bridge
 from probes.core.types import Hook
-from probes.models import LoadedModel
+from probes.models import LoadedModel, decode_text
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 OnStep = Callable[[int, torch.Tensor], None]
 HooksFor = Callable[[list[int]], Sequence[Hook]]
@@ -25,7 +28,7 @@ class StopRule:
     """A row stops after a special token (EOS, end of turn, …) or a token whose text holds a
     newline (the authors stop at '<0x0A>'). The stopping token is kept, and scored."""
 
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         self.tokenizer = tokenizer
         self.special = frozenset(tokenizer.all_special_ids)
         self._newline: dict[int, bool] = {}
@@ -34,7 +37,7 @@ class StopRule:
         if token in self.special:
             return True
         if token not in self._newline:
-            self._newline[token] = "\n" in self.tokenizer.decode([token])
+            self._newline[token] = "\n" in decode_text(self.tokenizer, [token])
         return self._newline[token]
 
 
@@ -43,9 +46,8 @@ def prefill(model: LoadedModel, tokens: Sequence[int], fwd_hooks: Sequence[Hook]
     if len(tokens) < 2:
         raise ValueError(f"a prompt to decode from needs at least 2 tokens, got {len(tokens)}")
     ids = torch.tensor([list(tokens[:-1])], device=model.device)
-    _, cache = bridge.forward(
-        model, ids, fwd_hooks, return_type="logits_and_cache", **bridge.last_logits_only(model)
-    )
+    extra: dict[str, Any] = bridge.last_logits_only(model)  # kwargs for the HF model's forward
+    _, cache = bridge.forward(model, ids, fwd_hooks, return_type="logits_and_cache", **extra)
     return cache
 
 

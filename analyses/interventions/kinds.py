@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Self, TypeGuard
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -32,7 +32,12 @@ from probes.models import ModelInfo
 Head = tuple[int, int]  # (layer, head); head indexes query heads
 Edit = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 AblationMode = Literal["zero", "mean", "uniform"]
-ABLATION_MODES = ("zero", "mean", "uniform")
+ABLATION_MODES: tuple[AblationMode, ...] = ("zero", "mean", "uniform")
+
+
+def is_ablation_mode(value: object) -> TypeGuard[AblationMode]:
+    """Whether `value` is one of ABLATION_MODES (and so an `AblationMode`)."""
+    return value in ABLATION_MODES
 
 
 # --- pure tensor edits ------------------------------------------------------------------------
@@ -218,14 +223,20 @@ class HeadAblation(Intervention):
     def label(self) -> str:
         return f"{self.mode}({_label_heads(self.heads)})"
 
+    def _means(self) -> torch.Tensor:
+        """`means`, which mode "mean" needs (`__post_init__` refuses it without them)."""
+        if self.means is None:
+            raise ValueError("HeadAblation(mode='mean') needs `means` [layer, head, d_head]")
+        return self.means
+
     def edits(self, info: ModelInfo) -> list[tuple[str, Edit]]:
-        if self.mode == "mean" and tuple(self.means.shape) != (
+        if self.mode == "mean" and tuple(self._means().shape) != (
             info.n_layers,
             info.n_heads,
             info.d_head,
         ):
             raise ValueError(
-                f"HeadAblation.means has shape {tuple(self.means.shape)}; model {info.name!r} "
+                f"HeadAblation.means has shape {tuple(self._means().shape)}; model {info.name!r} "
                 f"needs [layer, head, d_head] = {(info.n_layers, info.n_heads, info.d_head)}"
             )
         return super().edits(info)
@@ -233,7 +244,7 @@ class HeadAblation(Intervention):
     def layer_edits(self, layer: int, heads: list[int]) -> list[tuple[str, Edit]]:
         if self.mode == "uniform":
             return [(hook_names.attn(layer, "rot_q"), lambda q, _: replace_heads(q, heads, 0.0))]
-        value = 0.0 if self.mode == "zero" else self.means[layer, heads]
+        value = 0.0 if self.mode == "zero" else self._means()[layer, heads]
         return [(hook_names.attn(layer, "z"), lambda z, _: replace_heads(z, heads, value))]
 
 
@@ -319,9 +330,11 @@ class AttentionRedistribution(Intervention):
             object.__setattr__(self, "targets", (start, stop))
 
     @classmethod
-    def act(cls, heads: Iterable[Sequence[int]], beta: float = 0.4, threshold: float = 0.1):
+    def act(cls, heads: Iterable[Sequence[int]], beta: float = 0.4, threshold: float = 0.1) -> Self:
         """ACT (Yu et al. 2024): detected sinks but the first keep β; the rest gain pro rata."""
-        return cls(heads=tuple(heads), keep=beta, threshold=threshold)
+        return cls(
+            heads=_as_heads(heads, "AttentionRedistribution.heads"), keep=beta, threshold=threshold
+        )
 
     @classmethod
     def var(
@@ -330,10 +343,14 @@ class AttentionRedistribution(Intervention):
         sinks: Sequence[int],
         image: tuple[int, int],
         p: float = 0.6,
-    ):
+    ) -> Self:
         """VAR (visual attention sink paper): sinks keep p; the image tokens after get the rest."""
         return cls(
-            heads=tuple(heads), keep=p, sources=tuple(sinks), targets=image, queries_from=image[1]
+            heads=_as_heads(heads, "AttentionRedistribution.heads"),
+            keep=p,
+            sources=tuple(sinks),
+            targets=image,
+            queries_from=image[1],
         )
 
     @property
@@ -342,7 +359,9 @@ class AttentionRedistribution(Intervention):
         to = "rest" if self.targets is None else f"{self.targets[0]}:{self.targets[1]}"
         return f"redistribute{self.keep:g}[{where}->{to}]({_label_heads(self.heads)})"
 
-    def _masks(self, pattern: torch.Tensor, lengths: torch.Tensor | None):
+    def _masks(
+        self, pattern: torch.Tensor, lengths: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         k_len = pattern.shape[-1]
         positions = torch.arange(k_len, device=pattern.device)
         if self.sources is None:

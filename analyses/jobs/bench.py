@@ -22,12 +22,18 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from analyses.results import store
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 METHODS = ("plain", "naive", "headlab")
 OPTIONAL_METHODS = ("body",)
@@ -58,7 +64,7 @@ def physical_memory_bytes() -> int:
     return int(psutil.virtual_memory().total)
 
 
-def bench_tokens(tokenize, n_tokens: int):
+def bench_tokens(tokenize: Callable[[str], list[int]], n_tokens: int) -> torch.Tensor:
     """One sequence of exactly `n_tokens` tokens (BOS first) of standard-library prose."""
     import torch
 
@@ -72,7 +78,7 @@ def bench_tokens(tokenize, n_tokens: int):
     return torch.tensor([ids])
 
 
-def plain_model(model_name: str):
+def plain_model(model_name: str) -> tuple[PreTrainedModel, Callable[[str], list[int]]]:
     """The Hugging Face model alone with SDPA attention: no TransformerLens import, no bridge."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -82,11 +88,13 @@ def plain_model(model_name: str):
     from probes.models.loading import TINY_PREFIX, prepare, tiny_seed
     from probes.models.tiny import TinyConfig, tiny_llama
 
+    hf_model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
     if model_name.startswith(TINY_PREFIX):
         hf_model, tokenizer = tiny_llama(TinyConfig(seed=tiny_seed(model_name)))
         bridge.use_sdpa(hf_model)
     else:
-        source = model_name
+        source: str | Path = model_name
         if model_name in REGISTRY:
             source = gguf_cache.converted_dir(gguf_cache.default_cache_dir(), model_name)
             if gguf_cache.read_conversion_record(source) is None:

@@ -127,9 +127,10 @@ def _retrieval_params(manifest: dict[str, Any], config: MaskingConfig, run_id: s
     if stored is None:
         raise MaskingError(f"run {run_id!r} did not run the retrieval probe")
     known = {f.name for f in fields(RetrievalParams)}
-    params = RetrievalParams(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in known}
-    )
+    given: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in known
+    }
+    params = RetrievalParams(**given)
     overrides = {
         name: getattr(config, name)
         for name in ("lengths", "depths", "needles_per_cell", "max_new_tokens")
@@ -145,10 +146,11 @@ def run(config: MaskingConfig, model: Any = None) -> pd.DataFrame:
     """
     from tqdm.auto import tqdm
 
-    from analyses.interventions.kinds import HeadAblation, stacked_hooks
+    from analyses.interventions.kinds import HeadAblation, is_ablation_mode, stacked_hooks
     from probes import decoding as decode
+    from probes.core.types import Hook
     from probes.families.retrieval import niah_samples, rouge1_recall
-    from probes.models import load
+    from probes.models import decode_text, load
 
     started = time.perf_counter()
     if config.rows_per_batch < 1:
@@ -165,7 +167,10 @@ def run(config: MaskingConfig, model: Any = None) -> pd.DataFrame:
     )
     samples = niah_samples(model, params)
     stop = decode.StopRule(model.tokenizer)
-    copies = [[HeadAblation(c.heads, c.mode)] if c.heads else [] for c in plan]
+    copies = [
+        [HeadAblation(c.heads, c.mode)] if c.heads and is_ablation_mode(c.mode) else []
+        for c in plan
+    ]
     step = config.rows_per_batch
     records: list[dict[str, Any]] = []
     unmasked_correct = 0
@@ -177,6 +182,10 @@ def run(config: MaskingConfig, model: Any = None) -> pd.DataFrame:
         answers: list[list[int]] = []
         for start in range(0, len(plan), step):
             rows = copies[start : start + step]
+
+            def hooks_for(active: list[int], rows: list[list[HeadAblation]] = rows) -> list[Hook]:
+                return stacked_hooks([rows[i] for i in active], info)
+
             shared = cache if start + step >= len(plan) else copy.deepcopy(cache)
             answers += decode.greedy_decode(
                 model,
@@ -184,11 +193,11 @@ def run(config: MaskingConfig, model: Any = None) -> pd.DataFrame:
                 sample.tokens[-1],
                 max_new_tokens=params.max_new_tokens,
                 stop=stop,
-                fwd_hooks=lambda active, rows=rows: stacked_hooks([rows[i] for i in active], info),
+                fwd_hooks=hooks_for,
                 n_rows=len(rows),
             )
         for condition, generated in zip(plan, answers, strict=True):
-            response = model.tokenizer.decode(generated, skip_special_tokens=True).strip()
+            response = decode_text(model.tokenizer, generated, skip_special_tokens=True).strip()
             recall = rouge1_recall(sample.needle.answer, response)
             records.append(
                 {

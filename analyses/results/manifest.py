@@ -138,6 +138,6 @@ def _from_json(hint: Any, raw: Any, where: str) -> Any:
     if origin is dict:
         value_type = args[1] if args else Any
         return {key: _from_json(value_type, item, where) for key, item in raw.items()}
-    if dataclasses.is_dataclass(hint) and isinstance(raw, dict):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(raw, dict):
         return config_from_record(hint, raw)
     return raw

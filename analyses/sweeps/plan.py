@@ -39,7 +39,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from analyses.interventions import (
+from analyses.interventions.controls import layer_matched_random_heads
+from analyses.interventions.kinds import (
     ABLATION_MODES,
     AttentionRedistribution,
     Head,
@@ -47,8 +48,8 @@ from analyses.interventions import (
     HeadScale,
     Intervention,
     SoftPAG,
+    is_ablation_mode,
 )
-from analyses.interventions.controls import layer_matched_random_heads
 from analyses.results import ranking as ranking_
 from probes.core.errors import HeadlabError
 from probes.models import ModelInfo
@@ -158,17 +159,20 @@ class Unit:
 
     def build(self, means: torch.Tensor | None) -> Intervention:
         """The intervention object; `means` ([layer, head, d_head]) for mean ablation."""
-        if self.kind in ABLATION_MODES:
-            return HeadAblation(self.heads, self.kind, means=means)
-        if self.kind == "scale":
-            return HeadScale(self.heads, self.value)
-        if self.kind == "softpag":
-            return SoftPAG(self.heads, self.value)
-        if self.kind == "act":
-            return AttentionRedistribution.act(self.heads, beta=self.value, **dict(self.options))
-        if self.kind == "redistribute":
-            return AttentionRedistribution(self.heads, keep=self.value, **dict(self.options))
-        raise PlanError(f"unit {self.id}: unknown intervention kind {self.kind!r}")
+        kind, value = self.kind, self.value
+        if is_ablation_mode(kind):
+            return HeadAblation(self.heads, kind, means=means)
+        if kind not in STRENGTH_KINDS:
+            raise PlanError(f"unit {self.id}: unknown intervention kind {kind!r}")
+        if value is None:
+            raise PlanError(f"unit {self.id}: a {kind!r} intervention needs a value (its strength)")
+        if kind == "scale":
+            return HeadScale(self.heads, value)
+        if kind == "softpag":
+            return SoftPAG(self.heads, value)
+        if kind == "act":
+            return AttentionRedistribution.act(self.heads, beta=value, **dict(self.options))
+        return AttentionRedistribution(self.heads, keep=value, **dict(self.options))
 
 
 # --- reading plans ----------------------------------------------------------------------------
@@ -258,8 +262,8 @@ def plan_from_dict(raw: dict[str, Any], source: str = "plan") -> SweepPlan:
             k = int(table["top"].get("k", 0))
             if k < 1:
                 raise PlanError(f"{where} top: needs k >= 1")
-        options = {key: table[key] for key in ("sources", "targets", "queries_from", "threshold")
-                   if key in table}  # fmt: skip
+        option_keys = ("sources", "targets", "queries_from", "threshold")
+        options: dict[str, Any] = {key: table[key] for key in option_keys if key in table}
         for key in ("sources", "targets"):
             if key in options:
                 options[key] = tuple(options[key])
@@ -273,9 +277,9 @@ def plan_from_dict(raw: dict[str, Any], source: str = "plan") -> SweepPlan:
                 options=options,
             )
         )
-    modes = [*(single.modes if single else ()), *(t.mode for t in top_k)]
-    modes += list(_tuple_of(raw.get("attribution", []), str, f"{source} attribution"))
-    for mode in modes:
+    asked = [*(single.modes if single else ()), *(t.mode for t in top_k)]
+    asked += list(_tuple_of(raw.get("attribution", []), str, f"{source} attribution"))
+    for mode in asked:
         if mode not in ABLATION_MODES:
             raise PlanError(f"{source}: ablation mode {mode!r} is not one of {ABLATION_MODES}")
     plan = SweepPlan(
@@ -324,8 +328,9 @@ def rank_heads(table: pd.DataFrame, ranking: Ranking, source: str) -> list[Head]
 
 def expand(
     plan: SweepPlan, info: ModelInfo, metrics: Callable[[], tuple[pd.DataFrame, str]]
-) -> tuple[list[Unit], dict[str, list[Head]]]:
-    """Every unit of `plan` in a fixed order, and the heads of each multi-head unit by id.
+) -> tuple[list[Unit], dict[str, list[list[int]]]]:
+    """Every unit of `plan` in a fixed order, and the heads of each multi-head unit by id (as
+    [layer, head] lists, for the JSON manifest).
 
     `metrics()` returns the stored table that rankings read and its run id (called only if a
     ranking is needed).

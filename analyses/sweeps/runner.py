@@ -165,7 +165,7 @@ class PreparedTask:
         info, n = self.model.info, len(units)
         layer = units[0].first_layer if reuse else 0
         copies = [[unit.build(self.means)] for unit in units]
-        totals = [defaultdict(float) for _ in units]
+        totals: list[defaultdict[str, float]] = [defaultdict(float) for _ in units]
         for task_batch, residuals in zip(self.batches, self.residuals, strict=True):
             batch = task_batch.batch
             rows = len(batch.lengths)

@@ -24,12 +24,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 from jaxtyping import Float, Int
 
-from analyses.interventions import Intervention, hooks, stacked_hooks
+from analyses.interventions.kinds import Intervention, hooks, stacked_hooks
 from analyses.sweeps.ioi import PromptPair, ioi_pairs, load_pairs
 from probes import bridge
 from probes.core import hook_names as hook_names
@@ -37,7 +37,7 @@ from probes.core.errors import HeadlabError
 from probes.core.types import Batch, Hook, TokenizedPrompt
 from probes.engine import batches
 from probes.inputs.prompts import stdlib_docs_suite
-from probes.models import LoadedModel
+from probes.models import LoadedModel, decode_text
 
 
 class TaskError(HeadlabError, ValueError):
@@ -57,17 +57,24 @@ class TaskBatch:
     read_at: Int[torch.Tensor, "batch n_read"] | None = None  # positions whose logits matter
 
 
-class Task(ABC):
-    """A task; `evaluate` is all a sweep needs from it."""
+P = TypeVar("P", bound=TaskParams)
+
+
+class Task(ABC, Generic[P]):
+    """A task; `evaluate` is all a sweep needs from it.
+
+    Generic in its parameter class: `class LMLossTask(ForwardTask[LMParams])` with
+    `Params = LMParams` makes `self.params` an `LMParams`.
+    """
 
     name: ClassVar[str]
-    Params: ClassVar[type[TaskParams]]
+    Params: type[P]  # set once per class (a ClassVar cannot be generic)
     higher_is_better: ClassVar[dict[str, bool]]  # measure -> direction
     objective: ClassVar[str]  # the measure attribution patching differentiates
     description: ClassVar[str] = ""
 
-    def __init__(self, params: TaskParams | None = None) -> None:
-        self.params = params if params is not None else self.Params()
+    def __init__(self, params: P | None = None) -> None:
+        self.params: P = params if params is not None else self.Params()
 
     @abstractmethod
     def evaluate(self, model: LoadedModel, fwd_hooks: list[Hook]) -> dict[str, float]:
@@ -80,7 +87,7 @@ class Task(ABC):
         return [self.evaluate(model, hooks(list(each), model.info)) for each in copies]
 
 
-class ForwardTask(Task):
+class ForwardTask(Task[P]):
     """A task scored from the logits of one forward pass per batch."""
 
     @abstractmethod
@@ -135,7 +142,7 @@ class LMParams(TaskParams):
     max_tokens: int = 128  # BOS included
 
 
-class LMLossTask(ForwardTask):
+class LMLossTask(ForwardTask[LMParams]):
     name = "lm"
     Params = LMParams
     higher_is_better: ClassVar[dict[str, bool]] = {"loss": False}
@@ -172,7 +179,7 @@ class IOIParams(TaskParams):
     path: str | None = None  # a JSONL file of pairs instead of the built-in templates
 
 
-class LogitDiffTask(ForwardTask):
+class LogitDiffTask(ForwardTask[IOIParams]):
     name = "ioi"
     Params = IOIParams
     higher_is_better: ClassVar[dict[str, bool]] = {"logit_diff": True, "accuracy": True}
@@ -180,7 +187,7 @@ class LogitDiffTask(ForwardTask):
     description = "logit difference on IOI-style prompt pairs (correct − incorrect name)"
 
     def __init__(
-        self, params: TaskParams | None = None, pairs: tuple[PromptPair, ...] | None = None
+        self, params: IOIParams | None = None, pairs: tuple[PromptPair, ...] | None = None
     ) -> None:
         super().__init__(params)
         self._pairs = pairs
@@ -212,6 +219,8 @@ class LogitDiffTask(ForwardTask):
         return prepared
 
     def score(self, logits: torch.Tensor, task_batch: TaskBatch) -> dict[str, torch.Tensor]:
+        if task_batch.answers is None:
+            raise TaskError(f"task {self.name}: a batch without answer ids (not from prepare)")
         last = logits[:, -1].float()  # read_at keeps only the last real position
         picked = last.gather(-1, task_batch.answers)
         diff = picked[:, 0] - picked[:, 1]
@@ -233,14 +242,14 @@ class NiahParams(TaskParams):
     template: str | None = None
 
 
-class NiahTask(Task):
+class NiahTask(Task[NiahParams]):
     name = "niah"
     Params = NiahParams
     higher_is_better: ClassVar[dict[str, bool]] = {"accuracy": True, "recall": True}
     objective = "accuracy"
     description = "needle-in-a-haystack accuracy of greedy answers (retrieval probe's grid)"
 
-    def __init__(self, params: TaskParams | None = None) -> None:
+    def __init__(self, params: NiahParams | None = None) -> None:
         super().__init__(params)
         self._prefilled: tuple[str, list[tuple[Any, Any]]] | None = None
 
@@ -271,7 +280,9 @@ class NiahTask(Task):
     ) -> list[dict[str, float]]:
         return self._decode(model, stacked_hooks(copies, model.info), n_rows=len(copies))
 
-    def _decode(self, model: LoadedModel, fwd_hooks: list[Hook], n_rows: int):
+    def _decode(
+        self, model: LoadedModel, fwd_hooks: list[Hook], n_rows: int
+    ) -> list[dict[str, float]]:
         from probes import decoding as decode
         from probes.families.retrieval import rouge1_recall
 
@@ -286,7 +297,7 @@ class NiahTask(Task):
                 n_rows=n_rows,
             )  # fmt: skip
             for row, generated in enumerate(answers):
-                text = model.tokenizer.decode(generated, skip_special_tokens=True).strip()
+                text = decode_text(model.tokenizer, generated, skip_special_tokens=True).strip()
                 score = rouge1_recall(sample.needle.answer, text)
                 recall[row] += score
                 correct[row] += score > self.params.recall_threshold
@@ -298,9 +309,10 @@ class NiahTask(Task):
 
 
 TASKS: dict[str, type[Task]] = {}
+TaskClass = TypeVar("TaskClass", bound=type[Task])
 
 
-def register_task(cls: type[Task]) -> type[Task]:
+def register_task(cls: TaskClass) -> TaskClass:
     """Add a task to the registry; duplicate names are refused."""
     if cls.name in TASKS:
         raise ValueError(f"task {cls.name!r} is already registered by {TASKS[cls.name]}")

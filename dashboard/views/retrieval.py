@@ -128,9 +128,9 @@ if not masked.empty:
 samples = data.side_table(root, run_id, frames.NIAH_SAMPLES_TABLE)
 if samples is not None and not samples.empty:
     with st.expander(f"the {len(samples)} NIAH samples and the model's answers"):
-        columns = [
+        shown = [
             c
             for c in ("length", "depth", "question", "answer", "response", "recall", "correct")
             if c in samples
         ]
-        st.dataframe(samples[columns], hide_index=True, key="retrieval_samples")
+        st.dataframe(samples[shown], hide_index=True, key="retrieval_samples")

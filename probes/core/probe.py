@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import torch
 
@@ -20,17 +20,24 @@ if TYPE_CHECKING:
     from probes.inputs.prompts import PromptSuite
     from probes.models import LoadedModel
 
+P = TypeVar("P", bound=ProbeParams)
+T = TypeVar("T")
 
-class Probe(ABC):
-    """One probe family. Subclasses set `name`, `Params`, and implement `hooks` and `rows`."""
+
+class Probe(ABC, Generic[P]):
+    """One probe family. Subclasses set `name`, `Params`, and implement `hooks` and `rows`.
+
+    Generic in its parameter class: `class SinkProbe(StreamingProbe[SinkParams])` with
+    `Params = SinkParams` makes `self.params` a `SinkParams`.
+    """
 
     name: ClassVar[str]
-    Params: ClassVar[type[ProbeParams]]
+    Params: type[P]  # set once per class (a ClassVar cannot be generic)
     description: ClassVar[str] = ""
 
-    def __init__(self, info: ModelInfo, params: ProbeParams | None = None) -> None:
+    def __init__(self, info: ModelInfo, params: P | None = None) -> None:
         self.info = info
-        self.params = params if params is not None else self.Params()
+        self.params: P = params if params is not None else self.Params()
 
     def bind(self, model: LoadedModel) -> None:
         """Called by the engine once, before the first batch. Probes that need more of the model
@@ -53,7 +60,7 @@ class Probe(ABC):
     def hooks(self, batch: Batch) -> list[Hook]:
         """Forward hooks that fold this batch's activations into the probe's running state."""
 
-    def end_batch(self, batch: Batch) -> None:  # noqa: B027  (optional; default: nothing)
+    def end_batch(self, batch: Batch) -> None:
         """Called by the engine after each batch's forward pass, on every path."""
 
     @abstractmethod
@@ -61,10 +68,10 @@ class Probe(ABC):
         """Finished results: dicts with metric, layer, head, value[, position, condition]."""
 
 
-class StreamingProbe(Probe):
+class StreamingProbe(Probe[P]):
     """A probe whose reductions read only attention-pattern rows and the residual stream entering
     each layer, and add up over query chunks. Such probes run on either engine path: bridge hooks
-    (whole patterns), or the fast path (probes/fastpath.py), which computes pattern rows in query
+    (whole patterns), or the fast path (probes/engine/fast.py), which computes pattern rows in query
     chunks from the layer's queries and keys while the model's own attention runs a fast kernel.
     """
 
@@ -72,6 +79,12 @@ class StreamingProbe(Probe):
 
     def start_batch(self, batch: Batch) -> None:
         """Called once per batch before its forward pass, on every path."""
+
+    def _batch_state(self, state: T | None) -> T:
+        """Per-batch state that `start_batch` set (None outside a batch, which is an error)."""
+        if state is None:
+            raise RuntimeError(f"probe {self.name!r} was called outside a batch (no start_batch)")
+        return state
 
     def on_pattern(
         self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch
@@ -109,7 +122,7 @@ class StreamingProbe(Probe):
         return lambda resid, hook: self.on_resid_pre(layer, resid, batch)
 
 
-class GenerativeProbe(Probe):
+class GenerativeProbe(Probe[P]):
     """A probe that generates instead of reading one forward pass (e.g. greedy decoding on
     needle-in-a-haystack prompts). The engine skips it in its passes and calls `generate` once;
     `tables` may return extra per-run tables (name -> DataFrame) that the scan stores beside the

@@ -14,7 +14,7 @@ layer's rows: batch × heads × at most CHUNK_QUERIES × T floats, capped at CHU
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -128,11 +128,13 @@ def streaming_attention(
     rows for the output; otherwise run the fast SDPA kernel."""
     consumer = _ACTIVE.get()
     readers = [p for p in consumer.probes if "pattern" in p.reads] if consumer else []
-    if not readers or module.training:
+    if consumer is None or not readers or module.training:
         return bridge.sdpa_attention(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
     layer = module.layer_idx
+    if not isinstance(layer, int):
+        raise TypeError(f"attention module {type(module).__name__} has no integer layer_idx")
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     n_batch, n_heads, n_queries, _ = query.shape
     output = query.new_empty(n_batch, n_heads, n_queries, value.shape[-1])
@@ -171,8 +173,8 @@ def run_batch(
         probe.start_batch(batch)
     resid_readers = [probe for probe in probes if "resid_pre" in probe.reads]
 
-    def resid_hook(layer: int):
-        def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+    def resid_hook(layer: int) -> Callable[..., None]:
+        def hook(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             resid = args[0] if args else kwargs["hidden_states"]
             for probe in resid_readers:
                 probe.on_resid_pre(layer, resid, batch)

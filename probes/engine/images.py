@@ -11,6 +11,7 @@ Tested on random-weight LLaVA built from a config; a real LLaVA checkpoint runs 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -19,10 +20,11 @@ from probes import bridge
 from probes.core.types import Batch
 from probes.families.divergence import DivergenceProbe
 from probes.inputs.images import ImageInputs, ImagePrompt, image_layout, pixel_values
+from probes.models import LoadedModel
 
 
 def run_images(
-    model, probe: DivergenceProbe, prompts: Sequence[ImagePrompt], inputs: ImageInputs
+    model: LoadedModel, probe: DivergenceProbe, prompts: Sequence[ImagePrompt], inputs: ImageInputs
 ) -> pd.DataFrame:
     """VHD and T-VHD of every language-model head, image present vs absent, as tidy rows."""
     for prompt in prompts:
@@ -32,7 +34,7 @@ def run_images(
             probe.variants[engine_id] = (layout, variant)
             ids = torch.tensor([tokens], device=model.device)
             batch = Batch(ids, torch.tensor([len(tokens)], device=model.device), (engine_id,))
-            extra = {}
+            extra: dict[str, Any] = {}  # forward's keyword arguments for the HF model
             if variant == "with":
                 extra["pixel_values"] = pixel_values(prompt.image, inputs).to(model.device)
             bridge.forward(model, ids, probe.hooks(batch), return_type=None, **extra)

@@ -15,7 +15,7 @@ from probes import bridge
 from probes.core.errors import ConfigError
 from probes.core.options import ENGINE_PATHS, check_engine_path
 from probes.core.probe import GenerativeProbe, Probe, StreamingProbe
-from probes.core.types import Batch
+from probes.core.types import Batch, Hook
 from probes.engine import fast
 from probes.engine.passes import batches, plan_passes
 from probes.inputs.prompts import PromptSuite
@@ -57,7 +57,7 @@ def run_batch(
     model: LoadedModel,
     batch: Batch,
     probes: Sequence[Probe],
-    extra_hooks: Sequence = (),
+    extra_hooks: Sequence[Hook] = (),
     path: str = "bridge",
 ) -> None:
     """One batch through every probe: their hooks in one forward pass, then `end_batch`.
@@ -66,7 +66,10 @@ def run_batch(
     they need the bridge path.
     """
     if choose_path(model, probes, path) == "fast" and not extra_hooks:
-        fast.run_batch(model, batch, probes)
+        streaming = [probe for probe in probes if isinstance(probe, StreamingProbe)]
+        if len(streaming) != len(probes):  # choose_path never picks "fast" for other probes
+            raise RuntimeError("the fast path was chosen for probes that are not StreamingProbes")
+        fast.run_batch(model, batch, streaming)
         return
     fwd_hooks = list(extra_hooks) + [hook for probe in probes for hook in probe.hooks(batch)]
     bridge.forward(

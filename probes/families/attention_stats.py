@@ -10,7 +10,7 @@ import torch
 from probes.core.probe import StreamingProbe
 from probes.core.reductions import attention_distance, attention_entropy, scored_queries
 from probes.core.registry import register_probe
-from probes.core.types import Batch, ProbeParams
+from probes.core.types import Batch, ModelInfo, ProbeParams
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class AttentionStatsParams(ProbeParams):
 
 
 @register_probe
-class AttentionStatsProbe(StreamingProbe):
+class AttentionStatsProbe(StreamingProbe[AttentionStatsParams]):
     """Per head, averaged over every real query after the first of every prompt:
     entropy (nats), entropy / log(q + 1) (1 = uniform over the visible keys), and the mean
     attention distance Σ_k A[q, k]·(q − k)."""
@@ -30,7 +30,7 @@ class AttentionStatsProbe(StreamingProbe):
 
     METRICS = ("entropy", "entropy_normalized", "mean_attention_distance")
 
-    def __init__(self, info, params: AttentionStatsParams | None = None) -> None:
+    def __init__(self, info: ModelInfo, params: AttentionStatsParams | None = None) -> None:
         super().__init__(info, params)
         self.sums = torch.zeros(len(self.METRICS), info.n_layers, info.n_heads, dtype=torch.float64)
         self.n_queries = 0.0
@@ -42,7 +42,7 @@ class AttentionStatsProbe(StreamingProbe):
     def on_pattern(self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch) -> None:
         rows = rows.float()
         q_stop = q_start + rows.shape[2]
-        queries = self._queries[:, q_start:q_stop]
+        queries = self._batch_state(self._queries)[:, q_start:q_stop]
         log_visible = torch.arange(q_start + 1, q_stop + 1, device=rows.device).float().log()
         entropy = attention_entropy(rows)
         per_query = (
@@ -54,7 +54,7 @@ class AttentionStatsProbe(StreamingProbe):
             self.sums[index, layer] += torch.einsum("bhq,bq->h", values, queries).double().cpu()
 
     def end_batch(self, batch: Batch) -> None:
-        self.n_queries += float(self._queries.sum())
+        self.n_queries += float(self._batch_state(self._queries).sum())
         self._queries = None
 
     def rows(self) -> list[dict[str, Any]]:

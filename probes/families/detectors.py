@@ -27,7 +27,7 @@ from jaxtyping import Bool, Float, Int
 
 from probes.core.probe import StreamingProbe
 from probes.core.registry import register_probe
-from probes.core.types import Batch, ProbeParams, TokenizedPrompt
+from probes.core.types import Batch, ModelInfo, ProbeParams, TokenizedPrompt
 from probes.inputs.prompts import PromptSuite
 from probes.inputs.synthetic import repeated_random_prompts
 from probes.models import LoadedModel
@@ -120,7 +120,7 @@ class DetectorParams(ProbeParams):
 
 
 @register_probe
-class DetectorProbe(StreamingProbe):
+class DetectorProbe(StreamingProbe[DetectorParams]):
     name = "detectors"
     Params = DetectorParams
     description = (
@@ -128,7 +128,7 @@ class DetectorProbe(StreamingProbe):
         "on repeated random tokens"
     )
 
-    def __init__(self, info, params: DetectorParams | None = None) -> None:
+    def __init__(self, info: ModelInfo, params: DetectorParams | None = None) -> None:
         super().__init__(info, params)
         shape = (len(DETECTORS), info.n_layers, info.n_heads)
         self.score_sum = torch.zeros(shape, dtype=torch.float64)
@@ -154,16 +154,18 @@ class DetectorProbe(StreamingProbe):
         weights = kept_attention(
             rows.float(), batch.lengths, q_start, p.exclude_bos, p.exclude_current_token
         )
-        self._kept[layer, 0] += weights.sum((-2, -1)).double().cpu()
+        kept, all_hits = self._batch_state(self._kept), self._batch_state(self._hits)
+        kept[layer, 0] += weights.sum((-2, -1)).double().cpu()
         detection = detection_patterns(batch.tokens, batch.lengths, q_start, q_stop)
         n_keys = rows.shape[-1]  # the keys these rows cover; later ones get no attention
         for index, detector in enumerate(DETECTORS):
             pattern = detection[detector][:, None, :, :n_keys].to(weights.dtype)
             hits = (weights * pattern).sum((-2, -1))
-            self._hits[layer, index] += hits.double().cpu()
+            all_hits[layer, index] += hits.double().cpu()
 
     def end_batch(self, batch: Batch) -> None:
-        scores = self._hits / self._kept  # [layer, detector, batch, head]
+        hits, kept = self._batch_state(self._hits), self._batch_state(self._kept)
+        scores = hits / kept  # [layer, detector, batch, head]
         self.score_sum += scores.sum(2).transpose(0, 1)
         self.n_sequences += len(batch.lengths)
         self._hits = self._kept = None

@@ -17,6 +17,7 @@ batches waits, per layer, as the answer-token outputs of one prompt ([answer, he
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,10 +28,10 @@ from probes.core import hook_names as hooks
 from probes.core.conditions import token_condition
 from probes.core.probe import Probe
 from probes.core.registry import register_probe
-from probes.core.types import Batch, Hook, ProbeParams, TokenizedPrompt
+from probes.core.types import Batch, Hook, ModelInfo, ProbeParams, TokenizedPrompt
 from probes.inputs.prompts import PromptSuite
 from probes.inputs.segments import Layout, SegmentError, split_segment
-from probes.models import LoadedModel
+from probes.models import LoadedModel, decode_text
 
 DISTANCES = ("l2", "cosine")
 
@@ -80,7 +81,7 @@ class _Scores:
 
 
 @register_probe
-class DivergenceProbe(Probe):
+class DivergenceProbe(Probe[DivergenceParams]):
     """Rows: per head "vhd" (mean over prompts and answer tokens); per prompt and answer token
     "t_vhd" (no layer/head; position = token index in the prompt with its segment, condition =
     token_condition(prompt id, token text))."""
@@ -89,16 +90,16 @@ class DivergenceProbe(Probe):
     Params = DivergenceParams
     description = "head divergence with/without a context segment (VHD, T-VHD)"
 
-    def __init__(self, info, params: DivergenceParams | None = None) -> None:
+    def __init__(self, info: ModelInfo, params: DivergenceParams | None = None) -> None:
         super().__init__(info, params)
         self.variants: dict[str, tuple[Layout, str]] = {}  # engine prompt id → (layout, variant)
         self.scores: dict[str, _Scores] = {}
         self.pending: dict[tuple[str, int], torch.Tensor] = {}
-        self.decode = str
+        self.decode: Callable[[int], str] = str  # token text once bound to a model
 
     def bind(self, model: LoadedModel) -> None:
         tokenizer = model.tokenizer
-        self.decode = lambda token: tokenizer.decode([token])
+        self.decode = lambda token: decode_text(tokenizer, [token])
 
     def layout(
         self, model: LoadedModel, prompt_id: str, text: str, where: str, max_tokens: int | None

@@ -22,6 +22,7 @@ divides by the window size when the batch ends.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +33,8 @@ from probes.core.conditions import token_condition
 from probes.core.probe import StreamingProbe
 from probes.core.reductions import attention_distance
 from probes.core.registry import register_probe
-from probes.core.types import Batch, ProbeParams
-from probes.models import LoadedModel
+from probes.core.types import Batch, ModelInfo, ProbeParams
+from probes.models import LoadedModel, decode_text
 
 LOCALITY = ("local", "middle", "global")
 
@@ -162,7 +163,7 @@ class _Series:
 
 
 @register_probe
-class FutureAttentionProbe(StreamingProbe):
+class FutureAttentionProbe(StreamingProbe[FutureAttentionParams]):
     """Rows: per head "mean_attention_distance" (d(l,h)) and "locality" (condition local /
     middle / global; value = how typical of its class the head is, from its rank r ∈ [0, 1] by d:
     1 − r for local, r for global, 1 − 2|r − ½| for middle, so 1 = the most local / the most
@@ -176,18 +177,18 @@ class FutureAttentionProbe(StreamingProbe):
         "local/global heads by attention distance; per-token WAAD and FAI (preplan/anchor)"
     )
 
-    def __init__(self, info, params: FutureAttentionParams | None = None) -> None:
+    def __init__(self, info: ModelInfo, params: FutureAttentionParams | None = None) -> None:
         super().__init__(info, params)
         self.distance_sum = torch.zeros(info.n_layers, info.n_heads, dtype=torch.float64)
         self.n_scored = 0
         self.series: dict[str, _Series] = {}
-        self.decode = str
+        self.decode: Callable[[int], str] = str  # token text once bound to a model
         self._scored: torch.Tensor | None = None  # [batch, pos] bool, R of this batch
         self._received: torch.Tensor | None = None  # [layer, batch, head, k_pos], this batch
 
     def bind(self, model: LoadedModel) -> None:
         tokenizer = model.tokenizer
-        self.decode = lambda token: tokenizer.decode([token])
+        self.decode = lambda token: decode_text(tokenizer, [token])
 
     def start_batch(self, batch: Batch) -> None:
         p = self.params
@@ -210,12 +211,13 @@ class FutureAttentionProbe(StreamingProbe):
         p = self.params
         rows = rows.float()
         q_stop = q_start + rows.shape[2]
-        scored = self._scored[:, q_start:q_stop].float()
+        all_scored, received = self._batch_state(self._scored), self._batch_state(self._received)
+        scored = all_scored[:, q_start:q_stop].float()
         distance = attention_distance(rows, q_start)
         self.distance_sum[layer] += torch.einsum("bhq,bq->h", distance, scored).double().cpu()
-        window = influence_window(self._scored, p.horizon_low, p.horizon_high, q_start, q_stop)
+        window = influence_window(all_scored, p.horizon_low, p.horizon_high, q_start, q_stop)
         n_keys = rows.shape[-1]  # the keys these rows cover; later ones get no attention
-        self._received[layer][..., :n_keys] += received_in_window(rows, window[..., :n_keys])
+        received[layer][..., :n_keys] += received_in_window(rows, window[..., :n_keys])
         waad = windowed_distance(rows, p.window, q_start).cpu()
         for index, prompt_id in enumerate(batch.prompt_ids):
             series = self.series[prompt_id]
@@ -225,12 +227,13 @@ class FutureAttentionProbe(StreamingProbe):
 
     def end_batch(self, batch: Batch) -> None:
         p = self.params
-        counts = window_sizes(self._scored, p.horizon_low, p.horizon_high)
-        fai = influence_from_received(self._received, counts).cpu()  # [layer, batch, head, pos]
+        scored, received = self._batch_state(self._scored), self._batch_state(self._received)
+        counts = window_sizes(scored, p.horizon_low, p.horizon_high)
+        fai = influence_from_received(received, counts).cpu()  # [layer, batch, head, pos]
         for index, prompt_id in enumerate(batch.prompt_ids):
             series = self.series[prompt_id]
             series.fai[:] = fai[:, index, :, : len(series.tokens)]
-        self.n_scored += int(self._scored.sum())
+        self.n_scored += int(scored.sum())
         self._scored = self._received = None
 
     def mean_distance(self) -> torch.Tensor:
@@ -279,9 +282,9 @@ class FutureAttentionProbe(StreamingProbe):
             fai = series.fai[global_].mean(0)  # [pos]: FAI of Ā_glob
             for position, token in enumerate(series.tokens):
                 condition = token_condition(prompt_id, self.decode(token))
-                base = {"layer": None, "head": None, "position": position, "condition": condition}
+                cell = {"layer": None, "head": None, "position": position, "condition": condition}
                 if series.scored[position]:
-                    rows.append({**base, "metric": "waad", "value": waad[position].item()})
+                    rows.append({**cell, "metric": "waad", "value": waad[position].item()})
                 if not torch.isnan(fai[position]):
-                    rows.append({**base, "metric": "fai", "value": fai[position].item()})
+                    rows.append({**cell, "metric": "fai", "value": fai[position].item()})
         return rows

@@ -21,7 +21,7 @@ Size: n_prompts × n_layers × n_heads × B(B+1)/2 rows; SmolLM2 (30 × 9 heads)
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +31,8 @@ from jaxtyping import Float
 from probes.core.conditions import attention_condition
 from probes.core.probe import StreamingProbe
 from probes.core.registry import register_probe
-from probes.core.types import Batch, ProbeParams
-from probes.models import LoadedModel
+from probes.core.types import Batch, ModelInfo, ProbeParams
+from probes.models import LoadedModel, decode_text
 
 MAX_BLOCKS = 64  # keeps a stored pattern at ≤ 2,080 cells per head and prompt
 
@@ -84,19 +84,20 @@ class _Snapshot:
 
 
 @register_probe
-class PatternSnapshotProbe(StreamingProbe):
+class PatternSnapshotProbe(StreamingProbe[PatternParams]):
     name = "pattern"
     Params = PatternParams
     description = "pooled attention patterns of a few prompts, for the dashboard's head detail"
 
-    def __init__(self, info, params: PatternParams | None = None) -> None:
+    def __init__(self, info: ModelInfo, params: PatternParams | None = None) -> None:
         super().__init__(info, params)
         self.snapshots: dict[str, _Snapshot] = {}
-        self.decode = None
+        self.decode: Callable[[list[int]], str] | None = None  # set by bind
         self._rows: dict[int, str] = {}  # row in the current batch -> prompt id
 
     def bind(self, model: LoadedModel) -> None:
-        self.decode = model.tokenizer.decode
+        tokenizer = model.tokenizer
+        self.decode = lambda ids: decode_text(tokenizer, ids)
 
     def _wanted(self, prompt_id: str) -> bool:
         if prompt_id in self.snapshots:

@@ -34,7 +34,7 @@ from jaxtyping import Bool, Float
 
 from probes.core.probe import StreamingProbe
 from probes.core.registry import register_probe
-from probes.core.types import Batch, ProbeParams
+from probes.core.types import Batch, ModelInfo, ProbeParams
 
 MASKS = ("local", "sink", "vertical_slash", "block_sparse")
 CLASSES = (*MASKS, "diffuse")
@@ -131,7 +131,7 @@ class PatternClassParams(ProbeParams):
 
 
 @register_probe
-class PatternClassProbe(StreamingProbe):
+class PatternClassProbe(StreamingProbe[PatternClassParams]):
     """Rows per head: "recall_<mask>" for each candidate mask (mean over profiled prompts), and
     "pattern_class" with condition = the class and value = its mask's recall (for "diffuse",
     the best recall of any mask)."""
@@ -142,7 +142,7 @@ class PatternClassProbe(StreamingProbe):
         "sink / local / vertical-slash / block-sparse / diffuse by mask recall (MInference)"
     )
 
-    def __init__(self, info, params: PatternClassParams | None = None) -> None:
+    def __init__(self, info: ModelInfo, params: PatternClassParams | None = None) -> None:
         super().__init__(info, params)
         self.recall_sum = torch.zeros(len(MASKS), info.n_layers, info.n_heads, dtype=torch.float64)
         self.n_profiled = 0

@@ -33,7 +33,7 @@ from probes.core.probe import GenerativeProbe
 from probes.core.registry import register_probe
 from probes.core.types import Hook, ProbeParams
 from probes.inputs import niah
-from probes.models import LoadedModel, ModelInfo
+from probes.models import LoadedModel, ModelInfo, decode_text
 
 SAMPLES_TABLE = "niah_samples"
 _WORD = re.compile(r"[a-z0-9]+")
@@ -153,7 +153,7 @@ def run_sample(
         fwd_hooks=(*decode_hooks, *recorder.hooks()),
         on_step=on_step,
     )
-    response = model.tokenizer.decode(generated, skip_special_tokens=True).strip()
+    response = decode_text(model.tokenizer, generated, skip_special_tokens=True).strip()
     return SampleOutcome(
         tuple(generated), response, rouge1_recall(sample.needle.answer, response), hits
     )
@@ -186,7 +186,7 @@ def niah_samples(model: LoadedModel, params: RetrievalParams) -> list[niah.NiahS
 
 
 @register_probe
-class RetrievalProbe(GenerativeProbe):
+class RetrievalProbe(GenerativeProbe[RetrievalParams]):
     name = "retrieval"
     Params = RetrievalParams
     description = (

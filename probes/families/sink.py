@@ -17,7 +17,7 @@ from jaxtyping import Float, Int
 
 from probes.core.probe import StreamingProbe
 from probes.core.registry import register_probe
-from probes.core.types import Batch, ProbeParams
+from probes.core.types import Batch, ModelInfo, ProbeParams
 
 
 def sink_alpha(
@@ -115,13 +115,13 @@ class SinkParams(ProbeParams):
 
 
 @register_probe
-class SinkProbe(StreamingProbe):
+class SinkProbe(StreamingProbe[SinkParams]):
     name = "sink"
     Params = SinkParams
     description = "attention sinks: α and Sink_k^ε (Gu et al.), hidden sinks (ACT), massive acts"
     reads = frozenset({"pattern", "resid_pre"})
 
-    def __init__(self, info, params: SinkParams | None = None) -> None:
+    def __init__(self, info: ModelInfo, params: SinkParams | None = None) -> None:
         super().__init__(info, params)
         n_layers, n_heads, k = info.n_layers, info.n_heads, self.params.n_positions
         self.alpha_sum = torch.zeros(n_layers, n_heads, k, dtype=torch.float64)
@@ -141,7 +141,8 @@ class SinkProbe(StreamingProbe):
 
     def on_pattern(self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch) -> None:
         # Attention received per key from the real query rows of this chunk; α needs all rows.
-        add_received(self._received[layer], rows, batch.query_mask[:, q_start:])
+        received = self._batch_state(self._received)
+        add_received(received[layer], rows, batch.query_mask[:, q_start:])
 
     def on_resid_pre(self, layer: int, resid: torch.Tensor, batch: Batch) -> None:
         sink_ratio, other_ratio = massive_activation_ratio(resid, batch.lengths)
@@ -153,7 +154,8 @@ class SinkProbe(StreamingProbe):
         lengths = batch.lengths
         self.n_sequences += len(lengths)
         self.sequences_at += (lengths[:, None].cpu() > torch.arange(k)[None, :]).sum(0)
-        alpha = alpha_from_received(self._received, lengths).double().cpu()  # [l, b, h, k_pos]
+        received = self._batch_state(self._received)
+        alpha = alpha_from_received(received, lengths).double().cpu()  # [l, b, h, k_pos]
         head_k = alpha[..., :k]
         self.alpha_sum[:, :, : head_k.shape[-1]] += head_k.nan_to_num(0.0).sum(1)
         self.sink_count[:, :, : head_k.shape[-1]] += (head_k > self.params.epsilon).double().sum(1)

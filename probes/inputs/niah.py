@@ -144,9 +144,12 @@ class NiahBuilder:
         if not self.model.chat:
             return content
         messages = [{"role": "user", "content": content}]
-        return self.model.tokenizer.apply_chat_template(
+        text = self.model.tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True
         )
+        if not isinstance(text, str):  # typed for every return_* option; tokenize=False is text
+            raise NiahError(f"the chat template gave {type(text).__name__}, not the prompt text")
+        return text
 
     def encode(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         """Token ids and character offsets of `text`. BOS is explicit: prepended unless the text

@@ -10,9 +10,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -21,6 +22,13 @@ from probes.core.types import ModelInfo
 from probes.models import gguf_cache
 from probes.models.registry import REGISTRY, ModelSpec
 from probes.models.tiny import TinyConfig, tiny_llama
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    # What the loaders return: the HF model, its tokenizer, provenance, whether it is a chat model.
+    Loaded = tuple[PreTrainedModel, PreTrainedTokenizerBase, dict[str, Any], bool]
 
 TINY_PREFIX = "tiny-random"
 _HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -33,8 +41,8 @@ class ModelUnavailableError(HeadlabError, RuntimeError):
 
 @dataclass
 class LoadedModel:
-    bridge: Any  # transformer_lens.model_bridge.TransformerBridge
-    tokenizer: Any
+    bridge: TransformerBridge
+    tokenizer: PreTrainedTokenizerBase
     info: ModelInfo
     provenance: dict[str, Any] = field(default_factory=dict)
     chat: bool = False
@@ -49,6 +57,17 @@ class LoadedModel:
     @property
     def device(self) -> torch.device:
         return next(self.bridge.parameters()).device
+
+
+def decode_text(
+    tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], *, skip_special_tokens: bool = False
+) -> str:
+    """The text of one token sequence. `tokenizer.decode` is typed `str | list[str]` because a
+    batch of sequences gives a list; one sequence always gives a string."""
+    text = tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
+    if not isinstance(text, str):
+        raise TypeError(f"decoding one token sequence gave {type(text).__name__}, not text")
+    return text
 
 
 def package_dir(module: str) -> Path | None:
@@ -147,8 +166,8 @@ def load(
 
 
 def wrap(
-    hf_model: Any,
-    tokenizer: Any,
+    hf_model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     name: str,
     provenance: dict[str, Any] | None = None,
     *,
@@ -158,7 +177,7 @@ def wrap(
     """Wrap an eager-attention Hugging Face causal LM in TransformerLens 4.3's TransformerBridge."""
     from transformer_lens.model_bridge import TransformerBridge
 
-    hf_model = hf_model.to(device=device, dtype=dtype).eval()
+    hf_model = hf_model.to(device=device, dtype=dtype).eval()  # type: ignore[call-arg]  # HF to() is @wraps(Module.to): self unbound
     label = (provenance or {}).get("hf_id") or name
     bridge = TransformerBridge.boot_transformers(
         label, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
@@ -200,7 +219,7 @@ def _registry_spec(name: str) -> ModelSpec:
     return REGISTRY[name]
 
 
-def _load_registry(spec: ModelSpec, cache_dir: Path | None, dtype: torch.dtype):
+def _load_registry(spec: ModelSpec, cache_dir: Path | None, dtype: torch.dtype) -> Loaded:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cache_dir = cache_dir or gguf_cache.default_cache_dir()
@@ -229,7 +248,7 @@ def tiny_seed(name: str) -> int:
     return int(suffix) if suffix else 0
 
 
-def _load_tiny(name: str):
+def _load_tiny(name: str) -> Loaded:
     seed = tiny_seed(name)
     hf_model, tokenizer = tiny_llama(TinyConfig(seed=seed))
     provenance = {"source": "random", "seed": seed, "weights_sha256": None}
@@ -245,7 +264,7 @@ def hub_reachable(timeout: float = 2.0) -> bool:
         return False
 
 
-def _load_hugging_face(name: str, dtype: torch.dtype, revision: str | None):
+def _load_hugging_face(name: str, dtype: torch.dtype, revision: str | None) -> Loaded:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(name).expanduser()

@@ -233,7 +233,7 @@ def tiny_llama(
 ) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
     """A random-weight Llama (rotary, RMSNorm, grouped-query attention) with a word tokenizer."""
     tokenizer = word_tokenizer()
-    hf_config = LlamaConfig(
+    hf_config = LlamaConfig(  # type: ignore[call-arg]  # @strict __init__ takes config **kwargs too
         vocab_size=len(tokenizer),
         hidden_size=config.d_model,
         intermediate_size=config.d_mlp,
