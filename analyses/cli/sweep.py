@@ -8,8 +8,15 @@ from typing import Any
 
 import pandas as pd
 
-PLAN_FLAGS = ("model", "name", "tasks", "single_head", "top_metric", "strength", "attribution",
-              "batch_size", "copies")  # fmt: skip
+from analyses.cli.fields import config_from_args, default_of, render
+from probes.core.options import DEFAULT_MODEL
+
+# Flags that describe the plan, so that they conflict with --plan (None = not given).
+PLAN_FLAGS = ("model", "name", "tasks", "single_head", "top_metric", "top_probe", "top_position",
+              "k", "seeds", "top_mode", "strength", "strength_heads", "attribution", "batch_size",
+              "copies")  # fmt: skip
+# The k grid of a top-k plan given by flags (a plan file's [[top_k]] must give its own k).
+DEFAULT_K = (1, 2, 4, 8)
 
 
 def _names(text: str) -> list[str]:
@@ -43,10 +50,18 @@ def _strength(text: str) -> tuple[str, list[float]]:
 
 
 def add_arguments(sweep: argparse.ArgumentParser) -> None:
-    sweep.add_argument("--plan", type=Path, help="TOML plan file (see analyses/sweeps/plan.py)")
-    sweep.add_argument("--model", help="model for a plan given by flags (default smollm2-135m)")
+    """The plan flags default to None: what is not given takes the plan's own default (the
+    `SweepPlan`/`TopK` field defaults, read when the command runs: analyses.sweeps.plan imports
+    torch, and --help must not). The run flags have the dests of `SweepConfig`'s fields and no
+    default here (argparse.SUPPRESS), so `config_from_args` leaves SweepConfig's defaults."""
+    sweep.add_argument(
+        "--plan", dest="plan_file", type=Path, help="TOML plan file (see analyses/sweeps/plan.py)"
+    )
+    sweep.add_argument(
+        "--model", help=f"model for a plan given by flags (default: {render(DEFAULT_MODEL)})"
+    )
     sweep.add_argument("--name", help="sweep name; results go to sweep-NAME.parquet")
-    sweep.add_argument("--tasks", type=_names, help="tasks: ioi, lm, niah (default ioi)")
+    sweep.add_argument("--tasks", type=_names, help="tasks: ioi, lm, niah (default: ioi)")
     sweep.add_argument(
         "--single-head",
         type=_names,
@@ -56,9 +71,15 @@ def add_arguments(sweep: argparse.ArgumentParser) -> None:
     sweep.add_argument("--top-metric", help="rank heads by this stored metric for top-k vs random")
     sweep.add_argument("--top-probe", help="probe of --top-metric, if several have it")
     sweep.add_argument("--top-position", type=int, help="position of a per-position metric")
-    sweep.add_argument("--k", type=_ints, default=[1, 2, 4, 8], help="grid of k for top-k")
-    sweep.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="random-head seeds")
-    sweep.add_argument("--top-mode", default="zero", help="ablation mode for top-k units")
+    sweep.add_argument(
+        "--k", type=_ints, help=f"grid of k for top-k (default: {render(DEFAULT_K)})"
+    )
+    sweep.add_argument(
+        "--seeds", type=_ints, help="random-head seeds (default: a plan's, as for [[top_k]])"
+    )
+    sweep.add_argument(
+        "--top-mode", help="ablation mode for top-k units (default: a plan's, as for [[top_k]])"
+    )
     sweep.add_argument(
         "--strength",
         type=_strength,
@@ -77,20 +98,36 @@ def add_arguments(sweep: argparse.ArgumentParser) -> None:
         metavar="MODES",
         help="attribution-patching estimates for these ablation modes",
     )
-    sweep.add_argument("--batch-size", type=int, help="prompts per batch (default 16)")
+    sweep.add_argument("--batch-size", type=int, help="prompts per batch (default: a plan's)")
     sweep.add_argument("--copies", type=int, help="interventions per forward pass")
-    sweep.add_argument("--run", help="run to merge into (default: a run named after the plan)")
-    sweep.add_argument("--metrics-run", help="run whose metrics rank heads (default: --run)")
-    sweep.add_argument("--out", type=Path, default=Path("data"), help="data directory")
-    sweep.add_argument("--device", default="cpu")
-    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+    # SweepConfig's fields:
+    unset = argparse.SUPPRESS
+    sweep.add_argument(
+        "--run", dest="run_id", default=unset,
+        help="run to merge into (default: a run named after the plan)",
+    )  # fmt: skip
+    sweep.add_argument(
+        "--metrics-run", default=unset, help="run whose metrics rank heads (default: --run)"
+    )
+    sweep.add_argument(
+        "--data", "--out", dest="data_dir", type=Path, default=unset,
+        help="data directory",
+    )  # fmt: skip
+    sweep.add_argument("--device", default=unset, help="torch device: cpu, cuda, cuda:N, mps")
+    sweep.add_argument(
+        "--quiet", dest="progress", action="store_false", default=unset, help="no progress bar"
+    )
 
 
 def plan_dict_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The plan the flags describe, as plan_from_dict reads it; what no flag gives takes the
+    `SweepPlan` and `TopK` field defaults."""
+    from analyses.sweeps.plan import SweepPlan, TopK
+
     raw: dict[str, Any] = {}
     for key in ("model", "name", "batch_size", "copies"):
-        if getattr(args, key) is not None:
-            raw[key] = getattr(args, key)
+        value = getattr(args, key)
+        raw[key] = default_of(SweepPlan, key) if value is None else value
     if args.tasks:
         raw["tasks"] = {name: {} for name in args.tasks}
     if args.single_head:
@@ -99,15 +136,18 @@ def plan_dict_from_args(args: argparse.Namespace) -> dict[str, Any]:
     for key, value in (("probe", args.top_probe), ("position", args.top_position)):
         if value is not None:
             ranking[key] = value
+    k = list(DEFAULT_K) if args.k is None else args.k
     if args.top_metric and not args.strength:
-        raw["top_k"] = [{**ranking, "k": args.k, "seeds": args.seeds, "mode": args.top_mode}]
+        seeds = list(default_of(TopK, "seeds")) if args.seeds is None else args.seeds
+        mode = default_of(TopK, "mode") if args.top_mode is None else args.top_mode
+        raw["top_k"] = [{**ranking, "k": k, "seeds": seeds, "mode": mode}]
     if args.strength:
         kind, values = args.strength
         strength: dict[str, Any] = {"kind": kind, "values": values}
         if args.strength_heads:
             strength["heads"] = args.strength_heads
         elif args.top_metric:
-            strength["top"] = {**ranking, "k": max(args.k)}
+            strength["top"] = {**ranking, "k": max(k)}
         raw["strength"] = [strength]
     if args.attribution:
         raw["attribution"] = args.attribution
@@ -119,22 +159,19 @@ def command(args: argparse.Namespace) -> int:
     from analyses.sweeps import runner as sweep
     from analyses.sweeps.plan import PlanError, load_plan, plan_from_dict
 
-    flagged = [key for key in PLAN_FLAGS if getattr(args, key, None)]
-    if args.plan is not None:
+    flagged = ["--" + key.replace("_", "-") for key in PLAN_FLAGS if getattr(args, key) is not None]
+    if args.plan_file is not None:
         if flagged:
             raise PlanError(
-                f"give either --plan or plan flags, not both (got --plan and {flagged})"
+                f"give either --plan or plan flags, not both (got --plan and {', '.join(flagged)})"
             )
-        plan, source = load_plan(args.plan), str(args.plan)
+        plan, source = load_plan(args.plan_file), str(args.plan_file)
     else:
         plan, source = plan_from_dict(plan_dict_from_args(args), "command line"), "command line"
-    config = sweep.SweepConfig(
-        plan=plan, data_dir=args.out, run_id=args.run, metrics_run=args.metrics_run,
-        device=args.device, progress=not args.quiet, plan_source=source,
-    )  # fmt: skip
+    config = config_from_args(sweep.SweepConfig, args, plan=plan, plan_source=source)
     path = sweep.run(config)
     table = store.read_table(path)
-    record = store.read_manifest(args.out, path.parent.name)["sweeps"][plan.name]
+    record = store.read_manifest(config.data_dir, path.parent.name)["sweeps"][plan.name]
     print(format_sweep(table))
     session = record["last_session"]
     print(f"\n{record['n_units']} units; this session {session['units']} in "

@@ -23,13 +23,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from analyses.results import store
+from probes.core.errors import ConfigError
+from probes.core.options import DEFAULT_MODEL, ENGINE_PATHS, check_engine_path, check_positive
 
 if TYPE_CHECKING:
     import torch
@@ -44,13 +46,47 @@ NAIVE_MEMORY_FRACTION = 0.5
 
 @dataclass(frozen=True)
 class BenchConfig:
-    model: str = "smollm2-135m"
-    tokens: tuple[int, ...] = DEFAULT_TOKENS
-    methods: tuple[str, ...] = METHODS
-    repeats: int = 3
-    path: str = "auto"
-    data_dir: Path = Path("data")
-    timeout_s: float = 1800.0
+    model: str = field(
+        default=DEFAULT_MODEL, metadata={"help": "registry name, Hugging Face id, or local dir"}
+    )
+    tokens: tuple[int, ...] = field(
+        default=DEFAULT_TOKENS, metadata={"help": "comma-separated sequence lengths"}
+    )
+    methods: tuple[str, ...] = field(
+        default=METHODS,
+        metadata={
+            "choices": METHODS + OPTIONAL_METHODS,
+            "help": "comma-separated; 'body' is the plain forward without the unembedding",
+        },
+    )
+    repeats: int = field(default=3, metadata={"help": "measurements per (T, method)"})
+    path: str = field(
+        default="auto", metadata={"choices": ENGINE_PATHS, "help": "headlab engine path"}
+    )
+    data_dir: Path = field(
+        default=Path("data"),
+        metadata={"flag": "--data", "aliases": ("--out",), "help": "data directory"},
+    )
+    timeout_s: float = field(
+        default=1800.0, metadata={"help": "seconds one measurement process may take"}
+    )
+
+    def __post_init__(self) -> None:
+        if not self.tokens:
+            raise ConfigError("tokens: give at least one sequence length")
+        for n_tokens in self.tokens:
+            check_positive("tokens", n_tokens)
+        if not self.methods:
+            raise ConfigError(f"methods: give at least one of {METHODS + OPTIONAL_METHODS}")
+        unknown = sorted(set(self.methods) - set(METHODS + OPTIONAL_METHODS))
+        if unknown:
+            raise ConfigError(
+                f"unknown bench methods {unknown}; choose from {METHODS + OPTIONAL_METHODS}"
+            )
+        check_positive("repeats", self.repeats)
+        check_engine_path(self.path)
+        if not self.timeout_s > 0:
+            raise ConfigError(f"timeout_s must be more than 0 seconds, got {self.timeout_s!r}")
 
 
 def naive_pattern_bytes(n_layers: int, n_heads: int, n_tokens: int) -> int:
@@ -188,11 +224,6 @@ def run(config: BenchConfig, progress: bool = True) -> pd.DataFrame:
 
     from probes.models import load
 
-    unknown = sorted(set(config.methods) - set(METHODS + OPTIONAL_METHODS))
-    if unknown:
-        raise ValueError(
-            f"unknown bench methods {unknown}; choose from {METHODS + OPTIONAL_METHODS}"
-        )
     info = load(config.model).info
     too_long = [t for t in config.tokens if t > info.n_ctx]
     if too_long:

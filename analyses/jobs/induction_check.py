@@ -8,44 +8,61 @@ nothing ablated, the top-k induction heads zeroed, and the random heads zeroed (
 repeated-half loss far more than zeroing random heads, and leaves the first half (which no
 head can predict) about as it was. The three conditions share one forward pass per batch.
 
-    python -m analyses.induction_check --model smollm2-135m --seeds 1 2 3 4 5
+    headlab induction-check --seeds 1,2,3,4,5
+
+The module imports torch only inside functions, so the CLI can read `InductionCheckConfig`
+(its flags) without it.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
-import torch
 
-from analyses.interventions import kinds as interventions
 from analyses.interventions.controls import layer_matched_random_heads
-from analyses.interventions.kinds import Head, HeadAblation
 from analyses.results.ranking import rank_heads
-from probes import bridge
+from probes.core.errors import ConfigError
+from probes.core.options import DEFAULT_MODEL, check_device, check_positive
+
+if TYPE_CHECKING:
+    import torch
+
+    from analyses.interventions.kinds import Head
 
 CONDITIONS = ("clean", "top", "random")
 
 
 @dataclass(frozen=True)
 class InductionCheckConfig:
-    model: str = "smollm2-135m"
-    top_k: int = 5
-    n_sequences: int = 8  # per seed
-    half_len: int = 48
-    detect_seed: int = 0  # the sequences that rank the heads; never evaluated on
-    seeds: tuple[int, ...] = (1, 2, 3, 4, 5)  # each: new sequences and new random heads
-    batch_size: int = 4
-    device: str = "cpu"
+    model: str = field(
+        default=DEFAULT_MODEL, metadata={"help": "registry name, Hugging Face id, or local dir"}
+    )
+    top_k: int = field(default=5, metadata={"help": "induction heads to ablate"})
+    n_sequences: int = field(default=8, metadata={"help": "repeated random sequences per seed"})
+    half_len: int = field(default=48, metadata={"help": "random tokens in each half"})
+    detect_seed: int = field(
+        default=0, metadata={"help": "seed of the sequences that rank the heads (never evaluated)"}
+    )
+    seeds: tuple[int, ...] = field(
+        default=(1, 2, 3, 4, 5),
+        metadata={"help": "evaluation seeds; each draws new sequences and new random heads"},
+    )
+    batch_size: int = field(default=4, metadata={"help": "sequences per forward pass"})
+    device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda, cuda:N, mps"})
 
     def __post_init__(self) -> None:
+        for name in ("top_k", "n_sequences", "batch_size"):
+            check_positive(name, getattr(self, name))
+        half = self.half_len  # the first half's loss needs a token after the first
+        if isinstance(half, bool) or not isinstance(half, int) or half < 2:
+            raise ConfigError(f"half_len must be a whole number ≥ 2, got {self.half_len!r}")
+        if not self.seeds:
+            raise ConfigError("seeds: give at least one evaluation seed")
         if self.detect_seed in self.seeds:
-            raise ValueError(f"detect_seed={self.detect_seed} must not be an evaluation seed")
-        if self.top_k < 1 or not self.seeds:
-            raise ValueError("need top_k ≥ 1 and at least one seed")
+            raise ConfigError(f"detect_seed={self.detect_seed} must not be an evaluation seed")
+        check_device(self.device)
 
 
 def induction_scores(model, config: InductionCheckConfig) -> pd.DataFrame:
@@ -80,6 +97,11 @@ def next_token_losses(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tenso
 
 def seed_losses(model, config: InductionCheckConfig, seed: int, ablations: dict[str, list[Head]]):
     """Mean loss on the first and the repeated half per condition, for one seed's sequences."""
+    import torch
+
+    from analyses.interventions import kinds as interventions
+    from analyses.interventions.kinds import HeadAblation
+    from probes import bridge
     from probes.inputs.synthetic import repeated_random_prompts
 
     prompts = repeated_random_prompts(
@@ -108,6 +130,8 @@ def seed_losses(model, config: InductionCheckConfig, seed: int, ablations: dict[
 def run(config: InductionCheckConfig, model=None) -> pd.DataFrame:
     """One row per (seed, condition): the heads ablated and the mean losses; `model` may be a
     LoadedModel already in memory (else `config.model` is loaded)."""
+    import torch
+
     from probes.models import load
 
     torch.manual_seed(0)
@@ -154,37 +178,3 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
     deltas = table.pivot(index="seed", columns="condition", values="delta_repeated")
     wins = int((deltas["top"] > deltas["random"]).sum())
     return stats.assign(top_beats_random=f"{wins}/{len(deltas)}")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m analyses.induction_check", description=__doc__.split("\n\n")[0]
-    )
-    defaults = InductionCheckConfig()
-    parser.add_argument("--model", default=defaults.model)
-    parser.add_argument("--top-k", type=int, default=defaults.top_k)
-    parser.add_argument("--n-sequences", type=int, default=defaults.n_sequences)
-    parser.add_argument("--half-len", type=int, default=defaults.half_len)
-    parser.add_argument("--detect-seed", type=int, default=defaults.detect_seed)
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(defaults.seeds))
-    parser.add_argument("--device", default=defaults.device)
-    args = parser.parse_args(argv)
-    config = InductionCheckConfig(
-        model=args.model,
-        top_k=args.top_k,
-        n_sequences=args.n_sequences,
-        half_len=args.half_len,
-        detect_seed=args.detect_seed,
-        seeds=tuple(args.seeds),
-        device=args.device,
-    )
-    table = run(config)
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
-        print()
-        print(summarize(table).to_string(float_format=lambda x: f"{x:.4f}"))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,11 +19,10 @@ Results go to the run as side tables `retrieval_masking` (accuracy per condition
 
 from __future__ import annotations
 
-import argparse
 import copy
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,8 @@ from analyses.interventions.controls import layer_matched_random_heads
 from analyses.results import manifest as manifests
 from analyses.results import store
 from analyses.results.ranking import rank_heads
-from probes.core.errors import HeadlabError
+from probes.core.errors import ConfigError, HeadlabError
+from probes.core.options import check_choices, check_device, check_positive
 
 Head = tuple[int, int]
 SUMMARY_TABLE = "retrieval_masking"
@@ -47,19 +47,66 @@ class MaskingError(HeadlabError, ValueError):
 
 @dataclass(frozen=True)
 class MaskingConfig:
-    run_id: str  # a stored run with the `retrieval` probe
-    data_dir: Path = Path("data")
-    ks: tuple[int, ...] = (5, 10, 20)
-    seeds: tuple[int, ...] = (0, 1, 2)  # random-head draws per k
-    modes: tuple[str, ...] = MODES
+    run_id: str = field(  # a stored run with the `retrieval` probe
+        metadata={
+            "metavar": "RUN",
+            "help": "a run made with `headlab scan --probes retrieval`, or 'latest'",
+        }
+    )
+    data_dir: Path = field(
+        default=Path("data"), metadata={"flag": "--data", "help": "data directory"}
+    )
+    ks: tuple[int, ...] = field(default=(5, 10, 20), metadata={"help": "numbers of heads to mask"})
+    seeds: tuple[int, ...] = field(
+        default=(0, 1, 2), metadata={"help": "random-head seeds (one random set per seed and k)"}
+    )
+    modes: tuple[str, ...] = field(
+        default=MODES,
+        metadata={
+            "choices": MODES,
+            "help": "uniform = the authors' mask (query 0), zero = zero output",
+        },
+    )
     # The NIAH grid; None keeps the run's own retrieval parameters.
-    lengths: tuple[int, ...] | None = None
-    depths: tuple[int, ...] | None = None
-    needles_per_cell: int | None = None
-    max_new_tokens: int | None = None
-    rows_per_batch: int = 8  # conditions decoded together (each holds a copy of the KV cache)
-    device: str = "cpu"
-    progress: bool = True
+    lengths: tuple[int, ...] | None = field(
+        default=None, metadata={"help": "prompt lengths in tokens; none = the run's"}
+    )
+    depths: tuple[int, ...] | None = field(
+        default=None, metadata={"help": "needle depths in percent; none = the run's"}
+    )
+    needles_per_cell: int | None = field(
+        default=None, metadata={"help": "needles per (length, depth); none = the run's"}
+    )
+    max_new_tokens: int | None = field(
+        default=None, metadata={"help": "decoding steps; none = the run's"}
+    )
+    rows_per_batch: int = field(
+        default=8,
+        metadata={"help": "conditions decoded together; each holds a copy of the KV cache"},
+    )
+    device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda, cuda:N, mps"})
+    progress: bool = field(
+        default=True, metadata={"flag": "--quiet", "invert": True, "help": "no progress bar"}
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("ks", "lengths", "depths"):
+            values = getattr(self, name)
+            if values is not None and not values:
+                raise ConfigError(f"{name}: give at least one value")
+        for k in self.ks:
+            check_positive("ks", k)
+        for length in self.lengths or ():
+            check_positive("lengths", length)
+        for depth in self.depths or ():
+            if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= 100:
+                raise ConfigError(f"depths are whole percents in 0..100, got {depth!r}")
+        check_choices("modes", self.modes, MODES)
+        for name in ("needles_per_cell", "max_new_tokens"):
+            if getattr(self, name) is not None:
+                check_positive(name, getattr(self, name))
+        check_positive("rows_per_batch", self.rows_per_batch)
+        check_device(self.device)
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any]) -> MaskingConfig:
@@ -267,93 +314,3 @@ def format_summary(summary: pd.DataFrame) -> str:
         spread = f" (min {randoms.min():.3f}, max {randoms.max():.3f})" if len(randoms) > 1 else ""
         lines.append(f"k={k:<3} {mode:<8} top-k {top:.3f}   random-k {randoms.mean():.3f}{spread}")
     return "\n".join(lines)
-
-
-# --- command line -------------------------------------------------------------------------------
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(item) for item in text.split(",") if item.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return values
-
-
-def _modes(text: str) -> tuple[str, ...]:
-    modes = tuple(item.strip() for item in text.split(",") if item.strip())
-    if not modes or set(modes) - set(MODES):
-        raise argparse.ArgumentTypeError(f"--modes takes some of {','.join(MODES)}, got {text!r}")
-    return modes
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "run", help="a run made with `headlab scan --probes retrieval`, or 'latest'"
-    )
-    parser.add_argument(
-        "--ks", type=_ints, default=(5, 10, 20), help="numbers of heads to mask (default 5,10,20)"
-    )
-    parser.add_argument(
-        "--seeds", type=_ints, default=(0, 1, 2), help="random-head seeds (default 0,1,2)"
-    )
-    parser.add_argument(
-        "--modes",
-        type=_modes,
-        default=MODES,
-        help="uniform = the authors' mask (query 0), zero = zero output (default both)",
-    )
-    parser.add_argument("--lengths", type=_ints, help="prompt lengths (default: the run's)")
-    parser.add_argument(
-        "--depths", type=_ints, help="needle depths in percent (default: the run's)"
-    )
-    parser.add_argument("--needles-per-cell", type=int, help="needles per (length, depth)")
-    parser.add_argument("--max-new-tokens", type=int, help="decoding steps (default: the run's)")
-    parser.add_argument(
-        "--rows-per-batch",
-        type=int,
-        default=8,
-        help="conditions decoded together; each holds a copy of the KV cache (default 8)",
-    )
-    parser.add_argument("--data", type=Path, default=Path("data"), help="data directory")
-    parser.add_argument("--device", default="cpu", help="torch device")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def command(args: argparse.Namespace) -> int:
-    run_id = args.run
-    if run_id == "latest":
-        ids = [
-            i
-            for i in store.run_ids(args.data)
-            if "retrieval" in store.read_manifest(args.data, i).get("probes", {})
-        ]
-        if not ids:
-            raise store.StoreError(
-                f"no run under {store.runs_root(args.data)} has retrieval scores"
-            )
-        run_id = ids[-1]
-    config = MaskingConfig(
-        run_id=run_id,
-        data_dir=args.data,
-        ks=args.ks,
-        seeds=args.seeds,
-        modes=args.modes,
-        lengths=args.lengths,
-        depths=args.depths,
-        needles_per_cell=args.needles_per_cell,
-        max_new_tokens=args.max_new_tokens,
-        rows_per_batch=args.rows_per_batch,
-        device=args.device,
-        progress=not args.quiet,
-    )
-    summary = run(config)
-    print(f"\nretrieval-head masking on run {run_id} (masks act while decoding only):")
-    print(format_summary(summary))
-    directory = store.run_dir(args.data, run_id) / store.TABLES_DIR
-    print(f"tables {SUMMARY_TABLE}, {SAMPLES_TABLE} written to {directory}")
-    return 0

@@ -13,7 +13,7 @@ from typing import Any
 from analyses.results import manifest as manifests
 from analyses.results import store
 from probes.core.errors import ConfigError, HeadlabError
-from probes.core.options import check_device, check_engine_path
+from probes.core.options import DEFAULT_MODEL, ENGINE_PATHS, check_device, check_engine_path
 
 # The streaming probes: one fast-path pass over the prompts (+ a short one for the detectors'
 # repeated random tokens). Retrieval (generation) and divergence (two passes) are opt-in.
@@ -26,18 +26,50 @@ class OutputNotWritableError(HeadlabError, RuntimeError):
 
 @dataclass(frozen=True)
 class ScanConfig:
-    model: str = "smollm2-135m"
-    probes: tuple[str, ...] = DEFAULT_PROBES
-    prompts: Path | None = None  # a JSONL file; None means the standard-library docs suite
-    max_tokens: int | None = 256
-    batch_size: int = 4
-    data_dir: Path = Path("data")
-    device: str = "cpu"
-    seed: int = 0
-    run_id: str | None = None
-    progress: bool = True
-    path: str = "auto"  # engine path: auto | bridge | fast
-    probe_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    model: str = field(
+        default=DEFAULT_MODEL,
+        metadata={"help": "registry name (see `headlab models`), Hugging Face id, or local dir"},
+    )
+    probes: tuple[str, ...] = field(
+        default=DEFAULT_PROBES,
+        metadata={"help": "comma-separated probe families (see `headlab probes`)"},
+    )
+    prompts: Path | None = field(
+        default=None,
+        metadata={
+            "help": 'JSONL file, one {"text": ..., "id": ...} per line; none = prose from the '
+            "Python standard library's documentation"
+        },
+    )
+    max_tokens: int | None = field(
+        default=256,
+        metadata={"help": "truncate each prompt to N tokens (BOS included); none = no truncation"},
+    )
+    batch_size: int = field(default=4, metadata={"help": "prompts per forward pass"})
+    data_dir: Path = field(
+        default=Path("data"),
+        metadata={"flag": "--data", "aliases": ("--out",), "help": "data directory"},
+    )
+    device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda, cuda:N, mps"})
+    seed: int = field(default=0, metadata={"help": "torch seed, set before the model loads"})
+    run_id: str | None = field(
+        default=None, metadata={"help": "name of the run; none = time-model-probes"}
+    )
+    progress: bool = field(
+        default=True, metadata={"flag": "--quiet", "invert": True, "help": "no progress bar"}
+    )
+    path: str = field(
+        default="auto",
+        metadata={
+            "choices": ENGINE_PATHS,
+            "help": "engine path: 'fast' computes exact pattern rows from queries and keys in "
+            "chunks beside the model's own attention; 'bridge' uses TransformerLens hooks on "
+            "whole patterns; 'auto' takes the fast path when every selected probe allows it",
+        },
+    )
+    probe_params: dict[str, dict[str, Any]] = field(
+        default_factory=dict, metadata={"cli": False}  # the CLI's --param PROBE.NAME=VALUE
+    )
 
     def __post_init__(self) -> None:
         check_positive("batch_size", self.batch_size)
@@ -98,7 +130,6 @@ def run(config: ScanConfig) -> Path:
     import torch
 
     from probes import engine
-    from probes.core.probe import GenerativeProbe
     from probes.families import get_probe
     from probes.inputs.prompts import load_jsonl, stdlib_docs_suite
     from probes.models import load
@@ -151,10 +182,7 @@ def run(config: ScanConfig) -> Path:
         },
         n_rows=len(table),
     )
-    side_tables = {  # e.g. the retrieval probe's per-sample outcomes
-        name: side
-        for probe in probes
-        if isinstance(probe, GenerativeProbe)
-        for name, side in probe.tables().items()
+    side_tables = {  # e.g. the retrieval probe's per-sample outcomes, the pattern prompts
+        name: side for probe in probes for name, side in probe.tables().items()
     }
     return store.write_run(config.data_dir, run_id, table, manifest, side_tables)

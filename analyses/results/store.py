@@ -1,14 +1,15 @@
 """The results store: one tidy long table per run, as parquet, plus a manifest.
 
-    data/runs/<run_id>/results.parquet   run_id, model, probe, metric, layer, head, position,
-                                         condition, value  (head/position/condition may be null)
+    data/runs/<run_id>/results.parquet   the results schema's columns (probes/core/schema.py)
     data/runs/<run_id>/manifest.json     provenance: model, prompts, probe parameters, versions
     data/runs/<run_id>/tables/<name>.parquet  side tables of any shape (e.g. per-sample outcomes),
                                          kept in a subdirectory so "*.parquet" globs of the run
                                          still find only results tables
 
 Every write goes to a temporary file or directory first and is renamed into place, so a crash
-never leaves a half-written run. Reads check the schema and name the file that is wrong.
+never leaves a half-written run. Reads check the schema and name the file that is wrong, and
+read only inside `<data>/runs/`: a run directory or file that resolves elsewhere (a symlink) is
+refused, by the CLI and the dashboard alike, since both read through here.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from probes.core import schema
 from probes.core.errors import HeadlabError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = schema.SCHEMA_VERSION
 SCHEMA_KEY = b"headlab.schema"
 MANIFEST_KEY = b"headlab.manifest"
 RESULTS_FILE = "results.parquet"
@@ -37,31 +39,11 @@ TABLES_DIR = "tables"
 TABLE_KEY = b"headlab.table"
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
-SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("model", pa.string()),
-        ("probe", pa.string()),
-        ("metric", pa.string()),
-        ("layer", pa.int64()),
-        ("head", pa.int64()),
-        ("position", pa.int64()),
-        ("condition", pa.string()),
-        ("value", pa.float64()),
-    ]
-)
-COLUMNS = SCHEMA.names
-_PANDAS_TYPES = {
-    "run_id": "string",
-    "model": "string",
-    "probe": "string",
-    "metric": "string",
-    "layer": "Int64",
-    "head": "Int64",
-    "position": "Int64",
-    "condition": "string",
-    "value": "float64",
-}
+_ARROW_TYPES = {"str": pa.string(), "int": pa.int64(), "float": pa.float64()}
+_PANDAS_TYPE_OF = {"str": "string", "int": "Int64", "float": "float64"}
+SCHEMA = pa.schema([(name, _ARROW_TYPES[kind]) for name, kind in schema.COLUMN_TYPES.items()])
+COLUMNS = list(schema.COLUMNS)
+_PANDAS_TYPES = {name: _PANDAS_TYPE_OF[kind] for name, kind in schema.COLUMN_TYPES.items()}
 
 
 class StoreError(HeadlabError, RuntimeError):
@@ -77,7 +59,7 @@ def validate_run_id(run_id: str) -> str:
 
 def conform(table: pd.DataFrame) -> pd.DataFrame:
     """`table` with exactly the schema's columns and types (missing optional columns are null)."""
-    missing = {"run_id", "model", "probe", "metric", "layer", "value"} - set(table.columns)
+    missing = schema.REQUIRED - set(table.columns)
     if missing:
         raise StoreError(f"results table lacks required columns {sorted(missing)}")
     table = table.copy()
@@ -132,9 +114,11 @@ def write_side_table(
 
 def read_side_table(data_dir: Path | str, run_id: str, name: str) -> pd.DataFrame:
     """Side table `name` of a run; names the file when it is missing or not headlab's."""
-    path = side_table_path(run_dir(data_dir, run_id), name)
+    directory = existing_run_dir(data_dir, run_id)
+    path = side_table_path(directory, name)
     if not path.is_file():
         raise StoreError(f"run {run_id!r} has no table {name!r} (looked for {path})")
+    path = inside(path, directory)
     try:
         arrow = pq.read_table(path)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
@@ -150,28 +134,34 @@ def write_json(path: Path, payload: dict[str, Any]) -> Path:
     return path
 
 
-def read_table(path: Path | str) -> pd.DataFrame:
-    """Read one results parquet file, checking that it is intact and follows headlab's schema."""
+def read_table(path: Path | str, filters: list[tuple[str, str, Any]] | None = None) -> pd.DataFrame:
+    """Read one results parquet file, checking that it is intact and follows headlab's schema;
+    `filters` (pyarrow's) read only the rows that match."""
     path = Path(path)
     if not path.is_file():
         raise StoreError(f"results file {path} does not exist")
     try:
-        arrow = pq.read_table(path)
+        found = pq.read_schema(path)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
         raise StoreError(
             f"{path} is not a readable parquet file (corrupt or truncated): {error}"
         ) from error
-    metadata = arrow.schema.metadata or {}
+    metadata = found.metadata or {}
     if SCHEMA_KEY not in metadata:
         raise StoreError(f"{path} is a parquet file but not a headlab results table")
     version = int(metadata[SCHEMA_KEY])
     if version != SCHEMA_VERSION:
         raise StoreError(
-            f"{path} has schema version {version}; this headlab reads {SCHEMA_VERSION}"
+            f"{path} has results schema version {version}; this headlab reads version "
+            f"{SCHEMA_VERSION} (per-token and NIAH rows got columns of their own): re-run it"
         )
-    missing = [name for name in COLUMNS if name not in arrow.schema.names]
+    missing = [name for name in COLUMNS if name not in found.names]
     if missing:
         raise StoreError(f"{path} lacks the columns {missing}")
+    try:
+        arrow = pq.read_table(path, filters=filters or None)
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
+        raise StoreError(f"{path} is not a readable results table: {error}") from error
     return conform(arrow.to_pandas())
 
 
@@ -180,7 +170,38 @@ def runs_root(data_dir: Path | str) -> Path:
 
 
 def run_dir(data_dir: Path | str, run_id: str) -> Path:
+    """Where run `run_id` lives (or will be written)."""
     return runs_root(data_dir) / validate_run_id(run_id)
+
+
+def existing_run_dir(data_dir: Path | str, run_id: str) -> Path:
+    """The directory of a stored run, resolved; refused if it resolves outside the runs
+    directory (a symlink planted there) or does not exist."""
+    root = runs_root(data_dir).resolve()
+    path = run_dir(data_dir, run_id).resolve()
+    if path.parent != root:
+        raise StoreError(f"run {run_id!r} resolves to {path}, outside {root}; refusing to read it")
+    if not path.is_dir():
+        known = ", ".join(run_ids(data_dir)[-5:]) or "none"
+        raise StoreError(f"no run {run_id!r} under {root} (latest: {known})")
+    return path
+
+
+def inside(path: Path, directory: Path) -> Path:
+    """`path` resolved, refused if it leads out of `directory` (a symlinked file)."""
+    resolved = path.resolve()
+    if not resolved.is_relative_to(directory):
+        raise StoreError(f"{path} resolves to {resolved}, outside {directory}; refusing to read it")
+    return resolved
+
+
+def result_files(data_dir: Path | str, run_id: str) -> list[Path]:
+    """The results tables of a stored run (results.parquet and any sweep-*.parquet)."""
+    directory = existing_run_dir(data_dir, run_id)
+    files = [inside(path, directory) for path in sorted(directory.glob("*.parquet"))]
+    if not files:
+        raise StoreError(f"run {directory} holds no results tables")
+    return files
 
 
 def write_run(
@@ -211,9 +232,11 @@ def write_run(
 
 
 def read_manifest(data_dir: Path | str, run_id: str) -> dict[str, Any]:
-    path = run_dir(data_dir, run_id) / MANIFEST_FILE
+    directory = existing_run_dir(data_dir, run_id)
+    path = directory / MANIFEST_FILE
     if not path.is_file():
         raise StoreError(f"run {run_id!r} has no manifest at {path}")
+    path = inside(path, directory)
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
@@ -230,26 +253,27 @@ def update_manifest(
 
 
 def run_ids(data_dir: Path | str) -> list[str]:
-    """Finished runs (staging directories start with '.' and are skipped), oldest first."""
+    """Finished runs, oldest first by name: staging directories (a leading '.') and runs that
+    resolve outside the runs directory (symlinks) are skipped."""
     root = runs_root(data_dir)
     if not root.is_dir():
         return []
+    resolved_root = root.resolve()
     return sorted(
         entry.name
         for entry in root.iterdir()
-        if entry.is_dir() and RUN_ID.match(entry.name) and (entry / MANIFEST_FILE).is_file()
+        if entry.is_dir()
+        and RUN_ID.match(entry.name)
+        and entry.resolve().parent == resolved_root
+        and (entry / MANIFEST_FILE).is_file()
     )
 
 
-def load_run(data_dir: Path | str, run_id: str) -> pd.DataFrame:
-    """All per-head result tables of one run, as one DataFrame."""
-    directory = run_dir(data_dir, run_id)
-    if not directory.is_dir():
-        known = ", ".join(run_ids(data_dir)[-5:]) or "none"
-        raise StoreError(f"no run {run_id!r} under {runs_root(data_dir)} (latest: {known})")
-    tables = [read_table(path) for path in sorted(directory.glob("*.parquet"))]
-    if not tables:
-        raise StoreError(f"run {directory} holds no results tables")
+def load_run(
+    data_dir: Path | str, run_id: str, filters: list[tuple[str, str, Any]] | None = None
+) -> pd.DataFrame:
+    """All results tables of one run, as one DataFrame (only rows matching `filters`)."""
+    tables = [read_table(path, filters) for path in result_files(data_dir, run_id)]
     return pd.concat(tables, ignore_index=True)
 
 

@@ -52,6 +52,7 @@ from analyses.interventions.kinds import (
 )
 from analyses.results import ranking as ranking_
 from probes.core.errors import HeadlabError
+from probes.core.schema import SweepCondition
 from probes.models import ModelInfo
 
 STRENGTH_KINDS = ("scale", "softpag", "act", "redistribute")
@@ -140,8 +141,8 @@ class Unit:
 
     @property
     def condition(self) -> str:
-        strength = "" if self.value is None else f"={self.value:g}"
-        return f"{self.kind}{strength}" + (f"|{self.group}" if self.group else "")
+        """The row condition, encoded by the results schema (`SweepCondition`)."""
+        return SweepCondition.of_unit(self.kind, self.value, self.group).encode()
 
     @property
     def single_head(self) -> Head | None:
@@ -362,18 +363,20 @@ def expand(
                 if not 1 <= k <= len(order):
                     raise PlanError(f"top_k k={k} is outside 1..{len(order)} ranked heads")
                 top = order[:k]
-                label = f"{k}:{top_k.ranking.label}"
-                units.append(Unit(task, top_k.mode, tuple(sorted(top)), group=f"top{label}"))
+                label = top_k.ranking.label
+                group = SweepCondition.top_group(k, label)
+                units.append(Unit(task, top_k.mode, tuple(sorted(top)), group=group))
                 for seed in top_k.seeds:
                     heads = layer_matched_random_heads(top, info.n_layers, info.n_heads, seed)
-                    units.append(Unit(task, top_k.mode, heads, group=f"random{label}:seed{seed}"))
+                    group = SweepCondition.top_group(k, label, seed, random=True)
+                    units.append(Unit(task, top_k.mode, heads, group=group))
         for strength in plan.strength:
             if strength.top is not None:
                 heads = tuple(sorted(ranked(strength.top)[: strength.top_k]))
-                group = f"top{strength.top_k}:{strength.top.label}"
+                group = SweepCondition.top_group(strength.top_k, strength.top.label)
             else:
                 heads = strength.heads
-                group = "heads:" + ",".join(f"L{lay}H{h}" for lay, h in heads)
+                group = SweepCondition.heads_group(heads)
             options = tuple(sorted(strength.options.items()))
             for value in strength.values:
                 units.append(Unit(task, strength.kind, heads, value, group, options))

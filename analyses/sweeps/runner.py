@@ -29,7 +29,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from analyses.results import manifest as manifests
 from analyses.results import store
 from analyses.sweeps.plan import PlanError, SweepPlan, Unit, expand
 from analyses.sweeps.tasks import ForwardTask, Task, TaskBatch, make_task, read_positions_hooks
+from probes.core import schema
 from probes.models import LoadedModel
 
 PARTS_SUFFIX = ".parts"
@@ -51,14 +52,17 @@ LOGITS_BUDGET_BYTES = 768 * 2**20  # largest logits tensor one stacked pass may 
 
 @dataclass(frozen=True)
 class SweepConfig:
-    plan: SweepPlan
+    # The CLI (analyses/cli/sweep.py) sets the fields without {"cli": False} from flags of the
+    # same dest, so config_from_args builds this; the others come from the plan it reads.
+    plan: SweepPlan = field(metadata={"cli": False})
     data_dir: Path = Path("data")
     run_id: str | None = None  # the run to merge into; default: one named after the plan
     metrics_run: str | None = None  # where rankings read stored metrics; default: run_id
     device: str = "cpu"
     progress: bool = True
-    plan_source: str = "flags"
-    prefix_reuse: bool = True  # False runs every intervention as a full forward (benchmarks)
+    plan_source: str = field(default="flags", metadata={"cli": False})
+    # False runs every intervention as a full forward (benchmarks)
+    prefix_reuse: bool = field(default=True, metadata={"cli": False})
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any], name: str) -> SweepConfig:
@@ -100,13 +104,14 @@ def _unit_rows(
     unit: Unit, measures: dict[str, float], clean: dict[str, float], task: Task
 ) -> list[dict[str, Any]]:
     head = unit.single_head
-    where = {"probe": "sweep", "condition": unit.condition,
+    where = {"probe": schema.SWEEP_PROBE, "condition": unit.condition,
              "layer": head[0] if head else None, "head": head[1] if head else None}  # fmt: skip
     rows = []
     for measure, value in measures.items():
         worse = clean[measure] - value if task.higher_is_better[measure] else value - clean[measure]
-        rows.append({**where, "metric": f"{unit.task}.{measure}", "value": value})
-        rows.append({**where, "metric": f"{unit.task}.{measure}.harm", "value": worse})
+        rows.append({**where, "metric": schema.sweep_metric(unit.task, measure), "value": value})
+        harm = schema.sweep_metric(unit.task, measure, harm=True)
+        rows.append({**where, "metric": harm, "value": worse})
     return rows
 
 
@@ -364,7 +369,8 @@ def _resume_ok(model: Any, prepared: PreparedTask) -> bool:
 def _write_clean(parts: Path, name: str, clean: dict[str, float], unit_id: str, done: set[str]):
     if unit_id in done:
         return
-    rows = [{"probe": "sweep", "metric": f"{name}.{measure}", "condition": "clean", "value": value}
+    rows = [{"probe": schema.SWEEP_PROBE, "metric": schema.sweep_metric(name, measure),
+             "condition": schema.CLEAN_CONDITION, "value": value}
             for measure, value in clean.items()]  # fmt: skip
     write_part(parts, rows, [unit_id])
 
@@ -372,7 +378,8 @@ def _write_clean(parts: Path, name: str, clean: dict[str, float], unit_id: str, 
 def _attribution_rows(task: Task, estimate: torch.Tensor, mode: str) -> list[dict[str, Any]]:
     sign = -1.0 if task.higher_is_better[task.objective] else 1.0
     return [
-        {"probe": "attribution", "metric": f"{task.name}.{task.objective}.harm",
+        {"probe": schema.ATTRIBUTION_PROBE,
+         "metric": schema.sweep_metric(task.name, task.objective, harm=True),
          "condition": mode, "layer": layer, "head": head,
          "value": sign * float(estimate[layer, head])}
         for layer in range(estimate.shape[0]) for head in range(estimate.shape[1])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import figures, frames, ui
+from probes.core import schema
 
 st.title("Future attention")
 context = ui.run_context()
@@ -44,8 +45,10 @@ else:
     st.dataframe(fai[["position", "token", "value"]], hide_index=True, key="future_anchors")
 
 st.subheader("Local and global heads")
-classes = table[(table["probe"] == frames.FUTURE_PROBE) & (table["metric"] == "locality")]
-distance = frames.head_values(table, frames.FUTURE_PROBE, "mean_attention_distance")
+locality = schema.metric(frames.FUTURE_PROBE, "locality")
+classes = table[(table["probe"] == frames.FUTURE_PROBE) & (table["metric"] == locality)]
+distance_metric = schema.metric(frames.FUTURE_PROBE, "mean_attention_distance")
+distance = frames.head_values(table, frames.FUTURE_PROBE, distance_metric)
 if classes.empty:
     st.info("This run stores no head classes.")
 else:

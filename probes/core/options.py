@@ -7,6 +7,7 @@ import re
 
 from probes.core.errors import ConfigError
 
+DEFAULT_MODEL = "smollm2-135m"  # a name in probes.models.REGISTRY; every config's default model
 ENGINE_PATHS = ("auto", "bridge", "fast")
 _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
@@ -22,3 +23,18 @@ def check_device(device: str) -> str:
     if not isinstance(device, str) or not _DEVICE.match(device):
         raise ConfigError(f"device must be cpu, cuda, cuda:N or mps, got {device!r}")
     return device
+
+
+def check_positive(name: str, value: object) -> None:
+    """A whole number ≥ 1 (bools are refused: True is not a count)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a whole number ≥ 1, got {value!r}")
+
+
+def check_choices(name: str, values: tuple[str, ...], choices: tuple[str, ...]) -> None:
+    """At least one value, each one of `choices`."""
+    if not values:
+        raise ConfigError(f"{name}: give at least one of {', '.join(choices)}")
+    unknown = [value for value in values if value not in choices]
+    if unknown:
+        raise ConfigError(f"{name}: unknown {unknown}; choose from {', '.join(choices)}")

@@ -63,6 +63,11 @@ class Probe(ABC, Generic[P]):
     def end_batch(self, batch: Batch) -> None:
         """Called by the engine after each batch's forward pass, on every path."""
 
+    def tables(self) -> dict[str, Any]:
+        """Side tables (name -> DataFrame, names from probes.core.schema) stored beside the
+        rows, e.g. per-sample outcomes or the prompts' tokens; default: none."""
+        return {}
+
     @abstractmethod
     def rows(self) -> list[dict[str, Any]]:
         """Finished results: dicts with metric, layer, head, value[, position, condition]."""
@@ -134,6 +139,3 @@ class GenerativeProbe(Probe[P]):
     @abstractmethod
     def generate(self, model: LoadedModel, *, progress: bool = True) -> None:
         """Run the probe's own prompts through `model`, folding the results into its state."""
-
-    def tables(self) -> dict[str, Any]:
-        return {}

@@ -7,11 +7,13 @@ layer's attention pattern, never n_layers × T² of them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from probes import bridge
+from probes.core import schema
 from probes.core.errors import ConfigError
 from probes.core.options import ENGINE_PATHS, check_engine_path
 from probes.core.probe import GenerativeProbe, Probe, StreamingProbe
@@ -21,7 +23,7 @@ from probes.engine.passes import batches, plan_passes
 from probes.inputs.prompts import PromptSuite
 from probes.models import LoadedModel
 
-RESULT_COLUMNS = ["probe", "metric", "layer", "head", "position", "condition", "value"]
+RESULT_COLUMNS = ["probe", *schema.ROW_FIELDS]
 
 
 PATHS = ENGINE_PATHS
@@ -120,9 +122,28 @@ def run(
     for probe in probes:
         if isinstance(probe, GenerativeProbe):
             probe.generate(model, progress=progress)
-    frames = [pd.DataFrame(probe.rows()).assign(probe=probe.name) for probe in probes]
+    frames = [pd.DataFrame(checked_rows(probe)).assign(probe=probe.name) for probe in probes]
     table = pd.concat(frames, ignore_index=True)
     for column in RESULT_COLUMNS:
         if column not in table:
             table[column] = None
     return table[RESULT_COLUMNS]
+
+
+def checked_rows(probe: Probe) -> list[dict[str, Any]]:
+    """A probe's rows, checked against the results schema: known columns, declared metrics."""
+    rows = probe.rows()
+    declared = schema.PROBE_METRICS.get(probe.name)
+    for row in rows:
+        unknown = set(row) - set(schema.ROW_FIELDS)
+        if unknown or "metric" not in row or "value" not in row:
+            raise schema.SchemaError(
+                f"probe {probe.name!r} wrote a row with columns {sorted(row)}; the results "
+                f"schema has {list(schema.ROW_FIELDS)} (metric and value required)"
+            )
+        if declared is not None and row["metric"] not in declared:
+            raise schema.SchemaError(
+                f"probe {probe.name!r} wrote metric {row['metric']!r}, which probes/core/"
+                f"schema.py does not declare for it (declared: {list(declared)})"
+            )
+    return rows

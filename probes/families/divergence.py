@@ -25,7 +25,6 @@ import torch
 from jaxtyping import Float
 
 from probes.core import hook_names as hooks
-from probes.core.conditions import token_condition
 from probes.core.probe import Probe
 from probes.core.registry import register_probe
 from probes.core.types import Batch, Hook, ModelInfo, ProbeParams, TokenizedPrompt
@@ -83,8 +82,8 @@ class _Scores:
 @register_probe
 class DivergenceProbe(Probe[DivergenceParams]):
     """Rows: per head "vhd" (mean over prompts and answer tokens); per prompt and answer token
-    "t_vhd" (no layer/head; position = token index in the prompt with its segment, condition =
-    token_condition(prompt id, token text))."""
+    "t_vhd" (no layer/head; prompt, position = token index in the prompt with its segment,
+    token = its text)."""
 
     name = "divergence"
     Params = DivergenceParams
@@ -199,10 +198,9 @@ class DivergenceProbe(Probe[DivergenceParams]):
                 rows.append(
                     {
                         "metric": "t_vhd",
-                        "layer": None,
-                        "head": None,
+                        "prompt": layout.prompt_id,
                         "position": position,
-                        "condition": token_condition(layout.prompt_id, token),
+                        "token": token,
                         "value": value,
                     }
                 )

@@ -29,7 +29,6 @@ from typing import Any
 import torch
 from jaxtyping import Bool, Float, Int
 
-from probes.core.conditions import token_condition
 from probes.core.probe import StreamingProbe
 from probes.core.reductions import attention_distance
 from probes.core.registry import register_probe
@@ -168,8 +167,8 @@ class FutureAttentionProbe(StreamingProbe[FutureAttentionParams]):
     middle / global; value = how typical of its class the head is, from its rank r ∈ [0, 1] by d:
     1 − r for local, r for global, 1 − 2|r − ½| for middle, so 1 = the most local / the most
     global / the most central head and top-k listings show the clearest members);
-    per prompt and token "waad" and "fai" (no layer/head; position = token index, condition =
-    token_condition(prompt id, token text))."""
+    per prompt and token "waad" and "fai" (no layer/head; prompt, position = token index,
+    token = its text)."""
 
     name = "future_attention"
     Params = FutureAttentionParams
@@ -281,8 +280,8 @@ class FutureAttentionProbe(StreamingProbe[FutureAttentionParams]):
             waad = series.waad[local].mean(0)  # [pos]: WAAD of Ā_loc
             fai = series.fai[global_].mean(0)  # [pos]: FAI of Ā_glob
             for position, token in enumerate(series.tokens):
-                condition = token_condition(prompt_id, self.decode(token))
-                cell = {"layer": None, "head": None, "position": position, "condition": condition}
+                text = self.decode(token)
+                cell = {"prompt": prompt_id, "position": position, "token": text}
                 if series.scored[position]:
                     rows.append({**cell, "metric": "waad", "value": waad[position].item()})
                 if not torch.isnan(fai[position]):

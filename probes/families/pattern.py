@@ -9,26 +9,24 @@ is kept: the attention mass a query of block qb sends to block kb. Every pooled 
 to 1, and with one token per block (T ≤ max_blocks) it is the pattern itself. Blocks above the
 diagonal are zero under the causal mask and are not stored.
 
-Rows (probe "pattern"):
-    metric "attention"  layer, head, position = query block, value = pooled mass,
-                        condition = attention_condition(prompt id, key block) (JSON)
-    metric "tokens"     one row per prompt, no layer/head/position, value = prompt length,
-                        condition = JSON {"prompt", "ids", "text", "block_starts"}
+Rows (probe "pattern"): metric "attention" with layer, head, prompt, position = query block,
+key_position = key block, value = pooled mass. Side table "pattern_prompts": one row per prompt
+with its token ids, token text and block starts.
 Size: n_prompts × n_layers × n_heads × B(B+1)/2 rows; SmolLM2 (30 × 9 heads) with the defaults
 (2 prompts, B = 32) stores 285,120 rows, a few MB of parquet. B is capped at 64.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 import torch
 from jaxtyping import Float
 
-from probes.core.conditions import attention_condition
+from probes.core import schema
 from probes.core.probe import StreamingProbe
 from probes.core.registry import register_probe
 from probes.core.types import Batch, ModelInfo, ProbeParams
@@ -145,24 +143,7 @@ class PatternSnapshotProbe(StreamingProbe[PatternParams]):
             )
         rows: list[dict[str, Any]] = []
         for prompt_id, snapshot in self.snapshots.items():
-            text = [self.decode([token]) for token in snapshot.ids] if self.decode else None
-            tokens = {
-                "prompt": prompt_id,
-                "ids": snapshot.ids,
-                "text": text,
-                "block_starts": snapshot.starts,
-            }
-            rows.append(
-                {
-                    "metric": "tokens",
-                    "layer": None,
-                    "head": None,
-                    "condition": json.dumps(tokens),
-                    "value": float(len(snapshot.ids)),
-                }
-            )
             n_blocks = len(snapshot.starts)
-            conditions = [attention_condition(prompt_id, kb) for kb in range(n_blocks)]
             queries = block_membership(len(snapshot.ids), snapshot.starts).sum(0)
             for layer, mass in sorted(snapshot.mass.items()):
                 pooled = mass / queries[None, :, None]
@@ -174,10 +155,25 @@ class PatternSnapshotProbe(StreamingProbe[PatternParams]):
                                 "metric": "attention",
                                 "layer": layer,
                                 "head": head,
+                                "prompt": prompt_id,
                                 "position": qb,
-                                "condition": conditions[kb],
+                                "key_position": kb,
                                 "value": values[head][qb][kb],
                             }
                             for kb in range(qb + 1)
                         )
         return rows
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The stored prompts' tokens and block starts (side table "pattern_prompts")."""
+        records = [
+            {
+                "prompt": prompt_id,
+                "ids": list(snapshot.ids),
+                "text": [self.decode([t]) for t in snapshot.ids] if self.decode else None,
+                "block_starts": list(snapshot.starts),
+            }
+            for prompt_id, snapshot in self.snapshots.items()
+        ]
+        table = pd.DataFrame(records, columns=["prompt", "ids", "text", "block_starts"])
+        return {schema.PATTERN_PROMPTS_TABLE: table}

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from probes import decoding as decode
 from probes.core import hook_names as hooks
+from probes.core import schema
 from probes.core.probe import GenerativeProbe
 from probes.core.registry import register_probe
 from probes.core.types import Hook, ProbeParams
@@ -246,8 +247,7 @@ class RetrievalProbe(GenerativeProbe[RetrievalParams]):
 
     def rows(self) -> list[dict[str, Any]]:
         """retrieval_score per head (only if some sample was answered); niah_accuracy and
-        niah_recall per cell (position = prompt length, condition = "depth=D") and overall
-        (condition = "all")."""
+        niah_recall per NIAH cell (length, depth) and overall (condition "all")."""
         rows: list[dict[str, Any]] = []
         if self.n_answered:
             scores = self.score_sum / self.n_answered
@@ -259,6 +259,23 @@ class RetrievalProbe(GenerativeProbe[RetrievalParams]):
                     )
         if not self.records:
             return rows
+        table = pd.DataFrame(self.records)
+        measures = (("niah_accuracy", "correct"), ("niah_recall", "recall"))
+        for (length, depth), cell in table.groupby(["length", "depth"], sort=True):
+            where = {"length": int(length), "depth": int(depth)}
+            rows += [
+                {**where, "metric": metric, "value": float(cell[column].mean())}
+                for metric, column in measures
+            ]
+        rows += [
+            {
+                "metric": metric,
+                "condition": schema.OVERALL_CONDITION,
+                "value": float(table[c].mean()),
+            }
+            for metric, c in measures
+        ]
+        return rows
         table = pd.DataFrame(self.records)
         cells = table.groupby(["length", "depth"], sort=True)
         for (length, depth), cell in cells:

@@ -9,7 +9,8 @@ from probes.models.loading import (
     prepare,
     wrap,
 )
-from probes.models.registry import DEFAULT_MODEL, REGISTRY, ModelSpec
+from probes.core.options import DEFAULT_MODEL
+from probes.models.registry import REGISTRY, ModelSpec
 
 __all__ = [
     "DEFAULT_MODEL",

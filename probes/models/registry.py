@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from probes.core.options import DEFAULT_MODEL
+
 
 @dataclass(frozen=True)
 class PackagedGGUF:
@@ -42,8 +44,6 @@ def register(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
-DEFAULT_MODEL = "smollm2-135m"
-
 register(
     ModelSpec(
         name="smollm2-135m",
@@ -78,3 +78,5 @@ register(
         chat=False,
     )
 )
+
+assert DEFAULT_MODEL in REGISTRY, f"DEFAULT_MODEL {DEFAULT_MODEL!r} is not a registered model"

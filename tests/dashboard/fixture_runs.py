@@ -14,7 +14,6 @@ model, 2 × 2).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -115,38 +114,39 @@ def pooled(layer: int, head: int, prompt: str) -> list[list[float]]:
 
 def pattern_rows():
     rows: list[dict[str, Any]] = []
-    for prompt, text in TOKENS.items():
-        record = {
-            "prompt": prompt,
-            "ids": list(range(len(text))),
-            "text": text,
-            "block_starts": BLOCK_STARTS[prompt],
-        }
-        rows.append(
-            {
-                "probe": "pattern",
-                "metric": "tokens",
-                "condition": json.dumps(record),
-                "value": float(len(text)),
-            }
-        )
+    for prompt in TOKENS:
         for layer, head in heads():
             matrix = pooled(layer, head, prompt)
             for qb, row in enumerate(matrix):
                 for kb in range(qb + 1):
-                    condition = json.dumps({"key_block": kb, "prompt": prompt}, sort_keys=True)
                     rows.append(
                         {
                             "probe": "pattern",
                             "metric": "attention",
                             "layer": layer,
                             "head": head,
+                            "prompt": prompt,
                             "position": qb,
-                            "condition": condition,
+                            "key_position": kb,
                             "value": row[kb],
                         }
                     )
     return rows
+
+
+def pattern_prompts() -> pd.DataFrame:
+    """The pattern probe's side table: each stored prompt's ids, text and block starts."""
+    return pd.DataFrame(
+        [
+            {
+                "prompt": prompt,
+                "ids": list(range(len(text))),
+                "text": text,
+                "block_starts": BLOCK_STARTS[prompt],
+            }
+            for prompt, text in TOKENS.items()
+        ]
+    )
 
 
 def retrieval_rows():
@@ -166,8 +166,8 @@ def retrieval_rows():
                 {
                     "probe": "retrieval",
                     "metric": metric,
-                    "position": length,
-                    "condition": f"depth={depth}",
+                    "length": length,
+                    "depth": depth,
                     "value": value,
                 }
             )
@@ -192,15 +192,15 @@ def future_rows():
         rows.append({**base, "metric": "mean_attention_distance", "value": float(i)})
         rows.append({**base, "metric": "locality", "condition": locality, "value": i / 11})
     for position, token in enumerate(TOKENS["p0"]):
-        condition = json.dumps({"prompt": "p0", "token": token}, sort_keys=True)
         for metric, series in (("waad", WAAD), ("fai", FAI)):
             if series[position] is not None:
                 rows.append(
                     {
                         "probe": "future_attention",
                         "metric": metric,
+                        "prompt": "p0",
                         "position": position,
-                        "condition": condition,
+                        "token": token,
                         "value": series[position],
                     }
                 )
@@ -349,7 +349,7 @@ def write_fixture_runs(data_dir: Path) -> Path:
         "toy-a",
         everything.assign(model="toy"),
         manifest("toy", N_LAYERS, N_HEADS, probes),
-        side_tables=masking_tables(),
+        side_tables={**masking_tables(), "pattern_prompts": pattern_prompts()},
     )
     later = manifest("toy", N_LAYERS, N_HEADS, {"sink": sink_params})
     store.write_run(

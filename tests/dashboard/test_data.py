@@ -41,8 +41,10 @@ def test_a_symlinked_run_leading_outside_is_neither_listed_nor_read(tmp_path):
     small_run(inside, "ok")
     small_run(outside, "secret")
     (inside / "runs" / "link").symlink_to(outside / "runs" / "secret")
-    assert store.run_ids(inside) == ["link", "ok"]  # the store alone would list it
+    assert store.run_ids(inside) == ["ok"]  # the CLI's listing applies the same rule
     assert data.run_ids(inside) == ["ok"]
+    with pytest.raises(StoreError, match="outside"):
+        store.load_run(inside, "link")
     with pytest.raises(StoreError, match="outside"):
         data.load_results(inside, "link")
     assert list(data.list_runs(inside)["run_id"]) == ["ok"]

@@ -36,7 +36,7 @@ def test_round_trip_keeps_values_nulls_and_types(tmp_path):
 def test_parquet_metadata_carries_schema_and_manifest(tmp_path):
     store.write_run(tmp_path, "run-1", sample_table(), {"seed": 7})
     metadata = pq.read_schema(tmp_path / "runs" / "run-1" / store.RESULTS_FILE).metadata
-    assert metadata[store.SCHEMA_KEY] == b"1"
+    assert metadata[store.SCHEMA_KEY] == b"2"
     assert json.loads(metadata[store.MANIFEST_KEY])["seed"] == 7
 
 

@@ -148,3 +148,25 @@ def test_forward_runs_under_inference_mode(tiny_model):
         tiny_model, batch.tokens, [hook], attention_mask=batch.attention_mask, return_type=None
     )
     assert modes == [True]
+
+
+def test_rows_outside_the_results_schema_are_refused(tiny_model):
+    from probes.core.schema import SchemaError
+    from probes.engine.runner import checked_rows
+
+    class Stray:
+        name = "sink"
+
+        def __init__(self, rows):
+            self._rows = rows
+
+        def rows(self):
+            return self._rows
+
+    assert checked_rows(Stray([{"metric": "alpha", "value": 1.0}])) == [
+        {"metric": "alpha", "value": 1.0}
+    ]
+    with pytest.raises(SchemaError, match="does not declare"):
+        checked_rows(Stray([{"metric": "alfa", "value": 1.0}]))
+    with pytest.raises(SchemaError, match="columns"):
+        checked_rows(Stray([{"metric": "alpha", "value": 1.0, "posiiton": 3}]))

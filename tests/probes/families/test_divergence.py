@@ -1,5 +1,3 @@
-import json
-
 import pandas as pd
 import pytest
 import torch
@@ -129,13 +127,14 @@ def test_streaming_equals_two_separate_runs(tiny_model, batch_size):
     for (layer, head), value in vhd(rows).items():
         assert value == pytest.approx(mean[layer, head].item(), rel=1e-4, abs=1e-6)
     t_vhd = rows[rows.metric == "t_vhd"]
-    prompt_of = t_vhd.condition.map(lambda c: json.loads(c)["prompt"])
+    prompt_of = t_vhd["prompt"]
     for prompt, values in divergence.items():
         picked = t_vhd[prompt_of == prompt]
         expected = values.flatten(0, 1).topk(3, dim=0).values.mean(0)
         assert picked.value.tolist() == pytest.approx(expected.tolist(), rel=1e-4)
-    p0 = t_vhd[t_vhd.condition.map(lambda c: json.loads(c)["prompt"] == "p0")]
-    assert [json.loads(c)["token"] for c in p0.condition] == ["went", "to", "the", "store"]
+    p0 = t_vhd[t_vhd["prompt"] == "p0"]
+    assert list(p0["token"]) == ["went", "to", "the", "store"]
+    assert t_vhd["condition"].isna().all()  # per-token rows carry prompt and token, not a condition
 
 
 # --- planted heads ------------------------------------------------------------------------------
@@ -170,7 +169,7 @@ def test_smollm2_answer_tokens_that_need_the_document_diverge_most(smollm2):
     scores = rows[rows.metric == "vhd"]
     assert len(scores) == 270 and (scores.value >= 0).all()
     t_vhd = rows[rows.metric == "t_vhd"]
-    tokens = [json.loads(c)["token"] for c in t_vhd.condition]
+    tokens = list(t_vhd["token"])
     assert tokens == [":", " ", "4", "7", "2", "1"]
     digits = t_vhd.value[[token.isdigit() for token in tokens]]
     assert digits.min() > t_vhd.value.iloc[0]

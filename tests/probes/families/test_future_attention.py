@@ -1,5 +1,3 @@
-import json
-
 import pandas as pd
 import pytest
 import torch
@@ -33,7 +31,7 @@ def run(model, plants=(), params=None) -> pd.DataFrame:
 
 def series(rows: pd.DataFrame, metric: str, prompt: str) -> dict[int, float]:
     picked = rows[rows.metric == metric]
-    picked = picked[picked.condition.map(lambda c: json.loads(c)["prompt"] == prompt)]
+    picked = picked[picked["prompt"] == prompt]
     return dict(zip(picked.position.astype(int), picked.value, strict=True))
 
 
@@ -166,12 +164,8 @@ def test_waad_grows_with_the_look_back_and_is_clipped_at_the_window(tiny_model):
 def test_token_rows_name_their_prompt_and_token(tiny_model):
     rows = run(tiny_model)
     waad = rows[rows.metric == "waad"]
-    labels = [json.loads(c) for c in waad.condition]
-    first = [
-        label["token"]
-        for label, p in zip(labels, waad.position, strict=True)
-        if label["prompt"] == "p1"
-    ]
+    first = list(waad.loc[waad["prompt"] == "p1", "token"])
+    assert waad["condition"].isna().all() and waad["layer"].isna().all()
     assert first == TEXTS[1].split()  # position 0 (BOS) is not scored
     assert waad.layer.isna().all() and waad["head"].isna().all()
 
@@ -212,6 +206,5 @@ def test_smollm2_global_heads_make_the_first_token_the_strongest_anchor(smollm2)
     counts = rows[rows.metric == "locality"].condition.value_counts().to_dict()
     assert counts == {"local": 81, "global": 81, "middle": 108}
     fai = rows[rows.metric == "fai"]
-    prompts = fai.condition.map(lambda c: json.loads(c)["prompt"])
-    for _, group in fai.groupby(prompts):
+    for _, group in fai.groupby("prompt"):
         assert int(group.loc[group.value.idxmax(), "position"]) == 0

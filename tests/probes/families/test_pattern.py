@@ -1,5 +1,3 @@
-import json
-
 import pandas as pd
 import pytest
 import torch
@@ -89,30 +87,35 @@ def snapshot_table(model, plants, params: PatternParams, path: str = "bridge") -
     """Planting hooks act on the bridge's attention scores, so planted runs take that path."""
     probe = PatternSnapshotProbe(model.info, params)
     with planting.planted(model, plants):
-        return engine.run(model, [probe], suite_of(TEXTS), batch_size=2, progress=False, path=path)
+        table = engine.run(model, [probe], suite_of(TEXTS), batch_size=2, progress=False, path=path)
+    return table
+
+
+def snapshot(model, plants, params: PatternParams) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows and the side table of stored prompts (tokens, block starts)."""
+    probe = PatternSnapshotProbe(model.info, params)
+    with planting.planted(model, plants):
+        table = engine.run(model, [probe], suite_of(TEXTS), batch_size=2, progress=False)
+    return table, probe.tables()["pattern_prompts"]
 
 
 def pooled_of(table: pd.DataFrame, prompt: str, layer: int, head: int, n_blocks: int):
     rows = table[(table.metric == "attention") & (table.layer == layer) & (table["head"] == head)]
     matrix = torch.zeros(n_blocks, n_blocks, dtype=torch.float64)
-    for position, condition, value in rows[["position", "condition", "value"]].itertuples(
-        index=False
-    ):
-        key = json.loads(condition)
-        if key["prompt"] == prompt:
-            matrix[int(position), key["key_block"]] = value
+    rows = rows[rows["prompt"] == prompt]
+    for position, key, value in rows[["position", "key_position", "value"]].itertuples(index=False):
+        matrix[int(position), int(key)] = value
     return matrix
 
 
-def tokens_of(table: pd.DataFrame) -> dict[str, dict]:
-    records = [json.loads(c) for c in table[table.metric == "tokens"].condition]
-    return {record["prompt"]: record for record in records}
+def tokens_of(prompts: pd.DataFrame) -> dict[str, dict]:
+    return {record["prompt"]: record for record in prompts.to_dict("records")}
 
 
 def test_planted_bos_head_sends_all_mass_to_the_first_block(tiny_model):
     params = PatternParams(prompt_ids=("p0",), max_blocks=4)
-    table = snapshot_table(tiny_model, [planting.bos_head(1, 2)], params)
-    (n_blocks,) = {len(record["block_starts"]) for record in tokens_of(table).values()}
+    table, prompts = snapshot(tiny_model, [planting.bos_head(1, 2)], params)
+    (n_blocks,) = {len(record["block_starts"]) for record in tokens_of(prompts).values()}
     assert n_blocks == 4
     sink = pooled_of(table, "p0", 1, 2, n_blocks)
     torch.testing.assert_close(sink[:, 0], torch.ones(n_blocks, dtype=torch.float64))
@@ -134,8 +137,8 @@ def test_planted_previous_token_head_is_stored_exactly_with_one_token_blocks(tin
 
 def test_planted_uniform_head_has_closed_form_pooled_mass(tiny_model):
     params = PatternParams(prompt_ids=("p0",), max_blocks=5)
-    table = snapshot_table(tiny_model, [planting.uniform_head(0, 1)], params)
-    record = tokens_of(table)["p0"]
+    table, prompts = snapshot(tiny_model, [planting.uniform_head(0, 1)], params)
+    record = tokens_of(prompts)["p0"]
     length, starts = len(record["ids"]), record["block_starts"]
     ends = [*starts[1:], length]
     expected = torch.zeros(len(starts), len(starts), dtype=torch.float64)
@@ -175,27 +178,26 @@ def test_fast_path_stores_the_same_patterns_as_the_bridge(tiny_model):
     params = PatternParams(n_prompts=3, max_blocks=5)
     bridge = snapshot_table(tiny_model, [], params, path="bridge")
     fast = snapshot_table(tiny_model, [], params, path="fast")
-    keys = ["metric", "layer", "head", "position", "condition"]
+    keys = ["metric", "layer", "head", "prompt", "position", "key_position"]
     bridge, fast = (t.sort_values(keys, ignore_index=True) for t in (bridge, fast))
     pd.testing.assert_frame_equal(fast, bridge, atol=1e-5, rtol=0)
 
 
 def test_default_snapshots_the_first_n_prompts_and_stores_their_tokens(tiny_model):
-    table = snapshot_table(tiny_model, [], PatternParams(n_prompts=2, max_blocks=8))
+    table, prompts = snapshot(tiny_model, [], PatternParams(n_prompts=2, max_blocks=8))
     info = tiny_model.info
-    records = tokens_of(table)
+    records = tokens_of(prompts)
     assert len(records) == 2
     for prompt, record in records.items():
         text = TEXTS[int(prompt[1:])]
-        assert record["ids"] == tiny_model.tokenize(text)
-        assert record["text"] == [tiny_model.tokenizer.decode([i]) for i in record["ids"]]
+        assert list(record["ids"]) == tiny_model.tokenize(text)
+        assert list(record["text"]) == [tiny_model.tokenizer.decode([i]) for i in record["ids"]]
         n_blocks = len(record["block_starts"])
         assert n_blocks == min(8, len(record["ids"]))
-        rows = table[(table.metric == "attention") & table.condition.str.contains(f'"{prompt}"')]
+        rows = table[(table.metric == "attention") & (table["prompt"] == prompt)]
         assert len(rows) == info.n_layers * info.n_heads * n_blocks * (n_blocks + 1) // 2
     attention = table[table.metric == "attention"]
-    sums = attention.assign(prompt=attention.condition.map(lambda c: json.loads(c)["prompt"]))
-    row_sums = sums.groupby(["prompt", "layer", "head", "position"]).value.sum()
+    row_sums = attention.groupby(["prompt", "layer", "head", "position"]).value.sum()
     assert row_sums.to_numpy() == pytest.approx(1.0, abs=1e-5)
 
 
@@ -205,10 +207,11 @@ def test_a_named_prompt_that_never_comes_is_an_error_naming_it(tiny_model):
 
 
 def test_dashboard_reads_back_what_the_probe_stored(tiny_model, tmp_path):
-    table = snapshot_table(
+    table, prompts = snapshot(
         tiny_model, [planting.bos_head(1, 2)], PatternParams(prompt_ids=("p0",), max_blocks=6)
     )
-    store.write_run(tmp_path, "snap", table.assign(model="tiny-random"), {"model": {}})
+    side = {"pattern_prompts": prompts}
+    store.write_run(tmp_path, "snap", table.assign(model="tiny-random"), {"model": {}}, side)
     prompts = data.load_pattern_prompts(tmp_path, "snap")
     assert set(prompts) == {"p0"}
     ids = tiny_model.tokenize(TEXTS[0])

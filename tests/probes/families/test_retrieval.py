@@ -128,14 +128,14 @@ def test_failed_samples_are_dropped_not_counted_as_zero(tiny_model, builder):
     assert failed.hits[1, 2] == 1 and failed.recall == pytest.approx(1 / 3)
     probe.add(wrong, failed)
     rows = {
-        (r["metric"], r["layer"], r["head"], r.get("condition"), r.get("position")): r["value"]
+        (r["metric"], r.get("layer"), r.get("head"), r.get("length"), r.get("depth")): r["value"]
         for r in probe.rows()
     }
     assert rows[("retrieval_score", 1, 2, None, None)] == 1.0  # not (1 + 1/3) / 2, not 1 / 2
     assert rows[("retrieval_score", 0, 1, None, None)] == 0.0
-    assert rows[("niah_accuracy", None, None, "depth=0", 60)] == 1.0
-    assert rows[("niah_accuracy", None, None, "depth=100", 60)] == 0.0
-    assert rows[("niah_accuracy", None, None, "all", None)] == 0.5
+    assert rows[("niah_accuracy", None, None, 60, 0)] == 1.0
+    assert rows[("niah_accuracy", None, None, 60, 100)] == 0.0
+    assert rows[("niah_accuracy", None, None, None, None)] == 0.5  # overall: condition "all"
     samples = probe.tables()["niah_samples"]
     assert samples["correct"].tolist() == [True, False]
     assert samples["response"].tolist() == [NEEDLE.answer, "blue the the"]
@@ -228,12 +228,12 @@ def test_scan_cli_runs_the_retrieval_probe(tmp_path, capsys):
         argv += ["--param", f"retrieval.{name}={value}"]
     assert main(argv) == 0
     table = store.load_run(tmp_path, "niah")
-    cells = table[(table["metric"] == "niah_accuracy") & (table["condition"] != "all")]
-    assert sorted(zip(cells["position"], cells["condition"], strict=True)) == [
-        (40, "depth=0"),
-        (40, "depth=100"),
-        (60, "depth=0"),
-        (60, "depth=100"),
+    cells = table[(table["metric"] == "niah_accuracy") & table["condition"].isna()]
+    assert sorted(zip(cells["length"], cells["depth"], strict=True)) == [
+        (40, 0),
+        (40, 100),
+        (60, 0),
+        (60, 100),
     ]
     samples = store.read_side_table(tmp_path, "niah", "niah_samples")
     assert len(samples) == 4 and (samples["n_generated"] <= 3).all()
