@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ class ScanConfig:
     )
     probes: tuple[str, ...] = field(
         default=DEFAULT_PROBES,
-        metadata={"help": "comma-separated probe families (see `headlab probes`)"},
+        metadata={"help": "probe families; see `headlab probes`"},
     )
     prompts: Path | None = field(
         default=None,
@@ -68,7 +68,8 @@ class ScanConfig:
         },
     )
     probe_params: dict[str, dict[str, Any]] = field(
-        default_factory=dict, metadata={"cli": False}  # the CLI's --param PROBE.NAME=VALUE
+        default_factory=dict,
+        metadata={"cli": False},  # the CLI's --param PROBE.NAME=VALUE
     )
 
     def __post_init__(self) -> None:
@@ -83,6 +84,12 @@ class ScanConfig:
         check_device(self.device)
         if self.run_id is not None:
             store.validate_run_id(self.run_id)
+        unselected = sorted(set(self.probe_params) - set(self.probes))
+        if unselected:
+            raise ConfigError(
+                f"parameters given for probe(s) {unselected}, which are not selected "
+                f"(probes: {', '.join(self.probes)})"
+            )
         # Probe parameters are frozen dataclass fields: sequences are tuples (a manifest or a
         # Python caller may hand in lists).
         normalised = {
@@ -136,6 +143,13 @@ def run(config: ScanConfig) -> Path:
 
     started = time.perf_counter()
     probe_classes = [get_probe(name) for name in config.probes]  # unknown names fail first
+    params = {}  # built (and so validated) before the model loads
+    for cls in probe_classes:
+        try:
+            params[cls.name] = cls.Params(**config.probe_params.get(cls.name, {}))
+        except TypeError as error:  # an unknown keyword: name the probe's parameters
+            known = ", ".join(f.name for f in fields(cls.Params))
+            raise ConfigError(f"probe {cls.name!r}: {error}; its parameters: {known}") from None
     suite = load_jsonl(config.prompts) if config.prompts else stdlib_docs_suite()
     runs = store.runs_root(config.data_dir)
     check_writable(runs)
@@ -148,8 +162,7 @@ def run(config: ScanConfig) -> Path:
     loaded = time.perf_counter()
     probes = []
     for cls in probe_classes:
-        overrides = config.probe_params.get(cls.name, {})
-        probes.append(cls(model.info, cls.Params(**overrides)))
+        probes.append(cls(model.info, params[cls.name]))
     table = engine.run(
         model,
         probes,

@@ -7,7 +7,8 @@ import re
 
 from probes.core.errors import ConfigError
 
-DEFAULT_MODEL = "smollm2-135m"  # a name in probes.models.REGISTRY; every config's default model
+# Every config's and every verb's default model: a name in probes.models.REGISTRY.
+DEFAULT_MODEL = "smollm2-135m"
 ENGINE_PATHS = ("auto", "bridge", "fast")
 _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 import torch
 
 from probes.core import hook_names
+from probes.core.errors import ConfigError
 from probes.core.types import Batch, Hook, ModelInfo, ProbeParams
 
 if TYPE_CHECKING:
@@ -38,6 +39,17 @@ class Probe(ABC, Generic[P]):
     def __init__(self, info: ModelInfo, params: P | None = None) -> None:
         self.info = info
         self.params: P = params if params is not None else self.Params()
+        self._claimed = False
+
+    def claim(self) -> None:
+        """Called by the engine as a run starts: a probe's running sums belong to one run, so a
+        probe object used before is refused rather than mixing two runs' numbers."""
+        if self._claimed:
+            raise ConfigError(
+                f"probe {self.name!r} was already used for a run; its sums would mix both runs. "
+                "Make a new probe object for each run"
+            )
+        self._claimed = True
 
     def bind(self, model: LoadedModel) -> None:
         """Called by the engine once, before the first batch. Probes that need more of the model

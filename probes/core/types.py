@@ -3,11 +3,15 @@ parameters."""
 
 from __future__ import annotations
 
+import math
+import typing
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
+
+from probes.core.errors import ConfigError
 
 Hook = tuple[str, Callable[..., Any]]
 
@@ -33,10 +37,60 @@ class Batch:
 
 @dataclass(frozen=True)
 class ProbeParams:
-    """Base for a probe's frozen parameters; they are recorded in the run manifest."""
+    """Base for a probe's frozen parameters; they are recorded in the run manifest.
+
+    They validate themselves when built: every field must match its annotation (whole numbers,
+    numbers, text, booleans, tuples of those; a list given for a tuple becomes one), then the
+    subclass's `check` tests ranges. Both raise `ConfigError` naming the parameter, so a bad
+    value fails before any model loads, from the CLI and from Python alike.
+    """
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for item in fields(self):
+            value = _conformed(getattr(self, item.name), hints[item.name], self._name(item.name))
+            object.__setattr__(self, item.name, value)
+        self.check()
+
+    def check(self) -> None:
+        """Range checks of a subclass (raise ConfigError through `require`); default: none."""
+
+    def require(self, condition: bool, name: str, expected: str) -> None:
+        """Raise ConfigError for parameter `name` unless `condition` holds."""
+        if not condition:
+            value = getattr(self, name)
+            raise ConfigError(f"{self._name(name)} must be {expected}, got {value!r}")
+
+    def _name(self, field_name: str) -> str:
+        return f"{type(self).__name__}.{field_name}"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _conformed(value: Any, hint: Any, where: str) -> Any:
+    """`value` checked against a simple annotation (int, float, str, bool, tuple[T, ...])."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple:
+        if not isinstance(value, tuple | list):
+            raise ConfigError(f"{where} must be a list of values, got {value!r}")
+        element = args[0] if args else Any
+        return tuple(_conformed(item, element, where) for item in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+    elif hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be a whole number, got {value!r}")
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        value = float(value)
+        if math.isnan(value):
+            raise ConfigError(f"{where} must be a number, got NaN")
+    elif hint is str and not isinstance(value, str):
+        raise ConfigError(f"{where} must be text, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)

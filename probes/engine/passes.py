@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from probes.core.errors import PromptTooLongError
+from probes.core.errors import ConfigError, PromptTooLongError
 from probes.core.probe import GenerativeProbe, Probe
 from probes.core.types import Batch, TokenizedPrompt
 from probes.inputs.prompts import PromptSuite
@@ -24,6 +24,8 @@ def tokenize_suite(
             f"max_tokens={max_tokens} is outside [2, {n_ctx}], the context of model "
             f"{model.info.name!r}"
         )
+    if not suite.prompts:
+        raise ConfigError(f"prompt suite {suite.name!r} ({suite.source}) holds no prompts")
     tokenized = []
     for prompt in suite.prompts:
         ids = model.tokenize(prompt.text)

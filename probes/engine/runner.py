@@ -98,9 +98,11 @@ def run(
     "bridge" or "fast" force one.
     """
     if not probes:
-        raise ValueError("no probes selected")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise ConfigError("no probes selected")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a whole number ≥ 1, got {batch_size!r}")
+    for probe in probes:
+        probe.claim()
     pad_id = model.tokenizer.pad_token_id
     if pad_id is None:
         pad_id = model.tokenizer.eos_token_id or 0

@@ -118,6 +118,10 @@ class DetectorParams(ProbeParams):
     exclude_bos: bool = False  # TransformerLens' defaults
     exclude_current_token: bool = False
 
+    def check(self) -> None:
+        self.require(self.n_sequences >= 1, "n_sequences", "at least 1")
+        self.require(self.half_len >= 2, "half_len", "at least 2")
+
 
 @register_probe
 class DetectorProbe(StreamingProbe[DetectorParams]):

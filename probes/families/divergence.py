@@ -65,11 +65,12 @@ class DivergenceParams(ProbeParams):
     distance: str = "l2"
     top_k: int = 10  # T-VHD averages the k most divergent heads per token
 
-    def __post_init__(self) -> None:
-        if self.distance not in DISTANCES:
-            raise ValueError(f"distance must be one of {DISTANCES}, got {self.distance!r}")
-        if not 0 < self.segment_fraction < 1 or self.answer_tokens < 1 or self.top_k < 1:
-            raise ValueError("need 0 < segment_fraction < 1, answer_tokens ≥ 1 and top_k ≥ 1")
+    def check(self) -> None:
+        self.require(self.distance in DISTANCES, "distance", f"one of {DISTANCES}")
+        self.require(0 < self.segment_fraction < 1, "segment_fraction", "in (0, 1)")
+        self.require(self.answer_tokens >= 1, "answer_tokens", "at least 1")
+        self.require(self.top_k >= 1, "top_k", "at least 1")
+        self.require(bool(self.segment_open and self.segment_close), "segment_open", "non-empty")
 
 
 @dataclass

@@ -144,11 +144,16 @@ class FutureAttentionParams(ProbeParams):
     horizon_high: int = 50  # H_hi
     first_position: int = 1  # R = positions ≥ this (position 0 can only see itself)
 
-    def __post_init__(self) -> None:
-        if not (0 < self.local_fraction < 1 and 0 < self.global_fraction < 1):
-            raise ValueError("local_fraction and global_fraction must lie in (0, 1)")
-        if not 0 <= self.horizon_low <= self.horizon_high or self.window < 1:
-            raise ValueError("need window ≥ 1 and 0 ≤ horizon_low ≤ horizon_high")
+    def check(self) -> None:
+        self.require(0 < self.local_fraction < 1, "local_fraction", "in (0, 1)")
+        self.require(0 < self.global_fraction < 1, "global_fraction", "in (0, 1)")
+        self.require(
+            self.local_fraction + self.global_fraction <= 1, "global_fraction", "≤ 1 − local"
+        )
+        self.require(self.window >= 1, "window", "at least 1")
+        self.require(self.horizon_low >= 0, "horizon_low", "at least 0")
+        self.require(self.horizon_high >= self.horizon_low, "horizon_high", "≥ horizon_low")
+        self.require(self.first_position >= 0, "first_position", "at least 0")
 
 
 @dataclass

@@ -27,6 +27,7 @@ import torch
 from jaxtyping import Float
 
 from probes.core import schema
+from probes.core.errors import ConfigError
 from probes.core.probe import StreamingProbe
 from probes.core.registry import register_probe
 from probes.core.types import Batch, ModelInfo, ProbeParams
@@ -65,13 +66,9 @@ class PatternParams(ProbeParams):
     prompt_ids: tuple[str, ...] = ()  # snapshot exactly these prompts instead
     max_blocks: int = 32  # blocks per axis; at most MAX_BLOCKS
 
-    def __post_init__(self) -> None:
-        if not 1 <= self.max_blocks <= MAX_BLOCKS:
-            raise ValueError(
-                f"pattern probe: max_blocks must be in [1, {MAX_BLOCKS}], got {self.max_blocks}"
-            )
-        if self.n_prompts < 1 and not self.prompt_ids:
-            raise ValueError(f"pattern probe: n_prompts must be at least 1, got {self.n_prompts}")
+    def check(self) -> None:
+        self.require(1 <= self.max_blocks <= MAX_BLOCKS, "max_blocks", f"in [1, {MAX_BLOCKS}]")
+        self.require(self.n_prompts >= 1 or bool(self.prompt_ids), "n_prompts", "at least 1")
 
 
 @dataclass
@@ -137,7 +134,7 @@ class PatternSnapshotProbe(StreamingProbe[PatternParams]):
     def rows(self) -> list[dict[str, Any]]:
         missing = sorted(set(self.params.prompt_ids) - set(self.snapshots))
         if missing:
-            raise ValueError(
+            raise ConfigError(
                 f"pattern probe: prompt ids {missing} were never fed "
                 f"(fed: {sorted(self.snapshots) or 'none of those asked for'})"
             )

@@ -123,11 +123,11 @@ class PatternClassParams(ProbeParams):
     recall_threshold: float = 0.9
     min_length: int = 128  # shorter prompts are not profiled (every mask would hold them whole)
 
-    def __post_init__(self) -> None:
-        if not 0 < self.density < 1 or not 0 < self.recall_threshold <= 1:
-            raise ValueError("density must lie in (0, 1) and recall_threshold in (0, 1]")
-        if min(self.last_queries, self.n_init, self.block_size) < 1:
-            raise ValueError("last_queries, n_init and block_size must be at least 1")
+    def check(self) -> None:
+        self.require(0 < self.density < 1, "density", "in (0, 1)")
+        self.require(0 < self.recall_threshold <= 1, "recall_threshold", "in (0, 1]")
+        for name in ("last_queries", "n_init", "block_size", "min_length"):
+            self.require(getattr(self, name) >= 1, name, "at least 1")
 
 
 @register_probe

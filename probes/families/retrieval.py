@@ -8,16 +8,12 @@ mean over the samples the model answered — ROUGE-1 recall of the answer > 0.5 
 samples are dropped, not counted as 0. Only the single query row of each decoding step is read
 (the prefill is never hooked), and of it only each head's arg-max key is kept.
 
-ROUGE-1 recall is computed here, without the `rouge_score` package: both lower-case the text and
-split it into [a-z0-9]+ tokens, but `rouge_score(use_stemmer=True)`, which the authors use, also
-Porter-stems tokens longer than 3 characters. Stemming only merges tokens, so recall here is never
-above theirs ("walks" does not match "walk" here).
+Decoding and answer scoring (ROUGE-1 recall, without stemming) are `probes.decoding.decode_niah`,
+the loop the NIAH sweep task and retrieval-head masking share; this probe adds the hit counting.
 """
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,20 +30,9 @@ from probes.core.probe import GenerativeProbe
 from probes.core.registry import register_probe
 from probes.core.types import Hook, ProbeParams
 from probes.inputs import niah
-from probes.models import LoadedModel, ModelInfo, decode_text
+from probes.models import LoadedModel, ModelInfo
 
 SAMPLES_TABLE = "niah_samples"
-_WORD = re.compile(r"[a-z0-9]+")
-
-
-def rouge1_recall(reference: str, response: str) -> float:
-    """Unigram recall of `reference` in `response` (clipped counts), rouge_score's tokenisation
-    without stemming; 0 when the reference has no tokens."""
-    wanted = Counter(_WORD.findall(reference.lower()))
-    if not wanted:
-        return 0.0
-    found = Counter(_WORD.findall(response.lower()))
-    return sum((wanted & found).values()) / sum(wanted.values())
 
 
 def top1_keys(
@@ -144,20 +129,16 @@ def run_sample(
         keys = recorder.keys(len(sample.tokens) + step)
         hits.add_(retrieval_hits(keys, int(tokens[0]), prompt, sample.answer_span).float())
 
-    cache = decode.prefill(model, sample.tokens, prefill_hooks)
-    (generated,) = decode.greedy_decode(
+    (answer,) = decode.decode_niah(
         model,
-        cache,
-        sample.tokens[-1],
+        sample,
         max_new_tokens=max_new_tokens,
         stop=stop,
         fwd_hooks=(*decode_hooks, *recorder.hooks()),
+        prefill_hooks=prefill_hooks,
         on_step=on_step,
     )
-    response = decode_text(model.tokenizer, generated, skip_special_tokens=True).strip()
-    return SampleOutcome(
-        tuple(generated), response, rouge1_recall(sample.needle.answer, response), hits
-    )
+    return SampleOutcome(answer.generated, answer.response, answer.recall, hits)
 
 
 @dataclass(frozen=True)
@@ -170,6 +151,15 @@ class RetrievalParams(ProbeParams):
     template: str = niah.DEFAULT_TEMPLATE
     max_new_tokens: int = 50  # the authors' decode length
     recall_threshold: float = 0.5  # a sample counts as answered when ROUGE-1 recall > this
+
+    def check(self) -> None:
+        self.require(bool(self.lengths) and min(self.lengths) >= 2, "lengths", "≥ 2 tokens each")
+        self.require(
+            bool(self.depths) and all(0 <= d <= 100 for d in self.depths), "depths", "in [0, 100]"
+        )
+        self.require(self.needles_per_cell >= 1, "needles_per_cell", "at least 1")
+        self.require(self.max_new_tokens >= 1, "max_new_tokens", "at least 1")
+        self.require(0 <= self.recall_threshold < 1, "recall_threshold", "in [0, 1)")
 
 
 def niah_samples(model: LoadedModel, params: RetrievalParams) -> list[niah.NiahSample]:
@@ -220,7 +210,7 @@ class RetrievalProbe(GenerativeProbe[RetrievalParams]):
     def add(self, sample: niah.NiahSample, outcome: SampleOutcome) -> None:
         """Fold one decoded sample in: its hits count only if the model answered."""
         start, end = sample.answer_span
-        correct = outcome.recall > self.params.recall_threshold
+        correct = decode.answered(outcome.recall, self.params.recall_threshold)
         if correct:
             self.score_sum += outcome.hits.double() / (end - start)
             self.n_answered += 1

@@ -113,6 +113,11 @@ class SinkParams(ProbeParams):
     hidden_threshold: float = 0.1  # ACT's threshold for hidden sinks beyond position 0
     n_positions: int = 16  # α and Sink_k^ε are stored for the first n key positions
 
+    def check(self) -> None:
+        self.require(0 <= self.epsilon < 1, "epsilon", "in [0, 1)")
+        self.require(0 <= self.hidden_threshold < 1, "hidden_threshold", "in [0, 1)")
+        self.require(self.n_positions >= 1, "n_positions", "at least 1")
+
 
 @register_probe
 class SinkProbe(StreamingProbe[SinkParams]):

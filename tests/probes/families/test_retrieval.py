@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from probes import decoding as decode
+from probes.decoding import rouge1_recall
 from probes.families.retrieval import (
     RetrievalParams,
     RetrievalProbe,
@@ -16,7 +17,6 @@ from probes.families.retrieval import (
     TopKeyRecorder,
     niah_samples,
     retrieval_hits,
-    rouge1_recall,
     run_sample,
     top1_keys,
 )
