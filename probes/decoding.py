@@ -4,11 +4,25 @@ The prompt minus its last token is prefilled; decoding then feeds the last promp
 cache position p holds prompt token p and every decoding step has exactly one query per row
 (nightdessert/Retrieval_Head, `evaluate_and_log` → `decode`). Hooks given to `greedy_decode` see
 only those one-query steps; the prefill runs with its own hooks (none by default).
+
+`decode_niah` is the one needle-in-a-haystack loop (the retrieval probe, the NIAH sweep task and
+retrieval-head masking all use it): prefill a sample, greedy-decode one or more rows (intervened
+copies, one per row), and score each answer by ROUGE-1 recall of the needle's answer; a sample
+counts as answered when that recall exceeds a threshold (`answered`, the authors' rule).
+
+ROUGE-1 recall is computed here, without the `rouge_score` package: both lower-case the text and
+split it into [a-z0-9]+ tokens, but `rouge_score(use_stemmer=True)`, which the authors use, also
+Porter-stems tokens longer than 3 characters. Stemming only merges tokens, so recall here is never
+above theirs ("walks" does not match "walk" here).
 """
 
 from __future__ import annotations
 
+import copy
+import re
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -20,8 +34,11 @@ from probes.models import LoadedModel, decode_text
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+    from probes.inputs.niah import NiahSample
+
 OnStep = Callable[[int, torch.Tensor], None]
 HooksFor = Callable[[list[int]], Sequence[Hook]]
+_WORD = re.compile(r"[a-z0-9]+")
 
 
 class StopRule:
@@ -107,3 +124,92 @@ def greedy_decode(
                         cache.batch_select_indices(torch.tensor(keep, device=inputs.device))
                     break  # new hooks for the rows that remain
     return generated
+
+
+# --- needle-in-a-haystack answers ---------------------------------------------------------------
+
+
+def rouge1_recall(reference: str, response: str) -> float:
+    """Unigram recall of `reference` in `response` (clipped counts), rouge_score's tokenisation
+    without stemming; 0 when the reference has no tokens."""
+    wanted = Counter(_WORD.findall(reference.lower()))
+    if not wanted:
+        return 0.0
+    found = Counter(_WORD.findall(response.lower()))
+    return sum((wanted & found).values()) / sum(wanted.values())
+
+
+def answered(recall: float, threshold: float) -> bool:
+    """Whether a NIAH answer counts as correct: ROUGE-1 recall above `threshold` (the authors'
+    rule, with threshold 0.5)."""
+    return recall > threshold
+
+
+@dataclass(frozen=True)
+class NiahAnswer:
+    """One decoded row of a NIAH sample and its score."""
+
+    generated: tuple[int, ...]  # greedy tokens, the stopping token included
+    response: str  # their text without special tokens, stripped
+    recall: float  # ROUGE-1 recall of the needle's answer in `response`
+
+
+def decode_niah(
+    model: LoadedModel,
+    sample: NiahSample,
+    *,
+    max_new_tokens: int,
+    stop: Callable[[int], bool],
+    fwd_hooks: Sequence[Hook] | HooksFor = (),
+    n_rows: int = 1,
+    rows_per_batch: int | None = None,
+    prefill_hooks: Sequence[Hook] = (),
+    cache: Any = None,
+    on_step: OnStep | None = None,
+) -> list[NiahAnswer]:
+    """Greedy answers to `sample`, one per row, each scored against the needle's answer.
+
+    The prompt but its last token is prefilled once (with `prefill_hooks`), unless `cache` gives
+    that prefill already; it is extended in place, so pass a copy to keep one. The `n_rows` rows
+    then decode from it as in `greedy_decode`, with `fwd_hooks` a hook list or a function of the
+    rows in the batch. With `rows_per_batch` (< n_rows, `fwd_hooks` a function of the rows) they
+    decode in batches of that many rows, each from its own copy of the cache; the function still
+    sees indices into all n_rows. `on_step` sees each batch's steps (see `greedy_decode`).
+    """
+    per_batch = n_rows if rows_per_batch is None else rows_per_batch
+    if per_batch < 1:
+        raise ValueError(f"rows_per_batch must be at least 1, got {rows_per_batch}")
+    if per_batch < n_rows and not callable(fwd_hooks):
+        raise ValueError(
+            "rows can decode in several batches only when fwd_hooks is a function of the rows"
+        )
+    if cache is None:
+        cache = prefill(model, sample.tokens, prefill_hooks)
+    elif prefill_hooks:
+        raise ValueError("prefill_hooks act only on a prefill made here; `cache` is one already")
+    generated: list[list[int]] = []
+    for start in range(0, n_rows, per_batch):
+        size = min(per_batch, n_rows - start)
+        hooks = _rows_from(fwd_hooks, start) if callable(fwd_hooks) else fwd_hooks
+        generated += greedy_decode(
+            model,
+            cache if start + size >= n_rows else copy.deepcopy(cache),
+            sample.tokens[-1],
+            max_new_tokens=max_new_tokens,
+            stop=stop,
+            fwd_hooks=hooks,
+            n_rows=size,
+            on_step=on_step,
+        )
+    answers = []
+    for tokens in generated:
+        response = decode_text(model.tokenizer, tokens, skip_special_tokens=True).strip()
+        answers.append(
+            NiahAnswer(tuple(tokens), response, rouge1_recall(sample.needle.answer, response))
+        )
+    return answers
+
+
+def _rows_from(hooks_for: HooksFor, start: int) -> HooksFor:
+    """`hooks_for` for a batch whose row i is row start + i of all the rows."""
+    return lambda rows: hooks_for([start + row for row in rows])

@@ -81,7 +81,15 @@ HEAVY = {"torch", "transformers", "transformer_lens"}
 
 @pytest.mark.parametrize(
     "argv",
-    [["--help"], ["scan", "--help"], ["sweep", "--help"], ["bench", "--help"], ["runs", "--help"]],
+    [
+        ["--help"],
+        ["scan", "--help"],
+        ["sweep", "--help"],
+        ["bench", "--help"],
+        ["runs", "--help"],
+        ["mask-retrieval", "--help"],
+        ["induction-check", "--help"],
+    ],
 )
 def test_help_imports_neither_torch_nor_transformers(argv):
     code = (

@@ -58,9 +58,7 @@ def cli_fields(cls: type, skip: Iterable[str] = ()) -> list[dataclasses.Field]:
     """The fields of `cls` that are command-line options, in declaration order."""
     skipped = set(skip)
     return [
-        f
-        for f in dataclasses.fields(cls)
-        if f.metadata.get("cli", True) and f.name not in skipped
+        f for f in dataclasses.fields(cls) if f.metadata.get("cli", True) and f.name not in skipped
     ]
 
 
@@ -124,7 +122,7 @@ def converter(hint: Any, choices: tuple[str, ...] | None = None) -> Callable[[st
         try:
             value = cast(text)
         except ValueError:
-            expected = what if item_hint is None else f"comma-separated {PLURALS[what]}"
+            expected = what if item_hint is None else f"comma-separated {PLURALS.get(what, what)}"
             raise argparse.ArgumentTypeError(f"expected {expected}, got {original!r}") from None
         if choices is not None and value not in choices:
             raise argparse.ArgumentTypeError(
@@ -140,7 +138,7 @@ def converter(hint: Any, choices: tuple[str, ...] | None = None) -> Callable[[st
         items = [item.strip() for item in text.split(",") if item.strip()]
         if not items:
             raise argparse.ArgumentTypeError(
-                f"expected comma-separated {PLURALS.get(what, 'values')}, got {text!r}"
+                f"expected comma-separated {PLURALS.get(what, what)}, got {text!r}"
             )
         return tuple(one(item, text) for item in items)
 
@@ -220,10 +218,12 @@ def config_from_args(cls: type[C], args: argparse.Namespace, **overrides: Any) -
     try:
         return cls(**given, **overrides)
     except ConfigError as error:
+        if type(error) is not ConfigError:  # a subclass keeps its own message and type
+            raise
         message = str(error)
         for name in given:
             option = fields[name].default is not dataclasses.MISSING  # positionals keep names
-            if type(error) is ConfigError and option and _names(message, name):
+            if option and _names(message, name):
                 raise ConfigError(flag_of(fields[name]) + message[len(name) :]) from error
         raise
 

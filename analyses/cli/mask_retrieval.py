@@ -21,15 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def latest_retrieval_run(data: Path) -> str:
-    """The newest run under `data` that ran the retrieval probe."""
-    ids = [
-        run_id
-        for run_id in store.run_ids(data)
-        if "retrieval" in store.read_manifest(data, run_id).get("probes", {})
-    ]
-    if not ids:
-        raise store.StoreError(f"no run under {store.runs_root(data)} has retrieval scores")
-    return ids[-1]
+    """The newest readable run under `data` that ran the retrieval probe."""
+    try:
+        return store.latest_run(data, where=lambda m: "retrieval" in (m.get("probes") or {}))
+    except store.StoreError:
+        raise store.StoreError(
+            f"no run under {store.runs_root(data)} has retrieval scores; "
+            "run `headlab scan --probes retrieval` first"
+        ) from None
 
 
 def command(args: argparse.Namespace) -> int:

@@ -55,7 +55,11 @@ def add_arguments(sweep: argparse.ArgumentParser) -> None:
     torch, and --help must not). The run flags have the dests of `SweepConfig`'s fields and no
     default here (argparse.SUPPRESS), so `config_from_args` leaves SweepConfig's defaults."""
     sweep.add_argument(
-        "--plan", dest="plan_file", type=Path, help="TOML plan file (see analyses/sweeps/plan.py)"
+        "--plan",
+        dest="plan_file",
+        metavar="PLAN",
+        type=Path,
+        help="TOML plan file (see analyses/sweeps/plan.py)",
     )
     sweep.add_argument(
         "--model", help=f"model for a plan given by flags (default: {render(DEFAULT_MODEL)})"
@@ -103,14 +107,14 @@ def add_arguments(sweep: argparse.ArgumentParser) -> None:
     # SweepConfig's fields:
     unset = argparse.SUPPRESS
     sweep.add_argument(
-        "--run", dest="run_id", default=unset,
+        "--run", dest="run_id", metavar="RUN", default=unset,
         help="run to merge into (default: a run named after the plan)",
     )  # fmt: skip
     sweep.add_argument(
         "--metrics-run", default=unset, help="run whose metrics rank heads (default: --run)"
     )
     sweep.add_argument(
-        "--data", "--out", dest="data_dir", type=Path, default=unset,
+        "--data", "--out", dest="data_dir", metavar="DATA", type=Path, default=unset,
         help="data directory",
     )  # fmt: skip
     sweep.add_argument("--device", default=unset, help="torch device: cpu, cuda, cuda:N, mps")

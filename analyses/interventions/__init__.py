@@ -1,8 +1,12 @@
 """Interventions on heads and the controls they are compared with.
 
+    edits.py     the pure tensor edits (replace_heads, scale_heads, soft_pag, redistribute,
+                 act_sinks, …): tensor in, new tensor out, no model
     kinds.py     value objects that emit hooks (HeadAblation, HeadScale, SoftPAG,
                  AttentionRedistribution), applied only inside a `with model.bridge.hooks(...)`
                  block; `hooks` / `stacked_hooks` compose them
+    registry.py  the one registry of intervention kinds (`INTERVENTIONS`, refusing duplicates);
+                 kinds.py registers every built-in kind
     controls.py  the one random-control rule (layer-matched random heads); torch-free
     means.py     mean head outputs, the values mean ablation substitutes
 

@@ -6,11 +6,13 @@ its input in place. `hooks(...)` composes any list of interventions into one hoo
 `bridge.hooks(fwd_hooks=...)`; `stacked_hooks(...)` gives each copy of a batch expanded along
 its first dimension its own interventions, so several of them share one forward pass.
 
-Hook points (all have the batch first, and every query head present under GQA):
-  hook_z       [batch, pos, head, d_head]  head outputs — zero, mean, scale
-  hook_rot_q   [batch, pos, head, d_head]  post-RoPE queries — the retrieval-head authors' mask
-  hook_pattern [batch, head, q_pos, k_pos] post-softmax attention — redistribution, SoftPAG
-Every edit of a pattern keeps each row's sum (1 on real rows).
+The tensor maths is in `analyses.interventions.edits` (hook points and shapes there). Every kind
+is registered by name in `analyses.interventions.registry` (`INTERVENTIONS`) when this module is
+imported:
+  head_ablation             HeadAblation: zero, mean or uniform-attention knock-out (hook_z/rot_q)
+  head_scale                HeadScale: multiply outputs by α (hook_z)
+  soft_pag                  SoftPAG: blend patterns towards identity attention (hook_pattern)
+  attention_redistribution  AttentionRedistribution: ACT / VAR sink redistribution (hook_pattern)
 """
 
 from __future__ import annotations
@@ -19,14 +21,20 @@ from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Self, TypeGuard
+from typing import Any, ClassVar, Literal, Self, TypeGuard
 
 import torch
-from jaxtyping import Bool, Float, Int
 
+from analyses.interventions.edits import (
+    act_sinks,
+    redistribute,
+    replace_heads,
+    scale_heads,
+    soft_pag,
+)
+from analyses.interventions.registry import register_intervention
 from probes.core import hook_names as hook_names
 from probes.core.types import Hook
-from probes.families.sink import sink_alpha
 from probes.models import ModelInfo
 
 Head = tuple[int, int]  # (layer, head); head indexes query heads
@@ -38,100 +46,6 @@ ABLATION_MODES: tuple[AblationMode, ...] = ("zero", "mean", "uniform")
 def is_ablation_mode(value: object) -> TypeGuard[AblationMode]:
     """Whether `value` is one of ABLATION_MODES (and so an `AblationMode`)."""
     return value in ABLATION_MODES
-
-
-# --- pure tensor edits ------------------------------------------------------------------------
-
-
-def replace_heads(
-    z: Float[torch.Tensor, "batch pos head d_head"],
-    heads: Sequence[int],
-    value: Float[torch.Tensor, "n_heads d_head"] | float,
-) -> Float[torch.Tensor, "batch pos head d_head"]:
-    """`z` with the given heads' outputs replaced by `value` (0, or one vector per head)."""
-    out = z.clone()
-    index = list(heads)
-    if isinstance(value, torch.Tensor):
-        out[:, :, index] = value.to(z)[None, None]
-    else:
-        out[:, :, index] = value
-    return out
-
-
-def scale_heads(
-    z: Float[torch.Tensor, "batch pos head d_head"], heads: Sequence[int], alpha: float
-) -> Float[torch.Tensor, "batch pos head d_head"]:
-    """`z` with the given heads' outputs multiplied by `alpha` (VHR's reinforcement)."""
-    factor = torch.ones(z.shape[2], dtype=z.dtype, device=z.device)
-    factor[list(heads)] = alpha
-    return z * factor[None, None, :, None]
-
-
-def soft_pag(
-    pattern: Float[torch.Tensor, "batch head q_pos k_pos"], u: float
-) -> Float[torch.Tensor, "batch head q_pos k_pos"]:
-    """SoftPAG: A' = (1 − u)·A + u·I, where I puts each query on its own key position."""
-    q_len, k_len = pattern.shape[-2:]
-    identity = identity_pattern(q_len, k_len, dtype=pattern.dtype, device=pattern.device)
-    return (1 - u) * pattern + u * identity
-
-
-def identity_pattern(
-    q_len: int, k_len: int, *, dtype: torch.dtype, device: torch.device | str = "cpu"
-) -> Float[torch.Tensor, "q_pos k_pos"]:
-    """Each query on its own position; queries are the last q_len of k_len positions (KV cache)."""
-    rows = torch.arange(q_len, device=device) + (k_len - q_len)
-    eye = torch.zeros(q_len, k_len, dtype=dtype, device=device)
-    eye[torch.arange(q_len, device=device), rows] = 1
-    return eye
-
-
-def redistribute(
-    pattern: Float[torch.Tensor, "*rows q_pos k_pos"],
-    sources: Bool[torch.Tensor, "*rows k_pos"],
-    targets: Bool[torch.Tensor, "*rows k_pos"],
-    keep: float,
-    queries: Bool[torch.Tensor, " q_pos"] | None = None,
-) -> Float[torch.Tensor, "*rows q_pos k_pos"]:
-    """Keep `keep` of the attention on `sources`; give the rest to `targets` in proportion.
-
-    Row i loses (1 − keep)·s_i, s_i = Σ_{k∈sources} A[i,k], and target j gains that times
-    A[i,j] / Σ_{j'∈targets} A[i,j'] (ACT's and VAR's rule), so row sums are unchanged. A row
-    whose targets hold no attention (e.g. targets it cannot see yet) has nowhere to put the
-    mass and is left as it is, as are rows outside `queries`.
-    """
-    sources = sources[..., None, :]
-    targets = targets[..., None, :] & ~sources
-    source_mass = (pattern * sources).sum(-1, keepdim=True)
-    target_mass = (pattern * targets).sum(-1, keepdim=True)
-    movable = target_mass > 0
-    if queries is not None:
-        movable = movable & queries[:, None]
-    gain = (1 - keep) * source_mass / torch.where(movable, target_mass, 1)
-    factor = torch.where(sources, keep, torch.where(targets, 1 + gain, 1)).to(pattern.dtype)
-    return torch.where(movable, pattern * factor, pattern)
-
-
-def act_sinks(
-    pattern: Float[torch.Tensor, "batch head q_pos k_pos"],
-    lengths: Int[torch.Tensor, " batch"] | None,
-    threshold: float = 0.1,
-    spare_first: bool = True,
-) -> Bool[torch.Tensor, "batch head k_pos"]:
-    """ACT's input-adaptive sinks per head: keys with α > threshold, minus the first one found.
-
-    α is Gu et al.'s mean attention from the queries that see the key (GATECH-EIC/ACT,
-    atten_process_eval); `indices[1:]` there spares the lowest detected position.
-    """
-    if lengths is None:
-        lengths = torch.full((pattern.shape[0],), pattern.shape[-1], device=pattern.device)
-    sinks = sink_alpha(pattern, lengths) > threshold  # NaN (padding keys) is never a sink
-    if spare_first:
-        first = sinks.int().argmax(-1, keepdim=True)
-        found = sinks.any(-1, keepdim=True)
-        spared = torch.zeros_like(sinks).scatter(-1, first, found)
-        sinks = sinks & ~spared
-    return sinks
 
 
 # --- value objects ----------------------------------------------------------------------------
@@ -163,8 +77,10 @@ def _label_heads(heads: Sequence[Head]) -> str:
 
 
 class Intervention(ABC):
-    """Something done to some heads. Subclasses are frozen dataclasses with a `heads` field."""
+    """Something done to some heads. Subclasses are frozen dataclasses with a `heads` field and
+    a registry `name` (`@register_intervention`)."""
 
+    name: ClassVar[str]
     heads: tuple[Head, ...]
 
     @abstractmethod
@@ -196,16 +112,18 @@ class Intervention(ABC):
         return min((layer for layer, _ in self.heads), default=0)
 
 
+@register_intervention
 @dataclass(frozen=True)
 class HeadAblation(Intervention):
     """Knock heads out: "zero" their output, set it to its "mean" over a reference set, or
     give them "uniform" attention over the visible keys (the retrieval-head authors' mask:
     post-RoPE query = 0, so every visible key scores 0; the output becomes the mean of V).
 
-    `means` ([layer, head, d_head], e.g. from `analyses.attribution.head_means`) is needed for
-    "mean" only.
+    `means` ([layer, head, d_head], e.g. from `analyses.interventions.means.head_means`) is
+    needed for "mean" only.
     """
 
+    name: ClassVar[str] = "head_ablation"
     heads: tuple[Head, ...]
     mode: AblationMode = "zero"
     means: torch.Tensor | None = field(default=None, compare=False, repr=False)
@@ -248,10 +166,12 @@ class HeadAblation(Intervention):
         return [(hook_names.attn(layer, "z"), lambda z, _: replace_heads(z, heads, value))]
 
 
+@register_intervention
 @dataclass(frozen=True)
 class HeadScale(Intervention):
     """Multiply heads' outputs by `alpha` (VHR reinforces the top vision-aware heads, α ≈ 2)."""
 
+    name: ClassVar[str] = "head_scale"
     heads: tuple[Head, ...]
     alpha: float
 
@@ -266,10 +186,12 @@ class HeadScale(Intervention):
         return [(hook_names.attn(layer, "z"), lambda z, _: scale_heads(z, heads, self.alpha))]
 
 
+@register_intervention
 @dataclass(frozen=True)
 class SoftPAG(Intervention):
     """SoftPAG: A' = (1 − u)·A + u·I on the heads' patterns; u = 1 is identity attention."""
 
+    name: ClassVar[str] = "soft_pag"
     heads: tuple[Head, ...]
     u: float
 
@@ -291,6 +213,7 @@ class SoftPAG(Intervention):
         return [(hook_names.attn(layer, "pattern"), edit)]
 
 
+@register_intervention
 @dataclass(frozen=True)
 class AttentionRedistribution(Intervention):
     """Move attention from sink tokens to target tokens, keeping a fraction `keep` on the sinks.
@@ -304,6 +227,7 @@ class AttentionRedistribution(Intervention):
     Use `AttentionRedistribution.act(...)` / `.var(...)` for the authors' settings.
     """
 
+    name: ClassVar[str] = "attention_redistribution"
     heads: tuple[Head, ...]
     keep: float
     sources: tuple[int, ...] | None = None

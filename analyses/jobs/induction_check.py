@@ -43,7 +43,7 @@ class InductionCheckConfig:
     n_sequences: int = field(default=8, metadata={"help": "repeated random sequences per seed"})
     half_len: int = field(default=48, metadata={"help": "random tokens in each half"})
     detect_seed: int = field(
-        default=0, metadata={"help": "seed of the sequences that rank the heads (never evaluated)"}
+        default=0, metadata={"help": "seed of the sequences that rank the heads, never evaluated"}
     )
     seeds: tuple[int, ...] = field(
         default=(1, 2, 3, 4, 5),
@@ -61,7 +61,10 @@ class InductionCheckConfig:
         if not self.seeds:
             raise ConfigError("seeds: give at least one evaluation seed")
         if self.detect_seed in self.seeds:
-            raise ConfigError(f"detect_seed={self.detect_seed} must not be an evaluation seed")
+            raise ConfigError(
+                f"detect_seed={self.detect_seed} ranks the heads, so it must not be one of the "
+                f"evaluation seeds {','.join(map(str, self.seeds))}"
+            )
         check_device(self.device)
 
 

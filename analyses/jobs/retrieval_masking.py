@@ -19,7 +19,6 @@ Results go to the run as side tables `retrieval_masking` (accuracy per condition
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -54,11 +53,12 @@ class MaskingConfig:
         }
     )
     data_dir: Path = field(
-        default=Path("data"), metadata={"flag": "--data", "help": "data directory"}
+        default=Path("data"),
+        metadata={"flag": "--data", "aliases": ("--out",), "help": "data directory"},
     )
     ks: tuple[int, ...] = field(default=(5, 10, 20), metadata={"help": "numbers of heads to mask"})
     seeds: tuple[int, ...] = field(
-        default=(0, 1, 2), metadata={"help": "random-head seeds (one random set per seed and k)"}
+        default=(0, 1, 2), metadata={"help": "random-head seeds, one random set per seed and k"}
     )
     modes: tuple[str, ...] = field(
         default=MODES,
@@ -196,8 +196,8 @@ def run(config: MaskingConfig, model: Any = None) -> pd.DataFrame:
     from analyses.interventions.kinds import HeadAblation, is_ablation_mode, stacked_hooks
     from probes import decoding as decode
     from probes.core.types import Hook
-    from probes.families.retrieval import niah_samples, rouge1_recall
-    from probes.models import decode_text, load
+    from probes.families.retrieval import niah_samples
+    from probes.models import load
 
     started = time.perf_counter()
     if config.rows_per_batch < 1:
@@ -218,34 +218,26 @@ def run(config: MaskingConfig, model: Any = None) -> pd.DataFrame:
         [HeadAblation(c.heads, c.mode)] if c.heads and is_ablation_mode(c.mode) else []
         for c in plan
     ]
-    step = config.rows_per_batch
+
+    def hooks_for(rows: list[int]) -> list[Hook]:
+        return stacked_hooks([copies[i] for i in rows], info)
+
     records: list[dict[str, Any]] = []
     unmasked_correct = 0
     bar = tqdm(
         samples, unit="sample", desc=f"mask-retrieval {info.name}", disable=not config.progress
     )
     for sample in bar:
-        cache = decode.prefill(model, sample.tokens)
-        answers: list[list[int]] = []
-        for start in range(0, len(plan), step):
-            rows = copies[start : start + step]
-
-            def hooks_for(active: list[int], rows: list[list[HeadAblation]] = rows) -> list[Hook]:
-                return stacked_hooks([rows[i] for i in active], info)
-
-            shared = cache if start + step >= len(plan) else copy.deepcopy(cache)
-            answers += decode.greedy_decode(
-                model,
-                shared,
-                sample.tokens[-1],
-                max_new_tokens=params.max_new_tokens,
-                stop=stop,
-                fwd_hooks=hooks_for,
-                n_rows=len(rows),
-            )
-        for condition, generated in zip(plan, answers, strict=True):
-            response = decode_text(model.tokenizer, generated, skip_special_tokens=True).strip()
-            recall = rouge1_recall(sample.needle.answer, response)
+        answers = decode.decode_niah(
+            model,
+            sample,
+            max_new_tokens=params.max_new_tokens,
+            stop=stop,
+            fwd_hooks=hooks_for,
+            n_rows=len(plan),
+            rows_per_batch=config.rows_per_batch,
+        )
+        for condition, answer in zip(plan, answers, strict=True):
             records.append(
                 {
                     "condition": condition.label,
@@ -256,9 +248,9 @@ def run(config: MaskingConfig, model: Any = None) -> pd.DataFrame:
                     "sample_id": sample.id,
                     "length": sample.length,
                     "depth": sample.depth,
-                    "response": response,
-                    "recall": recall,
-                    "correct": recall > params.recall_threshold,
+                    "response": answer.response,
+                    "recall": answer.recall,
+                    "correct": decode.answered(answer.recall, params.recall_threshold),
                 }
             )
         unmasked_correct += records[-len(plan)]["correct"]

@@ -8,12 +8,23 @@ import time
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from analyses.results import locks, store
 from analyses.results import manifest as manifests
-from analyses.results import store
 from probes.core.errors import ConfigError, HeadlabError
-from probes.core.options import DEFAULT_MODEL, ENGINE_PATHS, check_device, check_engine_path
+from probes.core.options import (
+    DEFAULT_MODEL,
+    ENGINE_PATHS,
+    check_device,
+    check_engine_path,
+    check_positive,
+)
+
+if TYPE_CHECKING:
+    from probes.core.probe import Probe
+    from probes.core.types import ProbeParams
+    from probes.inputs.prompts import PromptSuite
 
 # The streaming probes: one fast-path pass over the prompts (+ a short one for the detectors'
 # repeated random tokens). Retrieval (generation) and divergence (two passes) are opt-in.
@@ -104,15 +115,15 @@ class ScanConfig:
         return manifests.config_from_record(cls, manifest["config"])
 
 
-def check_positive(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a whole number ≥ 1, got {value!r}")
-
-
 def check_writable(directory: Path) -> None:
+    """`directory`, or the nearest ancestor that exists, takes new files; nothing is created."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputNotWritableError(f"output directory {directory}: {existing} is not a directory")
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-"):
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-check-"):
             pass
     except OSError as error:
         raise OutputNotWritableError(
@@ -133,13 +144,11 @@ def new_run_id(model: str, probes: tuple[str, ...], data_dir: Path) -> str:
 
 
 def run(config: ScanConfig) -> Path:
-    """Run the scan described by `config`; return the new run directory."""
-    import torch
-
-    from probes import engine
+    """Run the scan described by `config`; return the new run directory. Everything is
+    checked — config, probe parameters, prompts, output directory, run id — before the model
+    loads."""
     from probes.families import get_probe
     from probes.inputs.prompts import load_jsonl, stdlib_docs_suite
-    from probes.models import load
 
     started = time.perf_counter()
     probe_classes = [get_probe(name) for name in config.probes]  # unknown names fail first
@@ -154,8 +163,26 @@ def run(config: ScanConfig) -> Path:
     runs = store.runs_root(config.data_dir)
     check_writable(runs)
     run_id = config.run_id or new_run_id(config.model, config.probes, config.data_dir)
-    if store.run_dir(config.data_dir, run_id).exists():  # refused before the model loads
-        raise store.StoreError(f"run {run_id!r} already exists under {runs}; pick another --run-id")
+    with locks.writing(runs, run_id):  # a second scan of the same run id is refused at once
+        if store.run_dir(config.data_dir, run_id).exists():  # refused before the model loads
+            raise store.StoreError(
+                f"run {run_id!r} already exists under {runs}; pick another --run-id"
+            )
+        return _scan(config, run_id, suite, probe_classes, params, started)
+
+
+def _scan(
+    config: ScanConfig,
+    run_id: str,
+    suite: PromptSuite,
+    probe_classes: list[type[Probe]],
+    params: dict[str, ProbeParams],
+    started: float,
+) -> Path:
+    import torch
+
+    from probes import engine
+    from probes.models import load
 
     torch.manual_seed(config.seed)
     model = load(config.model, device=config.device)

@@ -27,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from analyses.results import locks
 from probes.core import schema
 from probes.core.errors import HeadlabError
 
@@ -71,7 +72,7 @@ def conform(table: pd.DataFrame) -> pd.DataFrame:
 
 def _atomic_write_bytes(path: Path, write: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    handle, temporary = tempfile.mkstemp(prefix=locks.temporary_prefix(path.name), dir=path.parent)
     os.close(handle)
     try:
         write(temporary)
@@ -217,7 +218,8 @@ def write_run(
     if final.exists():
         raise StoreError(f"run {final} already exists")
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{run_id}-", dir=final.parent))
+    locks.remove_leftovers(final.parent)  # staging directories of writers killed mid-write
+    staging = Path(tempfile.mkdtemp(prefix=locks.temporary_prefix(run_id), dir=final.parent))
     try:
         table = table.assign(run_id=run_id)
         write_table(staging / RESULTS_FILE, table, manifest)
@@ -238,9 +240,12 @@ def read_manifest(data_dir: Path | str, run_id: str) -> dict[str, Any]:
         raise StoreError(f"run {run_id!r} has no manifest at {path}")
     path = inside(path, directory)
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise StoreError(f"manifest {path} is not valid JSON: {error}") from error
+    if not isinstance(manifest, dict):
+        raise StoreError(f"manifest {path} is not a JSON object")
+    return manifest
 
 
 def update_manifest(
@@ -253,8 +258,9 @@ def update_manifest(
 
 
 def run_ids(data_dir: Path | str) -> list[str]:
-    """Finished runs, oldest first by name: staging directories (a leading '.') and runs that
-    resolve outside the runs directory (symlinks) are skipped."""
+    """Every run directory, by name: staging directories (a leading '.') and runs that resolve
+    outside the runs directory (symlinks) are skipped. A directory without a manifest is listed
+    (as unreadable by `list_runs`) and refused by every reader."""
     root = runs_root(data_dir)
     if not root.is_dir():
         return []
@@ -262,10 +268,7 @@ def run_ids(data_dir: Path | str) -> list[str]:
     return sorted(
         entry.name
         for entry in root.iterdir()
-        if entry.is_dir()
-        and RUN_ID.match(entry.name)
-        and entry.resolve().parent == resolved_root
-        and (entry / MANIFEST_FILE).is_file()
+        if entry.is_dir() and RUN_ID.match(entry.name) and entry.resolve().parent == resolved_root
     )
 
 
@@ -273,6 +276,7 @@ def load_run(
     data_dir: Path | str, run_id: str, filters: list[tuple[str, str, Any]] | None = None
 ) -> pd.DataFrame:
     """All results tables of one run, as one DataFrame (only rows matching `filters`)."""
+    read_manifest(data_dir, run_id)  # a directory without a manifest is no finished run
     tables = [read_table(path, filters) for path in result_files(data_dir, run_id)]
     return pd.concat(tables, ignore_index=True)
 
@@ -285,19 +289,69 @@ def load_runs(data_dir: Path | str, ids: Iterable[str] | None = None) -> pd.Data
     return pd.concat([load_run(data_dir, run_id) for run_id in ids], ignore_index=True)
 
 
+def run_status(data_dir: Path | str, run_id: str) -> str:
+    """ "ok", or why the run cannot be read (no manifest, bad JSON, a results file that is
+    truncated, corrupt or foreign): checked from the files' headers, without reading rows."""
+    try:
+        read_manifest(data_dir, run_id)
+        for path in result_files(data_dir, run_id):
+            check_header(path)
+    except StoreError as error:
+        return f"unreadable: {error}"
+    return "ok"
+
+
+def check_header(path: Path) -> None:
+    """The parquet footer of a results file names headlab's schema at this version."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
+        raise StoreError(f"{path.name} is not a readable parquet file: {error}") from error
+    if SCHEMA_KEY not in metadata:
+        raise StoreError(f"{path.name} is not a headlab results table")
+    if int(metadata[SCHEMA_KEY]) != SCHEMA_VERSION:
+        raise StoreError(f"{path.name} has results schema version {int(metadata[SCHEMA_KEY])}")
+
+
 def list_runs(data_dir: Path | str) -> pd.DataFrame:
-    """One row per run: id, model, probes, prompts, when, and how many result rows."""
+    """One row per run, oldest first by creation time: id, status ("ok" or why it cannot be
+    read), model, probes, prompts, when, and how many result rows. One bad run never stops the
+    listing."""
     rows = []
     for run_id in run_ids(data_dir):
-        manifest = read_manifest(data_dir, run_id)
+        status = run_status(data_dir, run_id)
+        try:
+            manifest = read_manifest(data_dir, run_id)
+        except StoreError:
+            manifest = {}
+        model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
+        prompts = manifest.get("prompts") if isinstance(manifest.get("prompts"), dict) else {}
         rows.append(
             {
                 "run_id": run_id,
-                "model": manifest.get("model", {}).get("model"),
-                "probes": ",".join(manifest.get("probes", {})),
-                "prompts": manifest.get("prompts", {}).get("name"),
-                "created": manifest.get("created"),
+                "status": status,
+                "kind": manifest.get("kind"),
+                "model": (model or {}).get("model"),
+                "probes": ",".join(manifest.get("probes") or {}),
+                "prompts": (prompts or {}).get("name"),
+                "created": manifest.get("created") or _modified(data_dir, run_id),
                 "rows": manifest.get("n_rows"),
             }
         )
-    return pd.DataFrame(rows, columns=["run_id", "model", "probes", "prompts", "created", "rows"])
+    columns = ["run_id", "status", "kind", "model", "probes", "prompts", "created", "rows"]
+    table = pd.DataFrame(rows, columns=columns)
+    return table.sort_values(["created", "run_id"], kind="stable", ignore_index=True)
+
+
+def _modified(data_dir: Path | str, run_id: str) -> str:
+    stamp = run_dir(data_dir, run_id).stat().st_mtime
+    return pd.Timestamp(stamp, unit="s", tz="UTC").isoformat(timespec="seconds")
+
+
+def latest_run(data_dir: Path | str, where: Callable[[dict[str, Any]], bool] | None = None) -> str:
+    """The newest readable run by creation time (and, given `where`, whose manifest passes it)."""
+    runs = list_runs(data_dir)
+    for run_id in reversed(list(runs.loc[runs["status"] == "ok", "run_id"])):
+        if where is None or where(read_manifest(data_dir, run_id)):
+            return str(run_id)
+    raise StoreError(f"no readable run under {runs_root(data_dir)}; run `headlab scan` first")

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from jaxtyping import Float
 
-from probes.bridge import patterns_released_after_each_layer, skipping_blocks
+from probes.bridge import forward, patterns_released_after_each_layer, skipping_blocks
 from probes.core import hook_names as hook_names
 from probes.core.types import Batch, Hook
 from probes.models import LoadedModel
@@ -66,10 +66,26 @@ def resume(
         return bridge(residual, start_at_layer=layer, attention_mask=attention_mask)
 
 
-def resume_is_exact(model: LoadedModel, batch: Batch, atol: float = 1e-5) -> bool:
-    """Whether resuming at the middle layer reproduces the full forward's logits on `batch`."""
-    layer = model.info.n_layers // 2
-    full, residuals = clean_residuals(model, batch, [layer])
-    resumed = resume(model, residuals[layer], layer, batch.attention_mask)
-    real = batch.attention_mask.bool()
-    return bool(torch.allclose(full[real], resumed[real], atol=atol, rtol=0))
+def resume_is_exact(
+    model: LoadedModel,
+    batch: Batch,
+    layer: int | None = None,
+    *,
+    residual: torch.Tensor | None = None,
+    fwd_hooks: Sequence[Hook] = (),
+    atol: float = 1e-5,
+) -> bool:
+    """Whether resuming at `layer` (default: the middle one) reproduces the full forward's
+    logits on `batch`, at every position (padding included), within `atol`.
+
+    `residual` is the stream entering `layer` (default: from a clean pass run here; a sweep
+    passes the one its clean pass kept). `fwd_hooks` act on both passes; hooks before `layer`
+    fire only in the full one, so give hooks that keep the clean logits (e.g. the positions a
+    task reads).
+    """
+    layer = model.info.n_layers // 2 if layer is None else layer
+    if residual is None:
+        residual = clean_residuals(model, batch, [layer])[1][layer]
+    full = forward(model, batch.tokens, fwd_hooks, attention_mask=batch.attention_mask)
+    resumed = resume(model, residual, layer, batch.attention_mask, fwd_hooks)
+    return bool(torch.allclose(full, resumed, atol=atol, rtol=0))

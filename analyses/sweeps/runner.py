@@ -122,33 +122,24 @@ class PreparedTask:
     """A forward task's batches, clean residuals and means, computed once per process."""
 
     def __init__(self, model: Any, task: ForwardTask, batch_size: int, layers: set[int]) -> None:
+        from analyses.interventions.means import HeadMeans
         from analyses.sweeps.prefix import clean_residuals
-        from probes.core import hook_names as hook_names
 
         self.model, self.task = model, task
         self.batches: list[TaskBatch] = task.prepare(model, batch_size)
-        info = model.info
-        z_sum = torch.zeros(info.n_layers, info.n_heads, info.d_head, dtype=torch.float64)
-        n_tokens = 0
+        head_means = HeadMeans(model.info)  # collected during the clean passes
         self.residuals: list[dict[int, torch.Tensor]] = []
         totals: dict[str, float] = defaultdict(float)
         for task_batch in self.batches:
-            real = task_batch.batch.query_mask
-
-            def add_z(z: torch.Tensor, hook: Any, real: torch.Tensor = real) -> None:
-                layer = hook_names.layer_of(hook.name)
-                z_sum[layer] += torch.einsum("bphd,bp->hd", z.double(), real.double()).cpu()
-
-            extra = [(hook_names.attn(layer, "z"), add_z) for layer in range(info.n_layers)]
+            extra = head_means.hooks(task_batch.batch)
             extra += read_positions_hooks(task_batch.read_at, copies=1)
             logits, residuals = clean_residuals(model, task_batch.batch, sorted(layers), extra)
             self.residuals.append(residuals)
             for measure, value in task.score(logits, task_batch).items():
                 totals[measure] += float(value)
-            n_tokens += int(task_batch.batch.lengths.sum())
         self.weight = sum(task.weight(tb) for tb in self.batches)
         self.clean = {measure: total / self.weight for measure, total in totals.items()}
-        self.means = (z_sum / max(n_tokens, 1)).float()
+        self.means = head_means.means()
 
     def copies_per_pass(self, wanted: int) -> int:
         """Copies whose logits fit the budget: the vocabulary projection dominates memory."""
@@ -354,16 +345,15 @@ def run(config: SweepConfig, model: LoadedModel | None = None) -> Path:
 
 
 def _resume_ok(model: Any, prepared: PreparedTask) -> bool:
-    """Whether restarting mid-network reproduces the clean logits (checked on one batch)."""
-    from analyses.sweeps.prefix import resume
+    """Whether restarting mid-network reproduces the clean logits (checked on one batch, from
+    the residual its clean pass kept)."""
+    from analyses.sweeps.prefix import resume_is_exact
 
     layer = model.info.n_layers // 2
     task_batch = prepared.batches[0]
-    batch = task_batch.batch
     hooks = read_positions_hooks(task_batch.read_at, copies=1)
-    full = _full_forward(model, batch.tokens, batch.attention_mask, hooks)
-    resumed = resume(model, prepared.residuals[0][layer], layer, batch.attention_mask, hooks)
-    return bool(torch.allclose(full, resumed, atol=1e-5, rtol=0))
+    residual = prepared.residuals[0][layer]
+    return resume_is_exact(model, task_batch.batch, layer, residual=residual, fwd_hooks=hooks)
 
 
 def _write_clean(parts: Path, name: str, clean: dict[str, float], unit_id: str, done: set[str]):

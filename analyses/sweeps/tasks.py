@@ -37,7 +37,7 @@ from probes.core.errors import HeadlabError
 from probes.core.types import Batch, Hook, TokenizedPrompt
 from probes.engine import batches
 from probes.inputs.prompts import stdlib_docs_suite
-from probes.models import LoadedModel, decode_text
+from probes.models import LoadedModel
 
 
 class TaskError(HeadlabError, ValueError):
@@ -284,23 +284,19 @@ class NiahTask(Task[NiahParams]):
         self, model: LoadedModel, fwd_hooks: list[Hook], n_rows: int
     ) -> list[dict[str, float]]:
         from probes import decoding as decode
-        from probes.families.retrieval import rouge1_recall
 
         stop = decode.StopRule(model.tokenizer)
         recall = torch.zeros(n_rows, dtype=torch.float64)
         correct = torch.zeros(n_rows, dtype=torch.float64)
         samples = self._samples(model)
         for sample, cache in samples:
-            answers = decode.greedy_decode(
-                model, copy.deepcopy(cache), sample.tokens[-1],
-                max_new_tokens=self.params.max_new_tokens, stop=stop, fwd_hooks=fwd_hooks,
-                n_rows=n_rows,
+            answers = decode.decode_niah(
+                model, sample, max_new_tokens=self.params.max_new_tokens, stop=stop,
+                fwd_hooks=fwd_hooks, n_rows=n_rows, cache=copy.deepcopy(cache),
             )  # fmt: skip
-            for row, generated in enumerate(answers):
-                text = decode_text(model.tokenizer, generated, skip_special_tokens=True).strip()
-                score = rouge1_recall(sample.needle.answer, text)
-                recall[row] += score
-                correct[row] += score > self.params.recall_threshold
+            for row, answer in enumerate(answers):
+                recall[row] += answer.recall
+                correct[row] += decode.answered(answer.recall, self.params.recall_threshold)
         n = len(samples)
         return [
             {"accuracy": float(c / n), "recall": float(r / n)}

@@ -1,5 +1,6 @@
 """Model registry and loading: offline PyPI models, any HF model, tiny random test models."""
 
+from probes.core.options import DEFAULT_MODEL
 from probes.models.loading import (
     LoadedModel,
     ModelInfo,
@@ -9,7 +10,6 @@ from probes.models.loading import (
     prepare,
     wrap,
 )
-from probes.core.options import DEFAULT_MODEL
 from probes.models.registry import REGISTRY, ModelSpec
 
 __all__ = [

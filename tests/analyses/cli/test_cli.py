@@ -97,7 +97,8 @@ def test_scan_runs_show_on_the_tiny_model(tmp_path, capsys):
 
 
 def test_every_command_has_help(capsys):
-    for command in ["scan", "runs", "show", "prepare", "models", "probes"]:
+    for command in ["scan", "runs", "show", "prepare", "models", "probes", "bench", "sweep",
+                    "mask-retrieval", "induction-check", "dashboard"]:  # fmt: skip
         with pytest.raises(SystemExit) as exit_info:
             cli.main([command, "--help"])
         assert exit_info.value.code == 0

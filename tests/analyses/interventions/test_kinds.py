@@ -3,15 +3,13 @@ import copy
 import pytest
 import torch
 
+from analyses.interventions.edits import act_sinks, redistribute, soft_pag
 from analyses.interventions.kinds import (
     AttentionRedistribution,
     HeadAblation,
     HeadScale,
     SoftPAG,
-    act_sinks,
     hooks,
-    redistribute,
-    soft_pag,
     stacked_hooks,
 )
 from analyses.interventions.means import head_means

@@ -2,6 +2,7 @@ import pandas as pd
 import pytest
 
 from analyses.jobs import bench
+from probes.core.errors import ConfigError
 
 
 def test_naive_memory_estimate_matches_the_patterns_run_with_cache_keeps():
@@ -76,9 +77,43 @@ def test_lengths_beyond_the_context_are_refused(tmp_path):
 
 
 def test_unknown_methods_are_refused_before_anything_runs(tmp_path):
-    config = bench.BenchConfig(model="tiny-random", tokens=(16,), methods=("plain", "fast"))
-    with pytest.raises(ValueError, match=r"unknown bench methods \['fast'\]"):
-        bench.run(config, progress=False)
+    with pytest.raises(ConfigError, match=r"unknown bench methods \['fast'\]"):
+        bench.BenchConfig(model="tiny-random", tokens=(16,), methods=("plain", "fast"))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"tokens": ()}, "tokens: give at least one"),
+        ({"tokens": (16, 0)}, "tokens must be a whole number ≥ 1, got 0"),
+        ({"methods": ()}, "methods: give at least one"),
+        ({"repeats": 0}, "repeats must be a whole number ≥ 1"),
+        ({"path": "slow"}, "path must be one of"),
+        ({"timeout_s": 0.0}, "timeout_s must be more than 0"),
+    ],
+)
+def test_config_checks_its_ranges(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        bench.BenchConfig(**changes)
+
+
+def test_cli_bench_builds_the_config_from_its_flags(monkeypatch, tmp_path, capsys):
+    from analyses.cli.main import main
+
+    seen = []
+
+    def fake_run(config, progress=True):
+        seen.append(config)
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(bench, "run", fake_run)
+    argv = ["bench", "--model", "tiny-random", "--tokens", "16,24", "--methods", "plain,body",
+            "--repeats", "2", "--path", "fast", "--out", str(tmp_path),
+            "--timeout-s", "60"]  # fmt: skip
+    assert main(argv) == 2 and "headlab: error: stop here" in capsys.readouterr().err
+    assert seen == [
+        bench.BenchConfig("tiny-random", (16, 24), ("plain", "body"), 2, "fast", tmp_path, 60.0)
+    ]
 
 
 def test_each_repeat_measures_every_length_and_method_before_the_next(monkeypatch):

@@ -3,6 +3,7 @@ import torch
 
 from analyses.jobs import induction_check
 from analyses.jobs.induction_check import InductionCheckConfig
+from probes.core.errors import ConfigError
 from probes.inputs.synthetic import repeated_random_prompts
 from tests import planting
 
@@ -64,8 +65,36 @@ def test_summary_counts_the_seeds_where_top_beats_random(tiny_model):
 
 
 def test_config_refuses_evaluating_on_the_ranking_sequences():
-    with pytest.raises(ValueError, match="detect_seed=1"):
+    with pytest.raises(ConfigError, match="detect_seed=1"):
         InductionCheckConfig(detect_seed=1, seeds=(1, 2))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"top_k": 0}, "top_k must be a whole number ≥ 1"),
+        ({"n_sequences": 0}, "n_sequences must be a whole number ≥ 1"),
+        ({"batch_size": 0}, "batch_size must be a whole number ≥ 1"),
+        ({"half_len": 1}, "half_len must be a whole number ≥ 2"),
+        ({"seeds": ()}, "seeds: give at least one"),
+        ({"device": "gpu"}, "device must be cpu, cuda"),
+    ],
+)
+def test_config_checks_its_ranges(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        InductionCheckConfig(**changes)
+
+
+def test_induction_check_verb_runs_on_the_tiny_model(capsys):
+    from analyses.cli.main import main
+
+    argv = ["induction-check", "--model", "tiny-random", "--top-k", "2", "--n-sequences", "3",
+            "--half-len", str(HALF), "--seeds", "1,2", "--batch-size", "2"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "top_beats_random" in out and out.count("random") >= 3
+    assert main(["induction-check", "--seeds", "0,1"]) == 2  # detect_seed 0 is refused first
+    assert "--detect-seed=0 ranks the heads" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -1,0 +1,102 @@
+"""One writer per run, and no leftovers from killed writers.
+
+`writing(runs_root, run_id)` holds an OS file lock (filelock; `fcntl.flock` here) on the run
+for as long as a scan or sweep writes it. A second process asking for the same run is refused
+at once with the holder's pid and command. The lock is the kernel's, so a killed holder
+releases it by dying: there are no stale locks to break. Lock files live in `runs/.locks/` and
+are kept (deleting a lock file while others may open it would let two writers in).
+
+Temporary files and staging directories carry their writer's pid in their name
+(`.NAME.<pid>.tmp-*`); `remove_leftovers(directory)` deletes those whose writer is no longer
+alive, so a write killed by SIGKILL leaves nothing behind after the next write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import filelock
+
+from probes.core.errors import HeadlabError
+
+_LEFTOVER = re.compile(r"^\..+\.(?P<pid>\d+)\.tmp-[^/]+$")
+
+
+class RunLockedError(HeadlabError, RuntimeError):
+    """Another live process is writing the same run; the message names it."""
+
+
+def temporary_prefix(name: str) -> str:
+    """Prefix of this process's temporary file or directory for `name`."""
+    return f".{name}.{os.getpid()}.tmp-"
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def remove_leftovers(directory: Path) -> list[Path]:
+    """Delete temporary files and staging directories in `directory` whose writer has died;
+    return what was removed."""
+    removed: list[Path] = []
+    if not directory.is_dir():
+        return removed
+    for entry in directory.iterdir():
+        match = _LEFTOVER.match(entry.name)
+        if match is None or _alive(int(match["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+@contextmanager
+def writing(runs_root: Path, run_id: str, what: str | None = None) -> Iterator[None]:
+    """Hold the write lock of run `run_id` (under `runs_root`) for the duration; refuse at once,
+    naming the holder, if another process holds it."""
+    directory = runs_root / ".locks"
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(directory / f"{run_id}.lock", timeout=0)
+    holder = directory / f"{run_id}.holder.json"
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise RunLockedError(
+            f"{what or f'run {run_id!r}'} is being written by another process "
+            f"({_describe(holder)}); wait for it to finish or stop it"
+        ) from None
+    try:
+        record = {"pid": os.getpid(), "command": " ".join(sys.argv), "since": time.time()}
+        holder.write_text(json.dumps(record))
+        yield
+    finally:
+        holder.unlink(missing_ok=True)
+        lock.release()
+
+
+def _describe(holder: Path) -> str:
+    try:
+        record = json.loads(holder.read_text())
+    except (OSError, ValueError):
+        return "holder unknown"
+    since = time.strftime("%H:%M:%S", time.localtime(float(record.get("since", 0))))
+    return f"pid {record.get('pid')}, `{record.get('command', '?')}`, since {since}"
