@@ -121,7 +121,9 @@ def check_writable(directory: Path) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise OutputNotWritableError(f"output directory {directory}: {existing} is not a directory")
+        raise OutputNotWritableError(
+            f"output directory {directory} is not writable: {existing} is not a directory"
+        )
     try:
         with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-check-"):
             pass

@@ -39,8 +39,8 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
+from analyses.results import locks, store
 from analyses.results import manifest as manifests
-from analyses.results import store
 from analyses.sweeps.plan import PlanError, SweepPlan, Unit, expand
 from analyses.sweeps.tasks import ForwardTask, Task, TaskBatch, make_task, read_positions_hooks
 from probes.core import schema
@@ -236,29 +236,38 @@ def run(config: SweepConfig, model: LoadedModel | None = None) -> Path:
     `model` is loaded from the plan's model name unless given (e.g. a hand-built test model
     whose `info.name` is the plan's model).
     """
+    plan = config.plan
+    run_id = store.validate_run_id(config.run_id or default_run_id(plan))
+    what = f"sweep {plan.name!r} of run {run_id!r}"
+    with locks.writing(store.runs_root(config.data_dir), run_id, what):  # one writer per run
+        return _run(config, run_id, model)
+
+
+def _run(config: SweepConfig, run_id: str, model: LoadedModel | None) -> Path:
     from analyses.sweeps.attribution import attribution_scores
     from probes.models import load
 
     plan = config.plan
     tasks = {name: make_task(name, params, f"{config.plan_source}: ") for name, params in
              plan.tasks.items()}  # fmt: skip
-    run_id = store.validate_run_id(config.run_id or default_run_id(plan))
     started = time.perf_counter()
+    directory = store.run_dir(config.data_dir, run_id)
+    parts = directory / f"sweep-{plan.name}{PARTS_SUFFIX}"
+    final = table_path(directory, plan.name)
+    if directory.exists():
+        _check_same_plan(parts, config, run_id)
+        if final.is_file() and not parts.exists():
+            return final  # finished earlier
     if model is None:
         model = load(plan.model, device=config.device)
     elif model.info.name != plan.model:
         raise PlanError(f"the plan is for model {plan.model!r}, not {model.info.name!r}")
-    directory = _open_run(config, run_id, model)
-    parts = directory / f"sweep-{plan.name}{PARTS_SUFFIX}"
-    final = table_path(directory, plan.name)
-    _check_same_plan(parts, config, run_id)
-    if final.is_file() and not parts.exists():
-        return final  # finished earlier
 
     def metrics() -> tuple[pd.DataFrame, str]:
         source = config.metrics_run or run_id
         return store.load_run(config.data_dir, source), source
 
+    # The whole plan is expanded and checked before the run directory exists.
     units, groups = expand(plan, model.info, metrics)
     for name, task in tasks.items():
         if not isinstance(task, ForwardTask) and (
@@ -266,9 +275,9 @@ def run(config: SweepConfig, model: LoadedModel | None = None) -> Path:
         ):
             raise PlanError(f"task {name!r} is not scored from one forward pass: it supports "
                             "neither mean ablation nor attribution patching")  # fmt: skip
+    directory = _open_run(config, run_id, model)
     parts.mkdir(parents=True, exist_ok=True)
-    for leftover in parts.glob(".part-*"):  # temporaries of a killed writer
-        leftover.unlink(missing_ok=True)
+    locks.remove_leftovers(parts)  # temporaries of a writer killed mid-part
     store.write_json(parts / "plan.json", {"plan_sha256": plan.sha256, "plan": plan.as_dict()})
     done = done_units(parts)
     todo = [unit for unit in units if unit.id not in done]
