@@ -51,9 +51,11 @@ def _strength(text: str) -> tuple[str, list[float]]:
 
 def add_arguments(sweep: argparse.ArgumentParser) -> None:
     """The plan flags default to None: what is not given takes the plan's own default (the
-    `SweepPlan`/`TopK` field defaults, read when the command runs: analyses.sweeps.plan imports
-    torch, and --help must not). The run flags have the dests of `SweepConfig`'s fields and no
-    default here (argparse.SUPPRESS), so `config_from_args` leaves SweepConfig's defaults."""
+    `SweepPlan`/`TopK` field defaults, shown in the help; analyses.sweeps.plan is torch-free).
+    The run flags have the dests of `SweepConfig`'s fields and no default here
+    (argparse.SUPPRESS), so `config_from_args` leaves SweepConfig's defaults."""
+    from analyses.sweeps.plan import SweepPlan, TopK
+
     sweep.add_argument(
         "--plan",
         dest="plan_file",
@@ -79,10 +81,12 @@ def add_arguments(sweep: argparse.ArgumentParser) -> None:
         "--k", type=_ints, help=f"grid of k for top-k (default: {render(DEFAULT_K)})"
     )
     sweep.add_argument(
-        "--seeds", type=_ints, help="random-head seeds (default: a plan's, as for [[top_k]])"
+        "--seeds",
+        type=_ints,
+        help=f"random-head seeds (default: {render(default_of(TopK, 'seeds'))})",
     )
     sweep.add_argument(
-        "--top-mode", help="ablation mode for top-k units (default: a plan's, as for [[top_k]])"
+        "--top-mode", help=f"ablation mode for top-k units (default: {default_of(TopK, 'mode')})"
     )
     sweep.add_argument(
         "--strength",
@@ -102,7 +106,11 @@ def add_arguments(sweep: argparse.ArgumentParser) -> None:
         metavar="MODES",
         help="attribution-patching estimates for these ablation modes",
     )
-    sweep.add_argument("--batch-size", type=int, help="prompts per batch (default: a plan's)")
+    sweep.add_argument(
+        "--batch-size",
+        type=int,
+        help=f"prompts per batch (default: {default_of(SweepPlan, 'batch_size')})",
+    )
     sweep.add_argument("--copies", type=int, help="interventions per forward pass")
     # SweepConfig's fields:
     unset = argparse.SUPPRESS

@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Self, TypeGuard
+from typing import Any, ClassVar, Self
 
 import torch
 
@@ -32,20 +32,17 @@ from analyses.interventions.edits import (
     scale_heads,
     soft_pag,
 )
-from analyses.interventions.registry import register_intervention
+from analyses.interventions.registry import (
+    ABLATION_MODES,
+    AblationMode,
+    register_intervention,
+)
 from probes.core import hook_names as hook_names
 from probes.core.types import Hook
 from probes.models import ModelInfo
 
 Head = tuple[int, int]  # (layer, head); head indexes query heads
 Edit = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
-AblationMode = Literal["zero", "mean", "uniform"]
-ABLATION_MODES: tuple[AblationMode, ...] = ("zero", "mean", "uniform")
-
-
-def is_ablation_mode(value: object) -> TypeGuard[AblationMode]:
-    """Whether `value` is one of ABLATION_MODES (and so an `AblationMode`)."""
-    return value in ABLATION_MODES
 
 
 # --- value objects ----------------------------------------------------------------------------

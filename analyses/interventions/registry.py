@@ -1,13 +1,23 @@
-"""The one registry of intervention kinds, name → class. It knows no kind:
+"""The one registry of intervention kinds, name → class, and the names the kinds take (torch-free,
+so plans and configs check them before torch loads). It knows no kind:
 `analyses.interventions.kinds` registers the built-in ones when imported (SAELens-style), so
 this module imports none of them."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeGuard, TypeVar
 
 if TYPE_CHECKING:
     from analyses.interventions.kinds import Intervention
+
+AblationMode = Literal["zero", "mean", "uniform"]
+ABLATION_MODES: tuple[AblationMode, ...] = ("zero", "mean", "uniform")
+
+
+def is_ablation_mode(value: object) -> TypeGuard[AblationMode]:
+    """Whether `value` is one of ABLATION_MODES (and so an `AblationMode`)."""
+    return value in ABLATION_MODES
+
 
 INTERVENTIONS: dict[str, type[Intervention]] = {}
 InterventionClass = TypeVar("InterventionClass", bound="type[Intervention]")

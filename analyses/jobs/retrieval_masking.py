@@ -193,7 +193,8 @@ def run(config: MaskingConfig, model: Any = None) -> pd.DataFrame:
     """
     from tqdm.auto import tqdm
 
-    from analyses.interventions.kinds import HeadAblation, is_ablation_mode, stacked_hooks
+    from analyses.interventions.kinds import HeadAblation, stacked_hooks
+    from analyses.interventions.registry import is_ablation_mode
     from probes import decoding as decode
     from probes.core.types import Hook
     from probes.families.retrieval import niah_samples

@@ -34,26 +34,22 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import torch
 
-from analyses.interventions.controls import layer_matched_random_heads
-from analyses.interventions.kinds import (
-    ABLATION_MODES,
-    AttentionRedistribution,
-    Head,
-    HeadAblation,
-    HeadScale,
-    Intervention,
-    SoftPAG,
-    is_ablation_mode,
-)
+from analyses.interventions.controls import Head, layer_matched_random_heads
+from analyses.interventions.registry import ABLATION_MODES, is_ablation_mode
 from analyses.results import ranking as ranking_
 from probes.core.errors import HeadlabError
+from probes.core.options import DEFAULT_MODEL
 from probes.core.schema import SweepCondition
-from probes.models import ModelInfo
+
+if TYPE_CHECKING:  # plans are read and checked without torch (`headlab sweep --help` too)
+    import torch
+
+    from analyses.interventions.kinds import Intervention
+    from probes.core.types import ModelInfo
 
 STRENGTH_KINDS = ("scale", "softpag", "act", "redistribute")
 
@@ -107,7 +103,7 @@ class Strength:
 
 @dataclass(frozen=True)
 class SweepPlan:
-    model: str = "smollm2-135m"
+    model: str = DEFAULT_MODEL
     name: str = "sweep"
     tasks: dict[str, dict[str, Any]] = field(default_factory=lambda: {"ioi": {}})
     single_head: SingleHead | None = None
@@ -160,6 +156,13 @@ class Unit:
 
     def build(self, means: torch.Tensor | None) -> Intervention:
         """The intervention object; `means` ([layer, head, d_head]) for mean ablation."""
+        from analyses.interventions.kinds import (
+            AttentionRedistribution,
+            HeadAblation,
+            HeadScale,
+            SoftPAG,
+        )
+
         kind, value = self.kind, self.value
         if is_ablation_mode(kind):
             return HeadAblation(self.heads, kind, means=means)
@@ -384,6 +387,8 @@ def expand(
     if len(set(ids)) != len(ids):
         duplicate = next(i for i in ids if ids.count(i) > 1)
         raise PlanError(f"plan {plan.name!r} asks for unit {duplicate!r} twice")
+    import torch
+
     for unit in units:  # build once so bad heads or strengths fail before any model work
         try:
             unit.build(torch.zeros(info.n_layers, info.n_heads, info.d_head)).edits(info)

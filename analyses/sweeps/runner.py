@@ -21,7 +21,6 @@ probe "attribution" and condition = the ablation mode.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -35,18 +34,25 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
 from analyses.results import locks, store
 from analyses.results import manifest as manifests
+from analyses.sweeps.parts import (
+    PARTS_SUFFIX,
+    attribution_rows,
+    done_units,
+    merge,
+    table_path,
+    unit_rows,
+    write_clean,
+    write_part,
+)
 from analyses.sweeps.plan import PlanError, SweepPlan, Unit, expand
-from analyses.sweeps.tasks import ForwardTask, Task, TaskBatch, make_task, read_positions_hooks
-from probes.core import schema
+from analyses.sweeps.tasks import ForwardTask, TaskBatch, make_task, read_positions_hooks
 from probes.models import LoadedModel
 
-PARTS_SUFFIX = ".parts"
 LOGITS_BUDGET_BYTES = 768 * 2**20  # largest logits tensor one stacked pass may produce
 
 
@@ -77,42 +83,7 @@ def default_run_id(plan: SweepPlan) -> str:
     return f"sweep-{plan.model.replace('/', '_')}-{plan.sha256[:10]}"[:120]
 
 
-def table_path(run_directory: Path, name: str) -> Path:
-    return run_directory / f"sweep-{name}.parquet"
-
-
 # --- parts ------------------------------------------------------------------------------------
-
-
-def done_units(parts: Path) -> set[str]:
-    """Unit ids recorded in the finished parts (half-written temporaries start with '.')."""
-    done: set[str] = set()
-    for path in sorted(parts.glob("part-*.parquet")):
-        metadata = pq.read_schema(path).metadata or {}
-        done.update(json.loads(metadata[store.MANIFEST_KEY])["units"])
-    return done
-
-
-def write_part(parts: Path, rows: list[dict[str, Any]], unit_ids: Sequence[str]) -> Path:
-    """One atomic part holding `rows` and, in its metadata, the ids of the units they finish."""
-    digest = hashlib.sha256("\n".join(unit_ids).encode()).hexdigest()[:20]
-    frame = pd.DataFrame(rows, columns=store.COLUMNS).assign(run_id="", model="")
-    return store.write_table(parts / f"part-{digest}.parquet", frame, {"units": list(unit_ids)})
-
-
-def _unit_rows(
-    unit: Unit, measures: dict[str, float], clean: dict[str, float], task: Task
-) -> list[dict[str, Any]]:
-    head = unit.single_head
-    where = {"probe": schema.SWEEP_PROBE, "condition": unit.condition,
-             "layer": head[0] if head else None, "head": head[1] if head else None}  # fmt: skip
-    rows = []
-    for measure, value in measures.items():
-        worse = clean[measure] - value if task.higher_is_better[measure] else value - clean[measure]
-        rows.append({**where, "metric": schema.sweep_metric(unit.task, measure), "value": value})
-        harm = schema.sweep_metric(unit.task, measure, harm=True)
-        rows.append({**where, "metric": harm, "value": worse})
-    return rows
 
 
 # --- running one task -------------------------------------------------------------------------
@@ -295,11 +266,11 @@ def _run(config: SweepConfig, run_id: str, model: LoadedModel | None) -> Path:
                 continue
             if not isinstance(task, ForwardTask):
                 clean = task.evaluate(model, [])
-                _write_clean(parts, name, clean, clean_id, done)
+                write_clean(parts, name, clean, clean_id, done)
                 for chunk in chunks(task_units, copies_wanted):
                     results = task.evaluate_stacked(model, [[u.build(None)] for u in chunk])
                     rows = [row for unit, measures in zip(chunk, results, strict=True)
-                            for row in _unit_rows(unit, measures, clean, task)]  # fmt: skip
+                            for row in unit_rows(unit, measures, clean, task)]  # fmt: skip
                     write_part(parts, rows, [unit.id for unit in chunk])
                     bar.update(len(chunk))
                     n_done_now += len(chunk)
@@ -308,21 +279,21 @@ def _run(config: SweepConfig, run_id: str, model: LoadedModel | None) -> Path:
             prepared = PreparedTask(model, task, plan.batch_size, layers)
             reuse = config.prefix_reuse and _resume_ok(model, prepared)
             prefix_reuse[name] = reuse
-            _write_clean(parts, name, prepared.clean, clean_id, done)
+            write_clean(parts, name, prepared.clean, clean_id, done)
             size = prepared.copies_per_pass(copies_wanted)
             for chunk in chunks(task_units, size):
                 results = prepared.run_stacked(chunk, reuse)
                 rows = [row for unit, measures in zip(chunk, results, strict=True)
-                        for row in _unit_rows(unit, measures, prepared.clean, task)]  # fmt: skip
+                        for row in unit_rows(unit, measures, prepared.clean, task)]  # fmt: skip
                 write_part(parts, rows, [unit.id for unit in chunk])
                 bar.update(len(chunk))
                 n_done_now += len(chunk)
             for unit_id in task_attr:
                 mode = unit_id.split("attribution:")[1]
                 scores = attribution_scores(model, task, prepared.batches, [mode], prepared.means)
-                write_part(parts, _attribution_rows(task, scores[mode], mode), [unit_id])
+                write_part(parts, attribution_rows(task, scores[mode], mode), [unit_id])
     swept = time.perf_counter()
-    table = _merge(parts, [u.id for u in units] + attribution_ids + [f"{n}|clean" for n in tasks])
+    table = merge(parts, [u.id for u in units] + attribution_ids + [f"{n}|clean" for n in tasks])
     table = table.assign(run_id=run_id, model=plan.model)
     record = {
         "config": manifests.config_record(config),
@@ -363,42 +334,3 @@ def _resume_ok(model: Any, prepared: PreparedTask) -> bool:
     hooks = read_positions_hooks(task_batch.read_at, copies=1)
     residual = prepared.residuals[0][layer]
     return resume_is_exact(model, task_batch.batch, layer, residual=residual, fwd_hooks=hooks)
-
-
-def _write_clean(parts: Path, name: str, clean: dict[str, float], unit_id: str, done: set[str]):
-    if unit_id in done:
-        return
-    rows = [{"probe": schema.SWEEP_PROBE, "metric": schema.sweep_metric(name, measure),
-             "condition": schema.CLEAN_CONDITION, "value": value}
-            for measure, value in clean.items()]  # fmt: skip
-    write_part(parts, rows, [unit_id])
-
-
-def _attribution_rows(task: Task, estimate: torch.Tensor, mode: str) -> list[dict[str, Any]]:
-    sign = -1.0 if task.higher_is_better[task.objective] else 1.0
-    return [
-        {"probe": schema.ATTRIBUTION_PROBE,
-         "metric": schema.sweep_metric(task.name, task.objective, harm=True),
-         "condition": mode, "layer": layer, "head": head,
-         "value": sign * float(estimate[layer, head])}
-        for layer in range(estimate.shape[0]) for head in range(estimate.shape[1])
-    ]  # fmt: skip
-
-
-def _merge(parts: Path, expected: Sequence[str]) -> pd.DataFrame:
-    """All parts as one table, after checking every unit is there exactly once."""
-    frames, seen = [], []
-    for path in sorted(parts.glob("part-*.parquet")):
-        metadata = pq.read_schema(path).metadata or {}
-        seen.extend(json.loads(metadata[store.MANIFEST_KEY])["units"])
-        frames.append(store.read_table(path))
-    missing = sorted(set(expected) - set(seen))
-    doubled = sorted({unit for unit in seen if seen.count(unit) > 1})
-    if missing or doubled:
-        raise store.StoreError(f"sweep parts in {parts} are inconsistent: missing {missing[:5]}, "
-                               f"doubled {doubled[:5]}")  # fmt: skip
-    table = pd.concat(frames, ignore_index=True)
-    keys = ["probe", "metric", "condition", "layer", "head"]
-    if table.duplicated(keys).any():
-        raise store.StoreError(f"sweep parts in {parts} hold duplicated rows")
-    return table.sort_values(keys, kind="stable", ignore_index=True)
