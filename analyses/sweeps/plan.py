@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -182,12 +183,35 @@ class Unit:
 # --- reading plans ----------------------------------------------------------------------------
 
 
-def _tuple_of(value: Any, cast: Callable[[Any], Any], where: str) -> tuple[Any, ...]:
+def _cast(item: Any, cast: type, where: str) -> Any:
+    """One TOML value read as `cast` (int, float or str), refusing look-alikes: a bool or 2.5
+    is no whole number, a number no text."""
+    if cast is int and isinstance(item, int) and not isinstance(item, bool):
+        return item
+    if cast is float and isinstance(item, int | float) and not isinstance(item, bool):
+        return float(item)
+    if cast is str and isinstance(item, str):
+        return item
+    kind = {int: "a whole number", float: "a number", str: "text"}[cast]
+    raise PlanError(f"{where}: expected {kind}, got {item!r}")
+
+
+def _tuple_of(value: Any, cast: type, where: str) -> tuple[Any, ...]:
     items = value if isinstance(value, list) else [value]
-    try:
-        return tuple(cast(item) for item in items)
-    except (TypeError, ValueError) as error:
-        raise PlanError(f"{where}: {error}") from error
+    return tuple(_cast(item, cast, where) for item in items)
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise PlanError(
+            f"{where} must be a table (a [section] with key = value lines), got {value!r}"
+        )
+    return value
+
+
+def _tables(value: Any, where: str) -> list[dict[str, Any]]:
+    items = value if isinstance(value, list) else [value]
+    return [_table(item, f"{where} #{index + 1}") for index, item in enumerate(items)]
 
 
 def _heads(value: Any, where: str) -> tuple[Head, ...]:
@@ -202,13 +226,16 @@ def _heads(value: Any, where: str) -> tuple[Head, ...]:
 def _ranking(table: dict[str, Any], where: str) -> Ranking:
     if not isinstance(table.get("metric"), str):
         raise PlanError(f'{where}: needs metric = "<stored metric name>"')
-    return Ranking(
-        metric=table["metric"],
-        probe=table.get("probe"),
-        position=table.get("position"),
-        condition=table.get("condition"),
-        ascending=bool(table.get("ascending", False)),
-    )
+    optional = {"probe": str, "position": int, "condition": str}
+    given = {
+        key: _cast(table[key], cast, f"{where} {key}")
+        for key, cast in optional.items()
+        if table.get(key) is not None
+    }
+    ascending = table.get("ascending", False)
+    if not isinstance(ascending, bool):
+        raise PlanError(f"{where} ascending: expected true or false, got {ascending!r}")
+    return Ranking(metric=table["metric"], ascending=ascending, **given)
 
 
 def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
@@ -217,27 +244,25 @@ def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
         raise PlanError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
 
 
-def _as_list(value: Any) -> list[dict[str, Any]]:
-    return value if isinstance(value, list) else [value]
-
-
 def plan_from_dict(raw: dict[str, Any], source: str = "plan") -> SweepPlan:
     """A plan from the parsed TOML (or any dict of the same shape); errors name `source`."""
     top = {"model", "name", "tasks", "single_head", "top_k", "strength", "attribution",
            "batch_size", "copies"}  # fmt: skip
     _check_keys(raw, top, source)
-    tasks = raw.get("tasks", {"ioi": {}})
-    if not isinstance(tasks, dict) or not tasks:
+    tasks = _table(raw.get("tasks", {"ioi": {}}), f"{source}: [tasks]")
+    if not tasks:
         raise PlanError(f"{source}: [tasks] must name at least one task, e.g. [tasks.ioi]")
+    for name, params in tasks.items():
+        _table(params, f"{source}: [tasks.{name}]")
     single = None
     if "single_head" in raw:
-        table = raw["single_head"]
+        table = _table(raw["single_head"], f"{source}: [single_head]")
         _check_keys(table, {"modes", "layers"}, f"{source} [single_head]")
         modes = _tuple_of(table.get("modes", ["zero"]), str, f"{source} [single_head] modes")
         layers = table.get("layers")
         single = SingleHead(modes, None if layers is None else _tuple_of(layers, int, source))
     top_k = []
-    for index, table in enumerate(_as_list(raw.get("top_k", []))):
+    for index, table in enumerate(_tables(raw.get("top_k", []), f"{source}: [[top_k]]")):
         where = f"{source} [[top_k]] #{index + 1}"
         _check_keys(table, {"metric", "probe", "position", "condition", "ascending", "k",
                             "seeds", "mode"}, where)  # fmt: skip
@@ -248,11 +273,11 @@ def plan_from_dict(raw: dict[str, Any], source: str = "plan") -> SweepPlan:
                 ranking=_ranking(table, where),
                 k=_tuple_of(table["k"], int, f"{where} k"),
                 seeds=_tuple_of(table.get("seeds", [0, 1, 2]), int, f"{where} seeds"),
-                mode=str(table.get("mode", "zero")),
+                mode=_cast(table.get("mode", "zero"), str, f"{where} mode"),
             )
         )
     strengths = []
-    for index, table in enumerate(_as_list(raw.get("strength", []))):
+    for index, table in enumerate(_tables(raw.get("strength", []), f"{source}: [[strength]]")):
         where = f"{source} [[strength]] #{index + 1}"
         _check_keys(table, {"kind", "values", "heads", "top", "sources", "targets",
                             "queries_from", "threshold"}, where)  # fmt: skip
@@ -262,8 +287,8 @@ def plan_from_dict(raw: dict[str, Any], source: str = "plan") -> SweepPlan:
             raise PlanError(f"{where}: give exactly one of heads = [[l, h], ...] or top = {{...}}")
         ranking, k = None, 0
         if "top" in table:
-            ranking = _ranking(table["top"], f"{where} top")
-            k = int(table["top"].get("k", 0))
+            ranking = _ranking(_table(table["top"], f"{where} top"), f"{where} top")
+            k = _cast(table["top"].get("k", 0), int, f"{where} top k")
             if k < 1:
                 raise PlanError(f"{where} top: needs k >= 1")
         option_keys = ("sources", "targets", "queries_from", "threshold")
@@ -286,17 +311,25 @@ def plan_from_dict(raw: dict[str, Any], source: str = "plan") -> SweepPlan:
     for mode in asked:
         if mode not in ABLATION_MODES:
             raise PlanError(f"{source}: ablation mode {mode!r} is not one of {ABLATION_MODES}")
+    copies = raw.get("copies")
     plan = SweepPlan(
-        model=str(raw.get("model", "smollm2-135m")),
-        name=str(raw.get("name", "sweep")),
+        model=_cast(raw.get("model", DEFAULT_MODEL), str, f"{source}: model"),
+        name=_cast(raw.get("name", "sweep"), str, f"{source}: name"),
         tasks={name: dict(params) for name, params in tasks.items()},
         single_head=single,
         top_k=tuple(top_k),
         strength=tuple(strengths),
         attribution=_tuple_of(raw.get("attribution", []), str, f"{source} attribution"),
-        batch_size=int(raw.get("batch_size", 16)),
-        copies=None if raw.get("copies") is None else int(raw["copies"]),
+        batch_size=_cast(raw.get("batch_size", 16), int, f"{source}: batch_size"),
+        copies=None if copies is None else _cast(copies, int, f"{source}: copies"),
     )
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", plan.name):
+        raise PlanError(f"{source}: name {plan.name!r}: use letters, digits, '.', '_' and '-'")
+    if plan.batch_size < 1 or (plan.copies is not None and plan.copies < 1):
+        raise PlanError(f"{source}: batch_size and copies must be at least 1")
+    for value in (v for strength in plan.strength for v in strength.values):
+        if value != value:  # NaN
+            raise PlanError(f"{source}: a strength value is NaN")
     if not (plan.single_head or plan.top_k or plan.strength or plan.attribution):
         raise PlanError(f"{source}: nothing to do; add [single_head], [[top_k]], [[strength]] "
                         "or attribution = [...]")  # fmt: skip
@@ -305,11 +338,13 @@ def plan_from_dict(raw: dict[str, Any], source: str = "plan") -> SweepPlan:
 
 def load_plan(path: Path | str) -> SweepPlan:
     """A plan from a TOML file."""
+    from probes.inputs.prompts import PromptFileError, read_text_file
+
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as error:
-        raise PlanError(f"plan file {path} does not exist") from error
+        raw = tomllib.loads(read_text_file(path, "plan file", max_bytes=2**20))
+    except PromptFileError as error:
+        raise PlanError(str(error)) from None
     except tomllib.TOMLDecodeError as error:
         raise PlanError(f"plan file {path} is not valid TOML: {error}") from error
     return plan_from_dict(raw, str(path))

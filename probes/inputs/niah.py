@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from probes.core.errors import HeadlabError
-from probes.inputs.prompts import PromptFileError, jsonl_objects, load_jsonl, stdlib_docs_text
+from probes.inputs.prompts import (
+    PromptFileError,
+    jsonl_objects,
+    load_jsonl,
+    read_text_file,
+    stdlib_docs_text,
+)
 from probes.models import LoadedModel
 
 DEFAULT_NEEDLES = Path(__file__).resolve().parents[2] / "data" / "prompts" / "needles.jsonl"
@@ -103,14 +109,11 @@ def load_haystack(source: str) -> str:
     path = Path(source)
     if path.suffix == ".jsonl":
         return "\n".join(prompt.text for prompt in load_jsonl(path).prompts)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as error:
+    if not path.exists():
         raise PromptFileError(
             f"haystack {source!r} is neither {STDLIB_DOCS!r} nor an existing file"
-        ) from error
-    except UnicodeDecodeError as error:
-        raise PromptFileError(f"haystack file {path} is not UTF-8 text: {error}") from error
+        )
+    text = read_text_file(path, "haystack file")
     if not text.strip():
         raise PromptFileError(f"haystack file {path} is empty")
     return text

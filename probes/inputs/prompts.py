@@ -73,6 +73,10 @@ DOC_MODULES = (
 _CODE_HINTS = re.compile(r">>>|\.\.\.\s|::|[{}\[\]=<>|\\]|^\s*[-*]\s")
 
 
+# Prompt, needle and pair files are read at most this far (a JSONL of long prompts is a few MB).
+MAX_FILE_BYTES = 64 * 2**20
+
+
 class PromptFileError(HeadlabError, ValueError):
     """A prompt file is empty or malformed; the message names the file and line."""
 
@@ -160,24 +164,60 @@ def jsonl_objects(path: Path | str, what: str) -> Iterator[tuple[str, int, dict]
     """(`file:line`, line number, object) per non-blank line of a JSONL file of `what` ("prompt
     file", "needle file", ...); a missing file, bad text or a line that is not a JSON object is
     an error naming the file and line."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as error:
-        raise PromptFileError(f"{what} {path} does not exist") from error
-    except UnicodeDecodeError as error:
-        raise PromptFileError(f"{what} {path} is not UTF-8 text: {error}") from error
-    for number, line in enumerate(lines, start=1):
+    for where, number, line in bounded_lines(path, what):
         if not line.strip():
             continue
-        where = f"{path}:{number}"
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
             raise PromptFileError(f"{where}: not valid JSON ({error.msg})") from error
         if not isinstance(record, dict):
             raise PromptFileError(f"{where}: expected a JSON object")
+        for key, value in record.items():
+            if isinstance(value, str) and not _encodable(value):
+                raise PromptFileError(
+                    f"{where}: {key!r} holds a lone surrogate (an escape such as \\ud800 "
+                    "that is no character); fix the text"
+                )
         yield where, number, record
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def read_text_file(path: Path | str, what: str, max_bytes: int = MAX_FILE_BYTES) -> str:
+    """A UTF-8 text file read at most `max_bytes` far: a missing file, a directory, a device
+    without end (/dev/zero), a file over the limit or bad text is an error naming the file."""
+    path = Path(path)
+    if path.is_dir():
+        raise PromptFileError(f"{what} {path} is a directory, not a file")
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except FileNotFoundError as error:
+        raise PromptFileError(f"{what} {path} does not exist") from error
+    except OSError as error:
+        raise PromptFileError(f"{what} {path} cannot be read: {error.strerror}") from error
+    if len(data) > max_bytes:
+        raise PromptFileError(
+            f"{what} {path} is larger than {max_bytes // 2**20} MiB; split it or shorten it"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise PromptFileError(f"{path}:{line}: {what} is not UTF-8 text ({error.reason})") from None
+
+
+def bounded_lines(path: Path | str, what: str) -> Iterator[tuple[str, int, str]]:
+    """(`file:line`, line number, text) of each line of a text file (`read_text_file`)."""
+    for number, line in enumerate(read_text_file(path, what).splitlines(), start=1):
+        yield f"{path}:{number}", number, line
 
 
 def load_jsonl(path: Path | str) -> PromptSuite:
