@@ -71,14 +71,25 @@ def conform(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _atomic_write_bytes(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=locks.temporary_prefix(path.name), dir=path.parent)
-    os.close(handle)
+    """`write(temporary)`, then rename into place: `path` is whole or absent, never half. A
+    full disk or a refused write is a StoreError naming the file (the temporary is removed)."""
+    temporary: Path | None = None
     try:
-        write(temporary)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=locks.temporary_prefix(path.name), dir=path.parent)
+        os.close(handle)
+        temporary = Path(name)
+        write(str(temporary))
         os.replace(temporary, path)
+    except OSError as error:
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+        raise StoreError(
+            f"cannot write {path}: {error.strerror or error}; it was not written"
+        ) from None
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
         raise
 
 
@@ -219,7 +230,10 @@ def write_run(
         raise StoreError(f"run {final} already exists")
     final.parent.mkdir(parents=True, exist_ok=True)
     locks.remove_leftovers(final.parent)  # staging directories of writers killed mid-write
-    staging = Path(tempfile.mkdtemp(prefix=locks.temporary_prefix(run_id), dir=final.parent))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=locks.temporary_prefix(run_id), dir=final.parent))
+    except OSError as error:
+        raise StoreError(f"cannot write run {final}: {error.strerror or error}") from None
     try:
         table = table.assign(run_id=run_id)
         write_table(staging / RESULTS_FILE, table, manifest)
@@ -227,6 +241,9 @@ def write_run(
         for name, side in (side_tables or {}).items():
             write_side_table(side_table_path(staging, name), side, manifest)
         staging.rename(final)
+    except OSError as error:  # e.g. another writer's run appeared at `final` meanwhile
+        shutil.rmtree(staging, ignore_errors=True)
+        raise StoreError(f"cannot write run {final}: {error.strerror or error}") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

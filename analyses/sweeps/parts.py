@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
@@ -26,13 +27,32 @@ def table_path(run_directory: Path, name: str) -> Path:
     return run_directory / f"sweep-{name}.parquet"
 
 
+def part_units(path: Path) -> list[str]:
+    """The unit ids a part records; a file that is no sweep part (foreign, truncated, another
+    version) is an error naming it."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (pa.ArrowInvalid, OSError) as error:
+        raise store.StoreError(
+            f"sweep part {path} is not a readable parquet file: {error}"
+        ) from None
+    try:
+        units = json.loads(metadata[store.MANIFEST_KEY])["units"]
+    except (KeyError, ValueError, TypeError):
+        units = None
+    if metadata.get(store.SCHEMA_KEY) != str(store.SCHEMA_VERSION).encode() or not isinstance(
+        units, list
+    ):
+        raise store.StoreError(
+            f"{path} is not a part of this sweep (no headlab unit record of schema version "
+            f"{store.SCHEMA_VERSION}); move it out of {path.parent}"
+        )
+    return [str(unit) for unit in units]
+
+
 def done_units(parts: Path) -> set[str]:
     """Unit ids recorded in the finished parts (half-written temporaries start with '.')."""
-    done: set[str] = set()
-    for path in sorted(parts.glob("part-*.parquet")):
-        metadata = pq.read_schema(path).metadata or {}
-        done.update(json.loads(metadata[store.MANIFEST_KEY])["units"])
-    return done
+    return {unit for path in sorted(parts.glob("part-*.parquet")) for unit in part_units(path)}
 
 
 def write_part(parts: Path, rows: list[dict[str, Any]], unit_ids: Sequence[str]) -> Path:
@@ -81,8 +101,7 @@ def merge(parts: Path, expected: Sequence[str]) -> pd.DataFrame:
     """All parts as one table, after checking every unit is there exactly once."""
     frames, seen = [], []
     for path in sorted(parts.glob("part-*.parquet")):
-        metadata = pq.read_schema(path).metadata or {}
-        seen.extend(json.loads(metadata[store.MANIFEST_KEY])["units"])
+        seen.extend(part_units(path))
         frames.append(store.read_table(path))
     missing = sorted(set(expected) - set(seen))
     doubled = sorted({unit for unit in seen if seen.count(unit) > 1})

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from probes.core.errors import HeadlabError
+from probes.core.options import check_device
 from probes.core.types import ModelInfo
 from probes.models import gguf_cache
 from probes.models.registry import REGISTRY, ModelSpec
@@ -152,6 +153,7 @@ def load(
     revision: str | None = None,
 ) -> LoadedModel:
     """Load `name`: a registry name, a `tiny-random[-seed]` test model, a local dir or an HF id."""
+    check_device_available(device)
     started = time.perf_counter()
     if name in REGISTRY:
         hf_model, tokenizer, provenance, chat = _load_registry(REGISTRY[name], cache_dir, dtype)
@@ -163,6 +165,24 @@ def load(
     loaded.chat = chat
     loaded.provenance["load_seconds"] = round(time.perf_counter() - started, 3)
     return loaded
+
+
+def check_device_available(device: str) -> None:
+    """`device` is a torch device this machine has (checked before any weights load)."""
+    check_device(device)
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ModelUnavailableError(
+                f"device {device!r}: no CUDA GPU is visible here (torch {torch.__version__}, "
+                f"CUDA build {torch.version.cuda or 'none'}); use --device cpu"
+            )
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ModelUnavailableError(
+                f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ModelUnavailableError("device 'mps': Apple's Metal backend is not available here")
 
 
 def wrap(
@@ -287,11 +307,15 @@ def _load_hugging_face(name: str, dtype: torch.dtype, revision: str | None) -> L
     try:
         hf_model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, revision=revision)
-    except OSError as error:
+    except Exception as error:  # a user's directory may hold anything: name it and what failed
         if path.is_dir():
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise ModelUnavailableError(
-                f"model directory {path} cannot be loaded: {error}"
+                f"model directory {path} cannot be loaded ({type(error).__name__}: {reason}); "
+                "it needs a config.json, safetensors weights and a tokenizer"
             ) from error
+        if not isinstance(error, OSError):
+            raise
         if os.environ.get("HF_HUB_OFFLINE") == "1" or not hub_reachable():
             raise ModelUnavailableError(
                 f"model {name!r} is not in the local Hugging Face cache and the hub is "

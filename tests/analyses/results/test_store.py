@@ -85,7 +85,7 @@ def test_failed_write_leaves_no_run_and_no_temporary_files(tmp_path, monkeypatch
         raise OSError("disk full")
 
     monkeypatch.setattr(store, "write_json", explode)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(store.StoreError, match="disk full"):
         store.write_run(tmp_path, "run-1", sample_table(), {})
     assert list((tmp_path / "runs").iterdir()) == []
     assert store.run_ids(tmp_path) == []
