@@ -28,16 +28,39 @@ def tokenize_suite(
         raise ConfigError(f"prompt suite {suite.name!r} ({suite.source}) holds no prompts")
     tokenized = []
     for prompt in suite.prompts:
-        ids = model.tokenize(prompt.text)
+        limit = max_tokens if max_tokens is not None else n_ctx
+        ids, whole = tokenize_prefix(model, prompt.text, limit)
         if max_tokens is not None:
             ids = ids[:max_tokens]
         elif len(ids) > n_ctx:
+            count = f"{len(ids)}" if whole else f"more than {n_ctx}"
             raise PromptTooLongError(
-                f"prompt {prompt.id!r} of {suite.source} has {len(ids)} tokens, more than the "
+                f"prompt {prompt.id!r} of {suite.source} has {count} tokens, more than the "
                 f"{n_ctx}-token context of model {model.info.name!r}; pass max_tokens to truncate"
             )
         tokenized.append(TokenizedPrompt(prompt.id, tuple(ids)))
     return tokenized
+
+
+# Tokens past the ones kept that a cut text must still yield, so that the cut (which can split
+# a word) lies well beyond the last kept token.
+CUT_MARGIN = 32
+
+
+def tokenize_prefix(model: LoadedModel, text: str, limit: int) -> tuple[list[int], bool]:
+    """Token ids (BOS first) of as much of `text` as it takes to know its first `limit` tokens:
+    a prefix of about 8 characters a token, doubled until it yields `limit` + CUT_MARGIN tokens
+    or is the whole text. A 20 MB prompt cut to 64 tokens is never tokenized whole. Returns the
+    ids and whether they are the whole text's."""
+    chars = 8 * (limit + CUT_MARGIN)
+    while True:
+        whole = chars >= len(text)
+        ids = model.tokenize(text if whole else text[:chars])
+        if whole:
+            return ids, True
+        if len(ids) > limit + CUT_MARGIN:
+            return ids[: limit + 1], False
+        chars *= 2
 
 
 def batches(

@@ -86,3 +86,36 @@ def test_batches_keep_the_given_order_only_when_asked():
     kept_ids = [b.prompt_ids for b in engine.batches(prompts, 2, 0, "cpu", keep_order=True)]
     assert sorted_ids == [("own-1", "own-0"), ("own-2",)]
     assert kept_ids == [("own-0", "own-1"), ("own-2",)]
+
+
+def test_a_huge_prompt_is_cut_before_it_is_tokenized_whole(tiny_model, monkeypatch):
+    from probes.engine.passes import tokenize_suite
+
+    huge = "the cat went to the park " * 800_000  # 20 MB
+    seen = []
+    tokenize = tiny_model.tokenize
+
+    def recording(text, *args, **kwargs):
+        seen.append(len(text))
+        return tokenize(text, *args, **kwargs)
+
+    monkeypatch.setattr(tiny_model, "tokenize", recording)
+    suite = PromptSuite("huge", (Prompt("big", huge),), "test")
+    (prompt,) = tokenize_suite(tiny_model, suite, max_tokens=64)
+    assert prompt.tokens == tuple(tokenize(huge[:10_000])[:64])
+    assert max(seen) < 10_000  # characters, not the 20 MB
+    with pytest.raises(PromptTooLongError, match="more than 256 tokens"):
+        tokenize_suite(tiny_model, suite, max_tokens=None)
+    assert max(seen) < 100_000
+
+
+@pytest.mark.slow
+def test_a_cut_prompt_keeps_the_tokens_of_the_whole_text_on_smollm2(smollm2):
+    from probes.engine.passes import tokenize_prefix
+    from probes.inputs.prompts import stdlib_docs_text
+
+    text = "\n".join(stdlib_docs_text())[:200_000]
+    whole = smollm2.tokenize(text)
+    for limit in (16, 256, 4096):
+        cut, complete = tokenize_prefix(smollm2, text, limit)
+        assert not complete and cut[:limit] == whole[:limit]
