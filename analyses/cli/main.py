@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from analyses.cli import induction_check as induction_cli
 from analyses.cli import mask_retrieval as mask_cli
@@ -76,12 +76,22 @@ def _probe_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
     return params
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (`headlab scan: error: ...; see --help`), like
+    every other error of headlab's."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="headlab",
         description="Find out what each attention head of a real transformer does.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser
+    )
 
     scan = commands.add_parser(
         "scan",
@@ -301,6 +311,14 @@ COMMANDS = {
 }
 
 
+def one_line(message: str) -> str:
+    """`message` on one line: control characters a user's input brought in (a newline in a
+    --param value, a carriage return in a file name) are shown escaped."""
+    return "".join(
+        char if char.isprintable() or char == " " else repr(char)[1:-1] for char in message
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The error boundary: a HeadlabError becomes one `headlab: error: ...` line and exit 2,
     Ctrl-C exit 130; any other exception is a bug and keeps its traceback."""
@@ -308,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except HeadlabError as error:
-        print(f"headlab: error: {error}", file=sys.stderr)
+        print(f"headlab: error: {one_line(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         kept = (

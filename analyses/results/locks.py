@@ -3,8 +3,11 @@
 `writing(runs_root, run_id)` holds an OS file lock (filelock; `fcntl.flock` here) on the run
 for as long as a scan or sweep writes it. A second process asking for the same run is refused
 at once with the holder's pid and command. The lock is the kernel's, so a killed holder
-releases it by dying: there are no stale locks to break. Lock files live in `runs/.locks/` and
-are kept (deleting a lock file while others may open it would let two writers in).
+releases it by dying: there are no stale locks to break. Lock files live outside the data
+directory, in the machine's temporary directory under a hash of the runs directory's real path
+(`<tmp>/headlab-locks/<hash>/<run_id>.lock`), so a refused or failed command leaves nothing in
+the data directory; they are kept (deleting a lock file others may have open would let two
+writers in). Writers on different machines sharing a data directory are not serialised.
 
 Temporary files and staging directories carry their writer's pid in their name
 (`.NAME.<pid>.tmp-*`); `remove_leftovers(directory)` deletes those whose writer is no longer
@@ -13,11 +16,13 @@ alive, so a write killed by SIGKILL leaves nothing behind after the next write.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,8 +78,7 @@ def remove_leftovers(directory: Path) -> list[Path]:
 def writing(runs_root: Path, run_id: str, what: str | None = None) -> Iterator[None]:
     """Hold the write lock of run `run_id` (under `runs_root`) for the duration; refuse at once,
     naming the holder, if another process holds it."""
-    directory = runs_root / ".locks"
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = lock_directory(runs_root)
     lock = filelock.FileLock(directory / f"{run_id}.lock", timeout=0)
     holder = directory / f"{run_id}.holder.json"
     try:
@@ -91,6 +95,14 @@ def writing(runs_root: Path, run_id: str, what: str | None = None) -> Iterator[N
     finally:
         holder.unlink(missing_ok=True)
         lock.release()
+
+
+def lock_directory(runs_root: Path) -> Path:
+    """Where the locks of the runs under `runs_root` live (created on first use)."""
+    key = hashlib.sha256(str(runs_root.resolve()).encode()).hexdigest()[:16]
+    directory = Path(tempfile.gettempdir()) / "headlab-locks" / key
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
 
 
 def _describe(holder: Path) -> str:

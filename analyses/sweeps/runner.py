@@ -50,7 +50,7 @@ from analyses.sweeps.parts import (
     write_part,
 )
 from analyses.sweeps.plan import PlanError, SweepPlan, Unit, expand
-from analyses.sweeps.tasks import ForwardTask, TaskBatch, make_task, read_positions_hooks
+from analyses.sweeps.tasks import ForwardTask, Task, TaskBatch, make_task, read_positions_hooks
 from probes.models import LoadedModel
 
 LOGITS_BUDGET_BYTES = 768 * 2**20  # largest logits tensor one stacked pass may produce
@@ -209,18 +209,20 @@ def run(config: SweepConfig, model: LoadedModel | None = None) -> Path:
     """
     plan = config.plan
     run_id = store.validate_run_id(config.run_id or default_run_id(plan))
+    tasks = {name: make_task(name, params, f"{config.plan_source}: ") for name, params in
+             plan.tasks.items()}  # fmt: skip
     what = f"sweep {plan.name!r} of run {run_id!r}"
     with locks.writing(store.runs_root(config.data_dir), run_id, what):  # one writer per run
-        return _run(config, run_id, model)
+        return _run(config, run_id, tasks, model)
 
 
-def _run(config: SweepConfig, run_id: str, model: LoadedModel | None) -> Path:
+def _run(
+    config: SweepConfig, run_id: str, tasks: dict[str, Task], model: LoadedModel | None
+) -> Path:
     from analyses.sweeps.attribution import attribution_scores
     from probes.models import load
 
     plan = config.plan
-    tasks = {name: make_task(name, params, f"{config.plan_source}: ") for name, params in
-             plan.tasks.items()}  # fmt: skip
     started = time.perf_counter()
     directory = store.run_dir(config.data_dir, run_id)
     parts = directory / f"sweep-{plan.name}{PARTS_SUFFIX}"
