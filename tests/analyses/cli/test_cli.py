@@ -154,3 +154,29 @@ def test_generated_run_ids_are_valid_for_any_model_and_probe_list(tmp_path, mode
     run_id = new_run_id(model, probes, tmp_path)
     assert store.validate_run_id(run_id) == run_id
     assert probes[0] in run_id
+
+
+def test_ctrl_c_during_a_scan_exits_130_and_writes_nothing(tmp_path):
+    import signal
+    import time
+    from pathlib import Path
+
+    from analyses.results import locks
+
+    repo = Path(__file__).resolve().parents[3]
+    data = tmp_path / "data"
+    argv = ["scan", "--model", "tiny-random", "--data", str(data), "--quiet", "--run-id", "ctrl-c"]
+    process = subprocess.Popen([sys.executable, "-m", "analyses.cli", *argv], cwd=repo,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    holder = locks.lock_directory(store.runs_root(data)) / "ctrl-c.holder.json"
+    deadline = time.monotonic() + 60
+    while not holder.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # loading the model or scanning
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "headlab: interrupted; nothing was written"
+    assert not (data / "runs" / "ctrl-c").exists()
+    runs = data / "runs"
+    assert (sorted(p.name for p in runs.iterdir()) if runs.exists() else []) == []

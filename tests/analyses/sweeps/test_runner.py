@@ -12,7 +12,7 @@ import torch
 
 from analyses.cli.main import main
 from analyses.interventions.kinds import HeadAblation, HeadScale, hooks
-from analyses.results import store
+from analyses.results import locks, store
 from analyses.sweeps import runner as sweep
 from analyses.sweeps.plan import (
     PlanError,
@@ -297,6 +297,40 @@ heads = [[0, 1], [1, 2]]
     record = store.read_manifest(killed, run_id)["sweeps"]["resume"]
     plan_units_before = [u for u in finished_before if not u.endswith(("|clean", ":zero"))]
     assert record["last_session"]["units"] == n_units - 4 - len(plan_units_before)
+
+
+def test_two_copies_of_one_sweep_one_is_refused_at_once_and_nothing_is_doubled(tmp_path):
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        'model = "tiny-random"\nname = "twice"\nbatch_size = 1\ncopies = 1\n'
+        "[tasks.lm]\nn_prompts = 8\nmax_tokens = 96\n"
+        '[single_head]\nmodes = ["zero", "mean", "uniform"]\n'
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    data = tmp_path / "data"
+    first = subprocess.Popen(sweep_command(plan, data), cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    locks_dir = locks.lock_directory(store.runs_root(data))
+    while time.monotonic() < deadline and first.poll() is None:
+        if list(locks_dir.glob("*.holder.json")):
+            break  # the first copy holds the run's lock
+        time.sleep(0.005)
+    second = subprocess.run(sweep_command(plan, data), cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert second.returncode == 2, second.stderr
+    lines = [line for line in second.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "is being written by another process" in lines[0]
+    assert f"pid {first.pid}" in lines[0]
+    (table_file,) = data.glob("runs/*/sweep-twice.parquet")
+    got = store.read_table(table_file)
+    want = store.read_table(
+        sweep.run(sweep.SweepConfig(load_plan(plan), tmp_path / "alone", progress=False))
+    )
+    assert not got.duplicated(KEYS).any()
+    pd.testing.assert_frame_equal(got, want)
 
 
 # --- NIAH accuracy as a sweep task (the retrieval probe's grid, greedy decoding) ---------------
