@@ -100,3 +100,36 @@ def test_existing_run_is_never_overwritten(tmp_path):
 def test_required_columns_are_checked():
     with pytest.raises(store.StoreError, match=r"lacks required columns \['run_id', 'value'\]"):
         store.conform(sample_table().drop(columns="value"))
+
+
+def test_listing_names_every_broken_run_and_never_stops(tmp_path):
+    for run_id in ("good", "truncated", "random", "bad-json", "no-manifest"):
+        store.write_run(
+            tmp_path, run_id, sample_table(), {"created": f"2026-01-01T00:00:0{len(run_id) % 10}"}
+        )
+    runs = store.runs_root(tmp_path)
+    results = runs / "truncated" / store.RESULTS_FILE
+    results.write_bytes(results.read_bytes()[:100])
+    (runs / "random" / store.RESULTS_FILE).write_bytes(bytes(range(256)) * 8)
+    (runs / "bad-json" / store.MANIFEST_FILE).write_text("{not json")
+    (runs / "no-manifest" / store.MANIFEST_FILE).unlink()
+    listing = store.list_runs(tmp_path).set_index("run_id")["status"]
+    assert listing["good"] == "ok"
+    assert listing["truncated"].startswith("unreadable: results.parquet is not a readable")
+    assert listing["random"].startswith("unreadable: results.parquet is not a readable")
+    assert "not valid JSON" in listing["bad-json"]
+    assert "has no manifest" in listing["no-manifest"]
+    with pytest.raises(store.StoreError, match="has no manifest"):
+        store.load_run(tmp_path, "no-manifest")
+
+
+def test_latest_is_the_newest_readable_run_by_creation_time(tmp_path):
+    store.write_run(tmp_path, "b-first", sample_table(), {"created": "2026-01-01T00:00:00+00:00"})
+    store.write_run(tmp_path, "a-second", sample_table(), {"created": "2026-01-02T00:00:00+00:00"})
+    assert store.latest_run(tmp_path) == "a-second"  # not the alphabetically last
+    store.write_run(tmp_path, "c-broken", sample_table(), {"created": "2026-01-03T00:00:00+00:00"})
+    (store.runs_root(tmp_path) / "c-broken" / store.RESULTS_FILE).write_bytes(b"junk")
+    assert store.latest_run(tmp_path) == "a-second"
+    assert store.latest_run(tmp_path, where=lambda m: m["created"].startswith("2026-01-01")) == (
+        "b-first"
+    )
