@@ -1,7 +1,5 @@
 """`python -m analyses.cli ...` is `headlab ...`."""
 
-import sys
+from analyses.cli import run
 
-from analyses.cli.main import main
-
-sys.exit(main())
+run()

@@ -76,6 +76,16 @@ def _probe_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
     return params
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, with a usage error as one line (`headlab scan: error: ...; see --help`), like
     every other error of headlab's."""
@@ -113,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = commands.add_parser("show", help="print the top heads per metric of a run")
     show.add_argument("run", help="run id, or 'latest'")
-    show.add_argument("--top", type=int, default=5, help="heads per metric (default: %(default)s)")
+    show.add_argument(
+        "--top", type=_positive, default=5, help="heads per metric (default: %(default)s)"
+    )
     _add_data(show)
 
     prepare = commands.add_parser(

@@ -227,8 +227,8 @@ def run(config: BenchConfig, progress: bool = True) -> pd.DataFrame:
     info = load(config.model).info
     too_long = [t for t in config.tokens if t > info.n_ctx]
     if too_long:
-        raise ValueError(
-            f"T={too_long[0]} exceeds the {info.n_ctx}-token context of {config.model!r}"
+        raise ConfigError(
+            f"--tokens: T={too_long[0]} exceeds the {info.n_ctx}-token context of {config.model!r}"
         )
     rows, plan = [], []
     for n_tokens in config.tokens:

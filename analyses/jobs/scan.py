@@ -91,6 +91,17 @@ class ScanConfig:
             )
         if not self.probes:
             raise ConfigError("probes: give at least one probe name")
+        twice = sorted({name for name in self.probes if self.probes.count(name) > 1})
+        if twice:
+            raise ConfigError(f"probes: {twice} given more than once")
+        if (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, int)
+            or not (0 <= self.seed < 2**63)
+        ):
+            raise ConfigError(f"seed must be a whole number in [0, 2^63), got {self.seed!r}")
+        if self.run_id == "latest":
+            raise ConfigError("run id 'latest' is reserved: it names the newest run")
         check_engine_path(self.path)
         check_device(self.device)
         if self.run_id is not None:

@@ -178,7 +178,12 @@ def read_table(path: Path | str, filters: list[tuple[str, str, Any]] | None = No
 
 
 def runs_root(data_dir: Path | str) -> Path:
-    return Path(data_dir) / "runs"
+    """`<data>/runs`; a data directory (or runs directory) that is a file is an error."""
+    root = Path(data_dir) / "runs"
+    for path in (Path(data_dir), root):
+        if path.exists() and not path.is_dir():
+            raise StoreError(f"data directory {data_dir}: {path} is a file, not a directory")
+    return root
 
 
 def run_dir(data_dir: Path | str, run_id: str) -> Path:

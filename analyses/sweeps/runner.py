@@ -51,6 +51,7 @@ from analyses.sweeps.parts import (
 )
 from analyses.sweeps.plan import PlanError, SweepPlan, Unit, expand
 from analyses.sweeps.tasks import ForwardTask, Task, TaskBatch, make_task, read_positions_hooks
+from probes.core.errors import HeadlabError
 from probes.models import LoadedModel
 
 LOGITS_BUDGET_BYTES = 768 * 2**20  # largest logits tensor one stacked pass may produce
@@ -212,8 +213,18 @@ def run(config: SweepConfig, model: LoadedModel | None = None) -> Path:
     tasks = {name: make_task(name, params, f"{config.plan_source}: ") for name, params in
              plan.tasks.items()}  # fmt: skip
     what = f"sweep {plan.name!r} of run {run_id!r}"
+    directory = store.run_dir(config.data_dir, run_id)
+    created = not directory.exists()
     with locks.writing(store.runs_root(config.data_dir), run_id, what):  # one writer per run
-        return _run(config, run_id, tasks, model)
+        try:
+            return _run(config, run_id, tasks, model)
+        except HeadlabError as error:
+            parts = directory / f"sweep-{plan.name}{PARTS_SUFFIX}"
+            if created and directory.exists() and not (parts.exists() and done_units(parts)):
+                shutil.rmtree(directory)  # it failed before finishing anything: leave nothing
+            if config.plan_source in str(error):
+                raise
+            raise type(error)(f"{config.plan_source}: {error}") from error
 
 
 def _run(

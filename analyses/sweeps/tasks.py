@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -33,8 +33,8 @@ from analyses.interventions.kinds import Intervention, hooks, stacked_hooks
 from analyses.sweeps.ioi import PromptPair, ioi_pairs, load_pairs
 from probes import bridge
 from probes.core import hook_names as hook_names
-from probes.core.errors import HeadlabError
-from probes.core.types import Batch, Hook, TokenizedPrompt
+from probes.core.errors import ConfigError, HeadlabError
+from probes.core.types import Batch, Hook, TokenizedPrompt, ValidatedParams
 from probes.engine import batches
 from probes.inputs.prompts import stdlib_docs_suite
 from probes.models import LoadedModel
@@ -45,9 +45,8 @@ class TaskError(HeadlabError, ValueError):
 
 
 @dataclass(frozen=True)
-class TaskParams:
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+class TaskParams(ValidatedParams):
+    """A task's frozen parameters: typed and range-checked when built (see ValidatedParams)."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +140,10 @@ class LMParams(TaskParams):
     n_prompts: int = 4
     max_tokens: int = 128  # BOS included
 
+    def check(self) -> None:
+        self.require(self.n_prompts >= 1, "n_prompts", "at least 1")
+        self.require(self.max_tokens >= 2, "max_tokens", "at least 2")
+
 
 class LMLossTask(ForwardTask[LMParams]):
     name = "lm"
@@ -177,6 +180,10 @@ class IOIParams(TaskParams):
     n_prompts: int = 32
     seed: int = 0
     path: str | None = None  # a JSONL file of pairs instead of the built-in templates
+
+    def check(self) -> None:
+        self.require(self.n_prompts >= 1, "n_prompts", "at least 1")
+        self.require(self.path is None or Path(self.path).is_file(), "path", "an existing file")
 
 
 class LogitDiffTask(ForwardTask[IOIParams]):
@@ -240,6 +247,15 @@ class NiahParams(TaskParams):
     needles: str | None = None  # None: the retrieval probe's defaults
     haystack: str | None = None
     template: str | None = None
+
+    def check(self) -> None:
+        self.require(bool(self.lengths) and min(self.lengths) >= 2, "lengths", "≥ 2 tokens each")
+        self.require(
+            bool(self.depths) and all(0 <= d <= 100 for d in self.depths), "depths", "in [0, 100]"
+        )
+        self.require(self.needles_per_cell >= 1, "needles_per_cell", "at least 1")
+        self.require(self.max_new_tokens >= 1, "max_new_tokens", "at least 1")
+        self.require(0 <= self.recall_threshold < 1, "recall_threshold", "in [0, 1)")
 
 
 class NiahTask(Task[NiahParams]):
@@ -335,5 +351,7 @@ def make_task(name: str, params: dict[str, Any] | None = None, where: str = "") 
         raise TaskError(
             f"{where}task {name!r} has no parameter(s) {unknown}; known: {sorted(known)}"
         )
-    params = {key: tuple(v) if isinstance(v, list) else v for key, v in params.items()}
-    return cls(cls.Params(**params))
+    try:
+        return cls(cls.Params(**params))
+    except ConfigError as error:
+        raise TaskError(f"{where}task {name!r}: {error}") from None

@@ -4,6 +4,7 @@ parameters."""
 from __future__ import annotations
 
 import math
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -36,8 +37,8 @@ class Batch:
 
 
 @dataclass(frozen=True)
-class ProbeParams:
-    """Base for a probe's frozen parameters; they are recorded in the run manifest.
+class ValidatedParams:
+    """Base for frozen parameters (of a probe, of a sweep task) recorded in a run's manifest.
 
     They validate themselves when built: every field must match its annotation (whole numbers,
     numbers, text, booleans, tuples of those; a list given for a tuple becomes one), then the
@@ -68,9 +69,20 @@ class ProbeParams:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class ProbeParams(ValidatedParams):
+    """Base for a probe's frozen parameters (see ValidatedParams)."""
+
+
 def _conformed(value: Any, hint: Any, where: str) -> Any:
-    """`value` checked against a simple annotation (int, float, str, bool, tuple[T, ...])."""
+    """`value` checked against a simple annotation (int, float, str, bool, tuple[T, ...], and
+    any of those or None)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [arg for arg in args if arg is not type(None)]
+        return _conformed(value, options[0], where) if len(options) == 1 else value
     if origin is tuple:
         if not isinstance(value, tuple | list):
             raise ConfigError(f"{where} must be a list of values, got {value!r}")

@@ -229,7 +229,10 @@ def load_jsonl(path: Path | str) -> PromptSuite:
             raise PromptFileError(f'{where}: expected an object with a "text" string')
         if not record["text"].strip():
             raise PromptFileError(f"{where}: the prompt text is empty")
-        prompts.append(Prompt(id=str(record.get("id", f"line-{number}")), text=record["text"]))
+        given = record.get("id", f"line-{number}")
+        if isinstance(given, bool) or not isinstance(given, str | int) or str(given) == "":
+            raise PromptFileError(f'{where}: "id" must be text or a whole number, got {given!r}')
+        prompts.append(Prompt(id=str(given), text=record["text"]))
     if not prompts:
         raise PromptFileError(f"prompt file {path} holds no prompts")
     ids = [prompt.id for prompt in prompts]

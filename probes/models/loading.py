@@ -10,7 +10,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -155,6 +156,32 @@ def load(
     """Load `name`: a registry name, a `tiny-random[-seed]` test model, a local dir or an HF id."""
     check_device_available(device)
     started = time.perf_counter()
+    with quiet_transformers():
+        return _load(name, device, dtype, cache_dir, revision, started)
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' own warnings (mismatched sizes, missing tokenizer files) would print many
+    lines before headlab's one error line; keep only its errors while a model loads."""
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(previous)
+
+
+def _load(
+    name: str,
+    device: str,
+    dtype: torch.dtype,
+    cache_dir: Path | None,
+    revision: str | None,
+    started: float,
+) -> LoadedModel:
     if name in REGISTRY:
         hf_model, tokenizer, provenance, chat = _load_registry(REGISTRY[name], cache_dir, dtype)
     elif name.startswith(TINY_PREFIX):
