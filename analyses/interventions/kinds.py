@@ -17,6 +17,7 @@ imported:
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -38,6 +39,7 @@ from analyses.interventions.registry import (
     register_intervention,
 )
 from probes.core import hook_names as hook_names
+from probes.core.errors import ConfigError
 from probes.core.types import Hook
 from probes.models import ModelInfo
 
@@ -48,17 +50,31 @@ Edit = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 # --- value objects ----------------------------------------------------------------------------
 
 
-def _as_heads(heads: Iterable[Sequence[int]], what: str) -> tuple[Head, ...]:
+_HEAD_NAME = re.compile(r"^L(\d+)H(\d+)$")
+
+
+def _as_heads(heads: Iterable[Sequence[int] | str] | Sequence[int], what: str) -> tuple[Head, ...]:
+    """Heads as (layer, head) pairs or "L18H8" names; one pair or name alone is one head."""
+    items: list[Any] = list(heads) if not isinstance(heads, str) else [heads]
+    if len(items) == 2 and all(isinstance(x, int) for x in items):
+        items = [tuple(items)]  # HeadAblation((18, 8)): one head, not two
     result = []
-    for item in heads:
+    for item in items:
+        if isinstance(item, str):
+            match = _HEAD_NAME.match(item)
+            if match is None:
+                raise ConfigError(f"{what}: a head name is like 'L18H8', got {item!r}")
+            item = (int(match[1]), int(match[2]))
+        if isinstance(item, int):
+            raise ConfigError(f"{what}: each head is (layer, head) or 'L18H8', got {item!r}")
         pair = tuple(item)
         if len(pair) != 2 or not all(isinstance(x, int) and x >= 0 for x in pair):
-            raise ValueError(
+            raise ConfigError(
                 f"{what}: each head is (layer, head) with non-negative ints, got {item!r}"
             )
         result.append((int(pair[0]), int(pair[1])))
     if len(set(result)) != len(result):
-        raise ValueError(f"{what}: a head appears more than once in {result}")
+        raise ConfigError(f"{what}: a head appears more than once in {result}")
     return tuple(result)
 
 
@@ -93,7 +109,7 @@ class Intervention(ABC):
         """All (hook name, edit) pairs, after checking the heads exist in the model."""
         for layer, head in self.heads:
             if layer >= info.n_layers or head >= info.n_heads:
-                raise ValueError(
+                raise ConfigError(
                     f"{self.label}: head L{layer}H{head} does not exist in model {info.name!r} "
                     f"({info.n_layers} layers × {info.n_heads} heads)"
                 )
@@ -128,11 +144,11 @@ class HeadAblation(Intervention):
     def __post_init__(self) -> None:
         object.__setattr__(self, "heads", _as_heads(self.heads, "HeadAblation.heads"))
         if self.mode not in ABLATION_MODES:
-            raise ValueError(
+            raise ConfigError(
                 f"HeadAblation.mode must be one of {ABLATION_MODES}, got {self.mode!r}"
             )
         if self.mode == "mean" and self.means is None:
-            raise ValueError("HeadAblation(mode='mean') needs `means` [layer, head, d_head]")
+            raise ConfigError("HeadAblation(mode='mean') needs `means` [layer, head, d_head]")
 
     @property
     def label(self) -> str:
@@ -150,7 +166,7 @@ class HeadAblation(Intervention):
             info.n_heads,
             info.d_head,
         ):
-            raise ValueError(
+            raise ConfigError(
                 f"HeadAblation.means has shape {tuple(self._means().shape)}; model {info.name!r} "
                 f"needs [layer, head, d_head] = {(info.n_layers, info.n_heads, info.d_head)}"
             )
@@ -195,7 +211,7 @@ class SoftPAG(Intervention):
     def __post_init__(self) -> None:
         object.__setattr__(self, "heads", _as_heads(self.heads, "SoftPAG.heads"))
         if not 0 <= self.u <= 1:
-            raise ValueError(f"SoftPAG.u must lie in [0, 1], got {self.u}")
+            raise ConfigError(f"SoftPAG.u must lie in [0, 1], got {self.u}")
 
     @property
     def label(self) -> str:
@@ -236,16 +252,16 @@ class AttentionRedistribution(Intervention):
     def __post_init__(self) -> None:
         object.__setattr__(self, "heads", _as_heads(self.heads, "AttentionRedistribution.heads"))
         if not 0 <= self.keep <= 1:
-            raise ValueError(f"AttentionRedistribution.keep must lie in [0, 1], got {self.keep}")
+            raise ConfigError(f"AttentionRedistribution.keep must lie in [0, 1], got {self.keep}")
         if self.sources is not None:
             sources = tuple(int(k) for k in self.sources)
             if any(k < 0 for k in sources):
-                raise ValueError(f"AttentionRedistribution.sources must be >= 0, got {sources}")
+                raise ConfigError(f"AttentionRedistribution.sources must be >= 0, got {sources}")
             object.__setattr__(self, "sources", sources)
         if self.targets is not None:
             start, stop = (int(x) for x in self.targets)
             if not 0 <= start < stop:
-                raise ValueError(
+                raise ConfigError(
                     f"AttentionRedistribution.targets is a [start, stop) span, got {self.targets}"
                 )
             object.__setattr__(self, "targets", (start, stop))

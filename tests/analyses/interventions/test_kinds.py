@@ -351,3 +351,18 @@ def test_head_means_average_real_tokens_only(tiny_model):
     zs = [run(tiny_model, [], text=t, capture=[name])[1][name][0] for t in texts]
     expected = torch.cat(zs).mean(0)  # [head, d_head] over every real token
     torch.testing.assert_close(padded[1], expected)
+
+
+def test_heads_are_given_as_pairs_or_names_and_bad_ones_are_config_errors():
+    from analyses.interventions.kinds import HeadAblation
+    from probes.core.errors import ConfigError
+
+    assert HeadAblation([18, 8]).heads == ((18, 8),)  # one head, not two
+    assert HeadAblation(["L18H8", (3, 1)]).heads == ((18, 8), (3, 1))
+    assert HeadAblation("L2H0").heads == ((2, 0),)
+    with pytest.raises(ConfigError, match="like 'L18H8'"):
+        HeadAblation(["L18"])
+    with pytest.raises(ConfigError, match="appears more than once"):
+        HeadAblation([(1, 2), "L1H2"])
+    with pytest.raises(ConfigError, match="mode must be one of"):
+        HeadAblation([(1, 2)], "nope")  # type: ignore[arg-type]
