@@ -833,6 +833,19 @@ def totals(records: list[dict]) -> str:
     return "\n".join(out)
 
 
+def git_commit() -> str:
+    """HEAD, and whether the work tree differs from it (read-only git)."""
+    run = [
+        ["git", "-C", str(ROOT), *a]
+        for a in (
+            ["rev-parse", "--short", "HEAD"],
+            ["status", "--porcelain", "--", ".", ":!benchmarks"],
+        )
+    ]
+    head, dirty = (subprocess.run(c, capture_output=True, text=True).stdout.strip() for c in run)
+    return head + ("+changes" if dirty else "")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write every case's record and the table here")
@@ -843,6 +856,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="headlab-bad-inputs-"))
     env = Env(root, {**os.environ, "HEADLAB_CACHE": str(root / "cache")})
     records: list[dict] = []
+    commit = git_commit()
     try:
         env.cwd.mkdir()
         sys.path.insert(0, str(ROOT))
@@ -865,10 +879,10 @@ def main() -> int:
             subprocess.run(["umount", str(mount)], check=False)
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    table = totals(records)
-    print("\n" + table)
+    table, tree = totals(records), (commit, git_commit())  # the code may change while we run
+    print(f"\n{table}\nheadlab at {tree[0]} (start), {tree[1]} (end)")
     if args.json:
-        args.json.write_text(json.dumps({"cases": records, "totals": table}, indent=1))
+        args.json.write_text(json.dumps({"cases": records, "totals": table, "tree": tree}))
     return 0
 
 

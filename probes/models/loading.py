@@ -163,15 +163,19 @@ def load(
 @contextmanager
 def quiet_transformers() -> Iterator[None]:
     """transformers' own warnings (mismatched sizes, missing tokenizer files) would print many
-    lines before headlab's one error line; keep only its errors while a model loads."""
+    lines before headlab's one error line, and its weight-loading bar ignores --quiet: keep only
+    its errors, and no bar, while a model loads."""
     from transformers.utils import logging as hf_logging
 
-    previous = hf_logging.get_verbosity()
+    previous, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # loading takes about a second; no bar (--quiet or not)
     try:
         yield
     finally:
         hf_logging.set_verbosity(previous)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _load(
