@@ -169,7 +169,8 @@ def plan_dict_from_args(args: argparse.Namespace) -> dict[str, Any]:
 def command(args: argparse.Namespace) -> int:
     from analyses.results import store
     from analyses.sweeps import runner as sweep
-    from analyses.sweeps.plan import PlanError, load_plan, plan_from_dict
+    from analyses.sweeps.plan import PlanError
+    from analyses.sweeps.plan_file import load_plan, plan_from_dict
 
     flagged = ["--" + key.replace("_", "-") for key in PLAN_FLAGS if getattr(args, key) is not None]
     if args.plan_file is not None:

@@ -183,7 +183,8 @@ def test_every_verb_defaults_to_its_config_defaults():
 
 def test_sweep_defaults_are_the_plan_and_config_defaults():
     from analyses.cli import sweep as sweep_cli
-    from analyses.sweeps.plan import SweepPlan, TopK, plan_from_dict
+    from analyses.sweeps.plan import SweepPlan, TopK
+    from analyses.sweeps.plan_file import plan_from_dict
     from analyses.sweeps.runner import SweepConfig
 
     args = parse(["sweep", "--top-metric", "alpha"])

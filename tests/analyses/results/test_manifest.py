@@ -9,7 +9,7 @@ from analyses.jobs.retrieval_masking import MaskingConfig
 from analyses.jobs.scan import ScanConfig
 from analyses.results import manifest as manifests
 from analyses.results import store
-from analyses.sweeps.plan import plan_from_dict
+from analyses.sweeps.plan_file import plan_from_dict
 from analyses.sweeps.runner import SweepConfig
 
 

@@ -14,13 +14,8 @@ from analyses.cli.main import main
 from analyses.interventions.kinds import HeadAblation, HeadScale, hooks
 from analyses.results import locks, store
 from analyses.sweeps import runner as sweep
-from analyses.sweeps.plan import (
-    PlanError,
-    Ranking,
-    Unit,
-    load_plan,
-    plan_from_dict,
-)
+from analyses.sweeps.plan import PlanError, Ranking, Unit
+from analyses.sweeps.plan_file import load_plan, plan_from_dict
 from analyses.sweeps.tasks import make_task
 from tests import planting
 
