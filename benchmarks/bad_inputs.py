@@ -849,10 +849,12 @@ def git_commit() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write every case's record and the table here")
-    parser.add_argument("--only", default="", help="run only cases whose name has this substring")
+    parser.add_argument("--only", action="append", default=[], help="run only the cases whose "
+                        "name has this substring (repeatable)")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
-    chosen = [case for case in cases() if args.only.lower() in case.name.lower()]
+    only = [o.lower() for o in args.only] or [""]
+    chosen = [case for case in cases() if any(o in case.name.lower() for o in only)]
     root = Path(tempfile.mkdtemp(prefix="headlab-bad-inputs-"))
     env = Env(root, {**os.environ, "HEADLAB_CACHE": str(root / "cache")})
     records: list[dict] = []

@@ -222,8 +222,10 @@ def run(config: BenchConfig, progress: bool = True) -> pd.DataFrame:
     measurement, plus one per skipped (T, method)."""
     from tqdm.auto import tqdm
 
+    from analyses.jobs.scan import check_writable
     from probes.models import load
 
+    check_writable(Path(config.data_dir) / "bench")  # before the measurements, not after
     info = load(config.model).info
     too_long = [t for t in config.tokens if t > info.n_ctx]
     if too_long:

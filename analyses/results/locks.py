@@ -90,7 +90,9 @@ def writing(runs_root: Path, run_id: str, what: str | None = None) -> Iterator[N
         ) from None
     try:
         record = {"pid": os.getpid(), "command": " ".join(sys.argv), "since": time.time()}
-        holder.write_text(json.dumps(record))
+        staged = holder.with_name(f"{holder.name}.{os.getpid()}")
+        staged.write_text(json.dumps(record))
+        os.replace(staged, holder)  # whole or absent: a refused process never reads half
         yield
     finally:
         holder.unlink(missing_ok=True)
@@ -101,14 +103,25 @@ def lock_directory(runs_root: Path) -> Path:
     """Where the locks of the runs under `runs_root` live (created on first use)."""
     key = hashlib.sha256(str(runs_root.resolve()).encode()).hexdigest()[:16]
     directory = Path(tempfile.gettempdir()) / "headlab-locks" / key
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunLockedError(
+            f"cannot make the lock directory {directory}: {error.strerror or error} "
+            "(set TMPDIR to a writable directory)"
+        ) from None
     return directory
 
 
 def _describe(holder: Path) -> str:
-    try:
-        record = json.loads(holder.read_text())
-    except (OSError, ValueError):
+    record = None
+    for _ in range(50):  # the holder writes its record just after taking the lock
+        try:
+            record = json.loads(holder.read_text())
+            break
+        except (OSError, ValueError):
+            time.sleep(0.01)
+    if record is None:
         return "holder unknown"
     since = time.strftime("%H:%M:%S", time.localtime(float(record.get("since", 0))))
     return f"pid {record.get('pid')}, `{record.get('command', '?')}`, since {since}"

@@ -43,6 +43,12 @@ def _tuple_of(value: Any, cast: type, where: str) -> tuple[Any, ...]:
     return tuple(_cast(item, cast, where) for item in items)
 
 
+def _nonempty(values: tuple[Any, ...], where: str) -> tuple[Any, ...]:
+    if not values:
+        raise PlanError(f"{where}: give at least one value")
+    return values
+
+
 def _table(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise PlanError(
@@ -101,6 +107,8 @@ def plan_from_dict(raw: dict[str, Any], source: str = "plan") -> SweepPlan:
         table = _table(raw["single_head"], f"{source}: [single_head]")
         _check_keys(table, {"modes", "layers"}, f"{source} [single_head]")
         modes = _tuple_of(table.get("modes", ["zero"]), str, f"{source} [single_head] modes")
+        if not modes:
+            raise PlanError(f"{source} [single_head] modes: give at least one ablation mode")
         layers = table.get("layers")
         single = SingleHead(modes, None if layers is None else _tuple_of(layers, int, source))
     top_k = []
@@ -141,7 +149,9 @@ def plan_from_dict(raw: dict[str, Any], source: str = "plan") -> SweepPlan:
         strengths.append(
             Strength(
                 kind=table["kind"],
-                values=_tuple_of(table.get("values", []), float, f"{where} values"),
+                values=_nonempty(
+                    _tuple_of(table.get("values", []), float, f"{where} values"), f"{where} values"
+                ),
                 heads=_heads(table["heads"], where) if "heads" in table else (),
                 top=ranking,
                 top_k=k,

@@ -178,6 +178,9 @@ def _open_run(config: SweepConfig, run_id: str, model: Any) -> Path:
     if not directory.exists():
         manifest = manifests.build("sweep", config, model=model.provenance, n_rows=0)
         store.write_run(config.data_dir, run_id, pd.DataFrame(columns=store.COLUMNS), manifest)
+    status = store.run_status(config.data_dir, run_id)
+    if status != "ok":  # merging into a broken run would bury the damage under new rows
+        raise store.StoreError(f"run {run_id!r} cannot take the sweep: it is {status}")
     stored_model = store.read_manifest(config.data_dir, run_id).get("model", {}).get("model")
     if stored_model not in (None, config.plan.model):
         raise PlanError(
