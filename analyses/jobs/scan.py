@@ -172,8 +172,9 @@ def run(config: ScanConfig) -> Path:
         except TypeError as error:  # an unknown keyword: name the probe's parameters
             known = ", ".join(f.name for f in fields(cls.Params))
             raise ConfigError(f"probe {cls.name!r}: {error}; its parameters: {known}") from None
-        except ConfigError as error:  # name the probe, as --param does
-            raise ConfigError(f"probe {cls.name!r} (--param {cls.name}.…): {error}") from None
+        except ConfigError as error:  # "SinkParams.epsilon ..." -> "--param sink.epsilon ..."
+            message = str(error).replace(f"{cls.Params.__name__}.", f"--param {cls.name}.", 1)
+            raise ConfigError(message) from None
     suite = load_jsonl(config.prompts) if config.prompts else stdlib_docs_suite()
     runs = store.runs_root(config.data_dir)
     check_writable(runs)

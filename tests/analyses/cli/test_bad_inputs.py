@@ -81,3 +81,12 @@ def test_show_top_zero_is_a_usage_error(capsys):
         cli.main(["show", "latest", "--top", "0"])
     assert stopped.value.code == 2
     assert "argument --top: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_a_probe_parameter_out_of_range_is_named_as_its_flag(tmp_path, capsys):
+    line = refused(
+        ["scan", "--model", "tiny-random", "--probes", "sink", "--param", "sink.epsilon=-1"],
+        tmp_path,
+        capsys,
+    )
+    assert line == "headlab: error: --param sink.epsilon must be in [0, 1), got -1.0"
