@@ -36,6 +36,7 @@ from probes.core import hook_names as hook_names
 from probes.core.errors import ConfigError, HeadlabError
 from probes.core.types import Batch, Hook, TokenizedPrompt, ValidatedParams
 from probes.engine import batches
+from probes.inputs import niah
 from probes.inputs.prompts import stdlib_docs_suite
 from probes.models import LoadedModel
 
@@ -249,13 +250,7 @@ class NiahParams(TaskParams):
     template: str | None = None
 
     def check(self) -> None:
-        self.require(bool(self.lengths) and min(self.lengths) >= 2, "lengths", "≥ 2 tokens each")
-        self.require(
-            bool(self.depths) and all(0 <= d <= 100 for d in self.depths), "depths", "in [0, 100]"
-        )
-        self.require(self.needles_per_cell >= 1, "needles_per_cell", "at least 1")
-        self.require(self.max_new_tokens >= 1, "max_new_tokens", "at least 1")
-        self.require(0 <= self.recall_threshold < 1, "recall_threshold", "in [0, 1)")
+        niah.check_grid(self)
 
 
 class NiahTask(Task[NiahParams]):

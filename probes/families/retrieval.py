@@ -153,13 +153,7 @@ class RetrievalParams(ProbeParams):
     recall_threshold: float = 0.5  # a sample counts as answered when ROUGE-1 recall > this
 
     def check(self) -> None:
-        self.require(bool(self.lengths) and min(self.lengths) >= 2, "lengths", "≥ 2 tokens each")
-        self.require(
-            bool(self.depths) and all(0 <= d <= 100 for d in self.depths), "depths", "in [0, 100]"
-        )
-        self.require(self.needles_per_cell >= 1, "needles_per_cell", "at least 1")
-        self.require(self.max_new_tokens >= 1, "max_new_tokens", "at least 1")
-        self.require(0 <= self.recall_threshold < 1, "recall_threshold", "in [0, 1)")
+        niah.check_grid(self)
 
 
 def niah_samples(model: LoadedModel, params: RetrievalParams) -> list[niah.NiahSample]:

@@ -22,8 +22,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from probes.core.errors import HeadlabError
+from probes.core.types import ValidatedParams
 from probes.inputs.prompts import (
     PromptFileError,
     jsonl_objects,
@@ -251,3 +253,16 @@ def grid(
             needle = needles[(cell * needles_per_cell + j) % len(needles)]
             samples.append(builder.sample(needle, length, depth))
     return samples
+
+
+def check_grid(params: ValidatedParams) -> None:
+    """Range checks of a NIAH grid's parameters (lengths, depths, needles_per_cell,
+    max_new_tokens, recall_threshold), shared by the retrieval probe and the NIAH sweep task."""
+    grid: Any = params
+    params.require(bool(grid.lengths) and min(grid.lengths) >= 2, "lengths", "≥ 2 tokens each")
+    params.require(
+        bool(grid.depths) and all(0 <= d <= 100 for d in grid.depths), "depths", "in [0, 100]"
+    )
+    params.require(grid.needles_per_cell >= 1, "needles_per_cell", "at least 1")
+    params.require(grid.max_new_tokens >= 1, "max_new_tokens", "at least 1")
+    params.require(0 <= grid.recall_threshold < 1, "recall_threshold", "in [0, 1)")
