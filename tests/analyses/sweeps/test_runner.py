@@ -298,7 +298,7 @@ def test_two_copies_of_one_sweep_one_is_refused_at_once_and_nothing_is_doubled(t
     plan = tmp_path / "plan.toml"
     plan.write_text(
         'model = "tiny-random"\nname = "twice"\nbatch_size = 1\ncopies = 1\n'
-        "[tasks.lm]\nn_prompts = 8\nmax_tokens = 96\n"
+        "[tasks.lm]\nn_prompts = 24\nmax_tokens = 128\n"
         '[single_head]\nmodes = ["zero", "mean", "uniform"]\n'
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
