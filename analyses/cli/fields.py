@@ -44,14 +44,38 @@ from probes.core.errors import ConfigError
 C = TypeVar("C")
 NONE = "none"  # the word that means None for an optional field
 
+
 # type -> (what the error message calls one value, the conversion)
+def text_arg(text: str) -> str:
+    """argparse `type=` for a name: an empty one (`--model ''`) is a slip, not a value."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a name or path, got {text!r}")
+    return text
+
+
+def path_arg(text: str) -> Path:
+    """argparse `type=` for a path: '' would silently mean the current directory."""
+    return Path(text_arg(text))
+
+
 SCALARS: dict[Any, tuple[str, Callable[[str], Any]]] = {
     int: ("a whole number", int),
     float: ("a number", float),
-    str: ("a string", str),
-    Path: ("a path", Path),
+    str: ("a non-empty string", text_arg),
+    Path: ("a path", path_arg),
 }
-PLURALS = {"a whole number": "whole numbers", "a number": "numbers", "a string": "names"}
+PLURALS = {"a whole number": "whole numbers", "a number": "numbers", "a non-empty string": "names"}
+
+
+def positive_int(text: str) -> int:
+    """argparse `type=` for a count: a whole number ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def cli_fields(cls: type, skip: Iterable[str] = ()) -> list[dataclasses.Field]:

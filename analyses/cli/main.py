@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 from analyses.cli import induction_check as induction_cli
 from analyses.cli import mask_retrieval as mask_cli
 from analyses.cli import sweep as sweep_cli
-from analyses.cli.fields import add_options, config_from_args, default_of
+from analyses.cli.fields import add_options, config_from_args, default_of, path_arg, positive_int
 from analyses.jobs.bench import BenchConfig
 from analyses.jobs.scan import ScanConfig
 from analyses.results import store, summary
@@ -33,16 +33,19 @@ def _add_data(parser: argparse.ArgumentParser) -> None:
         "--data",
         dest="data_dir",
         metavar="DATA",
-        type=Path,
+        type=path_arg,
         default=DEFAULT_DATA,
         help=f"data directory (default: {DEFAULT_DATA})",
     )
 
 
 def _probe_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """`PROBE.NAME=VALUE` overrides, each read like the parameter's default (tuples: commas)."""
-    from dataclasses import MISSING, fields
+    """`PROBE.NAME=VALUE` overrides, each converted as the parameter's annotation says (tuples:
+    commas), by the same converters as every other flag."""
+    import typing
+    from dataclasses import fields
 
+    from analyses.cli.fields import converter
     from probes.families import get_probe
 
     params: dict[str, dict[str, Any]] = {}
@@ -51,39 +54,25 @@ def _probe_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
         probe, dot, name = target.partition(".")
         if not (equals and dot and probe and name):
             raise ConfigError(f"--param {item!r}: expected PROBE.NAME=VALUE, e.g. sink.epsilon=0.2")
-        known = {f.name: f.default for f in fields(get_probe(probe).Params)}
+        cls = get_probe(probe).Params
+        hints = typing.get_type_hints(cls)
+        known = [f.name for f in fields(cls)]
         if name not in known:
             raise ConfigError(
                 f"--param {item}: probe {probe!r} has no parameter {name!r}; "
                 f"it has {', '.join(known)}"
             )
-        default = known[name]
         try:
-            if isinstance(default, tuple):
-                cast = type(default[0]) if default else str
-                value: Any = tuple(cast(part) for part in text.split(",") if part.strip())
-            elif isinstance(default, bool):
-                value = {"true": True, "false": False}[text.lower()]
-            elif default is None or default is MISSING:
-                value = text
+            if hints[name] is bool:
+                value: Any = {"true": True, "false": False}[text.strip().lower()]
             else:
-                value = type(default)(text)
-        except (KeyError, ValueError):
-            raise ConfigError(
-                f"--param {item}: {text!r} is not a {type(default).__name__}"
-            ) from None
+                value = converter(hints[name])(text)
+        except KeyError:
+            raise ConfigError(f"--param {item}: expected true or false, got {text!r}") from None
+        except argparse.ArgumentTypeError as error:
+            raise ConfigError(f"--param {item}: {error}") from None
         params.setdefault(probe, {})[name] = value
     return params
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -124,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="print the top heads per metric of a run")
     show.add_argument("run", help="run id, or 'latest'")
     show.add_argument(
-        "--top", type=_positive, default=5, help="heads per metric (default: %(default)s)"
+        "--top", type=positive_int, default=5, help="heads per metric (default: %(default)s)"
     )
     _add_data(show)
 

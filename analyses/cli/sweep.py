@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from analyses.cli.fields import config_from_args, default_of, render
+from analyses.cli.fields import (
+    config_from_args,
+    default_of,
+    path_arg,
+    positive_int,
+    render,
+    text_arg,
+)
 from probes.core.options import DEFAULT_MODEL
 
 # Flags that describe the plan, so that they conflict with --plan (None = not given).
@@ -20,7 +26,10 @@ DEFAULT_K = (1, 2, 4, 8)
 
 
 def _names(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
+    names = [item.strip() for item in text.split(",") if item.strip()]
+    if not names:  # `--tasks ''` must not fall back to the default task
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
 
 
 def _ints(text: str) -> list[int]:
@@ -42,11 +51,17 @@ def _heads(text: str) -> list[list[int]]:
 
 
 def _strength(text: str) -> tuple[str, list[float]]:
+    from analyses.sweeps.plan import PlanError, check_strength
+
     kind, _, values = text.partition("=")
     try:
-        return kind.strip(), [float(v) for v in _names(values)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--strength is KIND=V1,V2,…, got {text!r}") from None
+        grid = [float(v) for v in _names(values)]
+        check_strength(kind.strip(), tuple(grid), text)
+    except PlanError as error:  # before ValueError, which it also is
+        raise argparse.ArgumentTypeError(str(error)) from None
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"expected KIND=V1,V2,…, got {text!r}") from None
+    return kind.strip(), grid
 
 
 def add_arguments(sweep: argparse.ArgumentParser) -> None:
@@ -60,11 +75,13 @@ def add_arguments(sweep: argparse.ArgumentParser) -> None:
         "--plan",
         dest="plan_file",
         metavar="PLAN",
-        type=Path,
+        type=path_arg,
         help="TOML plan file (see analyses/sweeps/plan.py)",
     )
     sweep.add_argument(
-        "--model", help=f"model for a plan given by flags (default: {render(DEFAULT_MODEL)})"
+        "--model",
+        type=text_arg,
+        help=f"model for a plan given by flags (default: {render(DEFAULT_MODEL)})",
     )
     sweep.add_argument("--name", help="sweep name; results go to sweep-NAME.parquet")
     sweep.add_argument("--tasks", type=_names, help="tasks: ioi, lm, niah (default: ioi)")
@@ -108,10 +125,10 @@ def add_arguments(sweep: argparse.ArgumentParser) -> None:
     )
     sweep.add_argument(
         "--batch-size",
-        type=int,
+        type=positive_int,
         help=f"prompts per batch (default: {default_of(SweepPlan, 'batch_size')})",
     )
-    sweep.add_argument("--copies", type=int, help="interventions per forward pass")
+    sweep.add_argument("--copies", type=positive_int, help="interventions per forward pass")
     # SweepConfig's fields:
     unset = argparse.SUPPRESS
     sweep.add_argument(
@@ -122,7 +139,7 @@ def add_arguments(sweep: argparse.ArgumentParser) -> None:
         "--metrics-run", default=unset, help="run whose metrics rank heads (default: --run)"
     )
     sweep.add_argument(
-        "--data", "--out", dest="data_dir", metavar="DATA", type=Path, default=unset,
+        "--data", "--out", dest="data_dir", metavar="DATA", type=path_arg, default=unset,
         help="data directory",
     )  # fmt: skip
     sweep.add_argument("--device", default=unset, help="torch device: cpu, cuda, cuda:N, mps")

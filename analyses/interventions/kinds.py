@@ -36,6 +36,7 @@ from analyses.interventions.edits import (
 from analyses.interventions.registry import (
     ABLATION_MODES,
     AblationMode,
+    check_fraction,
     register_intervention,
 )
 from probes.core import hook_names as hook_names
@@ -210,8 +211,7 @@ class SoftPAG(Intervention):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "heads", _as_heads(self.heads, "SoftPAG.heads"))
-        if not 0 <= self.u <= 1:
-            raise ConfigError(f"SoftPAG.u must lie in [0, 1], got {self.u}")
+        check_fraction(self.u, "SoftPAG.u")
 
     @property
     def label(self) -> str:
@@ -251,8 +251,7 @@ class AttentionRedistribution(Intervention):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "heads", _as_heads(self.heads, "AttentionRedistribution.heads"))
-        if not 0 <= self.keep <= 1:
-            raise ConfigError(f"AttentionRedistribution.keep must lie in [0, 1], got {self.keep}")
+        check_fraction(self.keep, "AttentionRedistribution.keep")
         if self.sources is not None:
             sources = tuple(int(k) for k in self.sources)
             if any(k < 0 for k in sources):
@@ -269,6 +268,7 @@ class AttentionRedistribution(Intervention):
     @classmethod
     def act(cls, heads: Iterable[Sequence[int]], beta: float = 0.4, threshold: float = 0.1) -> Self:
         """ACT (Yu et al. 2024): detected sinks but the first keep β; the rest gain pro rata."""
+        check_fraction(beta, "ACT's beta (the share the sinks keep)")
         return cls(
             heads=_as_heads(heads, "AttentionRedistribution.heads"), keep=beta, threshold=threshold
         )
@@ -282,6 +282,7 @@ class AttentionRedistribution(Intervention):
         p: float = 0.6,
     ) -> Self:
         """VAR (visual attention sink paper): sinks keep p; the image tokens after get the rest."""
+        check_fraction(p, "VAR's p (the share the sinks keep)")
         return cls(
             heads=_as_heads(heads, "AttentionRedistribution.heads"),
             keep=p,

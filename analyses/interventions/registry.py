@@ -19,6 +19,15 @@ def is_ablation_mode(value: object) -> TypeGuard[AblationMode]:
     return value in ABLATION_MODES
 
 
+def check_fraction(value: float, what: str) -> None:
+    """A share of attention (SoftPAG's u, ACT's β, a redistribution's keep) lies in [0, 1].
+    A head scale α has no range: α < 0 flips the head's output, a legitimate experiment."""
+    from probes.core.errors import ConfigError
+
+    if not 0 <= value <= 1:  # NaN fails too
+        raise ConfigError(f"{what} is a share of attention in [0, 1], got {value}")
+
+
 INTERVENTIONS: dict[str, type[Intervention]] = {}
 InterventionClass = TypeVar("InterventionClass", bound="type[Intervention]")
 

@@ -139,6 +139,12 @@ def run(config: InductionCheckConfig, model=None) -> pd.DataFrame:
 
     torch.manual_seed(0)
     model = model or load(config.model, device=config.device)
+    n_heads = model.info.n_layers * model.info.n_heads
+    if 2 * config.top_k > n_heads:  # the top heads and as many random ones, all distinct
+        raise ConfigError(
+            f"--top-k {config.top_k}: {config.model!r} has {n_heads} heads, so at most "
+            f"{n_heads // 2} top heads leave room for as many random ones"
+        )
     scores = induction_scores(model, config)
     top = top_heads(scores, config.top_k)
     rows = []

@@ -156,10 +156,17 @@ def new_run_id(model: str, probes: tuple[str, ...], data_dir: Path) -> str:
     return candidate
 
 
+def _as_flag(cls: type[Probe], error: ConfigError) -> ConfigError:
+    """ "SinkParams.epsilon ..." -> "--param sink.epsilon ...": name the flag the user typed."""
+    message = str(error).replace(f"{cls.Params.__name__}.", f"--param {cls.name}.", 1)
+    return type(error)(message)
+
+
 def run(config: ScanConfig) -> Path:
     """Run the scan described by `config`; return the new run directory. Everything is
     checked — config, probe parameters, prompts, output directory, run id — before the model
     loads."""
+    from probes.core.probe import GenerativeProbe, StreamingProbe
     from probes.families import get_probe
     from probes.inputs.prompts import load_jsonl, stdlib_docs_suite
 
@@ -172,9 +179,16 @@ def run(config: ScanConfig) -> Path:
         except TypeError as error:  # an unknown keyword: name the probe's parameters
             known = ", ".join(f.name for f in fields(cls.Params))
             raise ConfigError(f"probe {cls.name!r}: {error}; its parameters: {known}") from None
-        except ConfigError as error:  # "SinkParams.epsilon ..." -> "--param sink.epsilon ..."
-            message = str(error).replace(f"{cls.Params.__name__}.", f"--param {cls.name}.", 1)
-            raise ConfigError(message) from None
+        except ConfigError as error:
+            raise _as_flag(cls, error) from None
+    if config.path == "fast":  # known from the classes, so refused before the model loads
+        passes = (StreamingProbe, GenerativeProbe)
+        whole = [cls.name for cls in probe_classes if not issubclass(cls, passes)]
+        if whole:
+            raise ConfigError(
+                f"--path fast: probes {whole} need whole attention patterns, which only the "
+                "bridge path gives; use --path bridge or auto"
+            )
     suite = load_jsonl(config.prompts) if config.prompts else stdlib_docs_suite()
     runs = store.runs_root(config.data_dir)
     check_writable(runs)
@@ -204,8 +218,11 @@ def _scan(
     model = load(config.model, device=config.device)
     loaded = time.perf_counter()
     probes = []
-    for cls in probe_classes:
-        probes.append(cls(model.info, params[cls.name]))
+    for cls in probe_classes:  # a probe checks its parameters against the model here
+        try:
+            probes.append(cls(model.info, params[cls.name]))
+        except ConfigError as error:
+            raise _as_flag(cls, error) from None
     table = engine.run(
         model,
         probes,

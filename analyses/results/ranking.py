@@ -41,13 +41,20 @@ def rank_heads(
     head, else the error names what differs between them. Errors name `source` (e.g. the run).
     """
     rows = table[(table["metric"] == metric) & table["head"].notna()]
-    for column, wanted in (("probe", probe), ("position", position), ("condition", condition)):
-        if wanted is not None:
-            rows = rows[rows[column] == wanted]
     label = "/".join(part for part in (probe, metric) if part)
     if rows.empty:
         known = sorted(table.loc[table["head"].notna(), "metric"].dropna().unique())
         raise RankingError(f"{source} has no per-head rows for {label}; metrics: {known}")
+    for column, wanted in (("probe", probe), ("position", position), ("condition", condition)):
+        if wanted is not None:
+            narrowed = rows[rows[column] == wanted]
+            if narrowed.empty:  # the metric is there, the narrowing is what is wrong
+                have = sorted(rows[column].dropna().unique().tolist())
+                raise RankingError(
+                    f"{source}: {metric} has no rows with {column} {wanted!r}; "
+                    f"its {column}s: {_brief(have)}"
+                )
+            rows = narrowed
     if rows.groupby(["layer", "head"]).size().gt(1).any():
         varying = [c for c in ("probe", "position", "condition") if rows[c].nunique() > 1]
         raise RankingError(
@@ -61,3 +68,12 @@ def rank_heads(
             ordered["layer"], ordered["head"], ordered["value"], strict=True
         )
     ]
+
+
+def _brief(values: list, most: int = 12) -> str:
+    """A list for a message: all of it when short, else its ends."""
+    if not values:
+        return "none (the column is empty)"
+    if len(values) <= most:
+        return ", ".join(map(str, values))
+    return f"{', '.join(map(str, values[:3]))}, …, {', '.join(map(str, values[-3:]))}"

@@ -199,8 +199,9 @@ def existing_run_dir(data_dir: Path | str, run_id: str) -> Path:
     if path.parent != root:
         raise StoreError(f"run {run_id!r} resolves to {path}, outside {root}; refusing to read it")
     if not path.is_dir():
-        known = ", ".join(run_ids(data_dir)[-5:]) or "none"
-        raise StoreError(f"no run {run_id!r} under {root} (latest: {known})")
+        newest = sorted(run_ids(data_dir), key=lambda known: _created(data_dir, known))[-5:]
+        hint = ", ".join(reversed(newest)) or "none; run `headlab scan` first"
+        raise StoreError(f"no run {run_id!r} under {root} (newest: {hint})")
     return path
 
 
@@ -356,7 +357,7 @@ def list_runs(data_dir: Path | str) -> pd.DataFrame:
                 "model": (model or {}).get("model"),
                 "probes": ",".join(manifest.get("probes") or {}),
                 "prompts": (prompts or {}).get("name"),
-                "created": manifest.get("created") or _modified(data_dir, run_id),
+                "created": _created(data_dir, run_id, manifest),
                 "rows": manifest.get("n_rows"),
             }
         )
@@ -365,7 +366,16 @@ def list_runs(data_dir: Path | str) -> pd.DataFrame:
     return table.sort_values(["created", "run_id"], kind="stable", ignore_index=True)
 
 
-def _modified(data_dir: Path | str, run_id: str) -> str:
+def _created(data_dir: Path | str, run_id: str, manifest: dict[str, Any] | None = None) -> str:
+    """When a run was made: its manifest says; a run without a readable one, its directory."""
+    if manifest is None:
+        try:
+            manifest = read_manifest(data_dir, run_id)
+        except StoreError:
+            manifest = {}
+    created = manifest.get("created")
+    if isinstance(created, str):
+        return created
     stamp = run_dir(data_dir, run_id).stat().st_mtime
     return pd.Timestamp(stamp, unit="s", tz="UTC").isoformat(timespec="seconds")
 

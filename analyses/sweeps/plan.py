@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from analyses.interventions.controls import Head, layer_matched_random_heads
-from analyses.interventions.registry import is_ablation_mode
+from analyses.interventions.registry import check_fraction, is_ablation_mode
 from analyses.results import ranking as ranking_
 from probes.core.errors import HeadlabError
 from probes.core.options import DEFAULT_MODEL
@@ -50,6 +50,22 @@ if TYPE_CHECKING:  # plans are read and checked without torch (`headlab sweep --
     from probes.core.types import ModelInfo
 
 STRENGTH_KINDS = ("scale", "softpag", "act", "redistribute")
+# What each kind's strength is; the shares of attention must lie in [0, 1] (scale α has no range).
+STRENGTH_NAMES = {"scale": "α", "softpag": "u", "act": "β", "redistribute": "keep"}
+
+
+def check_strength(kind: str, values: tuple[float, ...], where: str) -> None:
+    """A strength grid's kind and values, checked before any model loads."""
+    if kind not in STRENGTH_KINDS:
+        raise PlanError(f"{where}: kind {kind!r} is not one of {', '.join(STRENGTH_KINDS)}")
+    for value in values:
+        if value != value:
+            raise PlanError(f"{where}: a strength value is NaN")
+        if kind != "scale":
+            try:
+                check_fraction(value, f"{kind}'s {STRENGTH_NAMES[kind]}")
+            except HeadlabError as error:
+                raise PlanError(f"{where}: {error}") from None
 
 
 class PlanError(HeadlabError, ValueError):

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 from analyses.interventions.controls import Head
 from analyses.interventions.registry import ABLATION_MODES
 from analyses.sweeps.plan import (
-    STRENGTH_KINDS,
     PlanError,
     Ranking,
     SingleHead,
     Strength,
     SweepPlan,
     TopK,
+    check_strength,
 )
 from probes.core.options import DEFAULT_MODEL
 
@@ -131,8 +131,6 @@ def plan_from_dict(raw: dict[str, Any], source: str = "plan") -> SweepPlan:
         where = f"{source} [[strength]] #{index + 1}"
         _check_keys(table, {"kind", "values", "heads", "top", "sources", "targets",
                             "queries_from", "threshold"}, where)  # fmt: skip
-        if table.get("kind") not in STRENGTH_KINDS:
-            raise PlanError(f"{where}: kind must be one of {STRENGTH_KINDS}")
         if ("heads" in table) == ("top" in table):
             raise PlanError(f"{where}: give exactly one of heads = [[l, h], ...] or top = {{...}}")
         ranking, k = None, 0
@@ -146,12 +144,14 @@ def plan_from_dict(raw: dict[str, Any], source: str = "plan") -> SweepPlan:
         for key in ("sources", "targets"):
             if key in options:
                 options[key] = tuple(options[key])
+        values = _nonempty(
+            _tuple_of(table.get("values", []), float, f"{where} values"), f"{where} values"
+        )
+        check_strength(str(table.get("kind")), values, where)
         strengths.append(
             Strength(
                 kind=table["kind"],
-                values=_nonempty(
-                    _tuple_of(table.get("values", []), float, f"{where} values"), f"{where} values"
-                ),
+                values=values,
                 heads=_heads(table["heads"], where) if "heads" in table else (),
                 top=ranking,
                 top_k=k,
@@ -179,9 +179,6 @@ def plan_from_dict(raw: dict[str, Any], source: str = "plan") -> SweepPlan:
         raise PlanError(f"{source}: name {plan.name!r}: use letters, digits, '.', '_' and '-'")
     if plan.batch_size < 1 or (plan.copies is not None and plan.copies < 1):
         raise PlanError(f"{source}: batch_size and copies must be at least 1")
-    for value in (v for strength in plan.strength for v in strength.values):
-        if value != value:  # NaN
-            raise PlanError(f"{source}: a strength value is NaN")
     if not (plan.single_head or plan.top_k or plan.strength or plan.attribution):
         raise PlanError(f"{source}: nothing to do; add [single_head], [[top_k]], [[strength]] "
                         "or attribution = [...]")  # fmt: skip

@@ -27,7 +27,7 @@ import shutil
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,7 +49,7 @@ from analyses.sweeps.parts import (
     write_clean,
     write_part,
 )
-from analyses.sweeps.plan import PlanError, SweepPlan, Unit, expand
+from analyses.sweeps.plan import PlanError, SweepPlan, Unit, expand, rank_heads
 from analyses.sweeps.tasks import ForwardTask, Task, TaskBatch, make_task, read_positions_hooks
 from probes.core.errors import HeadlabError
 from probes.models import LoadedModel
@@ -225,9 +225,32 @@ def run(config: SweepConfig, model: LoadedModel | None = None) -> Path:
             parts = directory / f"sweep-{plan.name}{PARTS_SUFFIX}"
             if created and directory.exists() and not (parts.exists() and done_units(parts)):
                 shutil.rmtree(directory)  # it failed before finishing anything: leave nothing
-            if config.plan_source in str(error):
-                raise
-            raise type(error)(f"{config.plan_source}: {error}") from error
+            if not isinstance(error, PlanError) or config.plan_source in str(error):
+                raise  # a disk, device or lock error is not the plan's fault
+            if config.plan_source == "command line":
+                raise  # the flags are the plan: nothing to point to
+            raise PlanError(f"{config.plan_source}: {error}") from error
+
+
+def _metrics_reader(config: SweepConfig, run_id: str) -> Callable[[], tuple[pd.DataFrame, str]]:
+    """The stored table that rankings read, and its run id; read once, when first asked."""
+    source = config.metrics_run or run_id
+    cached: list[tuple[pd.DataFrame, str]] = []
+
+    def metrics() -> tuple[pd.DataFrame, str]:
+        if not cached:
+            try:
+                cached.append((store.load_run(config.data_dir, source), source))
+            except store.StoreError as error:
+                flag = "--metrics-run" if config.metrics_run else "--metrics-run (default: --run)"
+                raise PlanError(
+                    f"the plan ranks heads by a stored run's metrics, read from {flag} "
+                    f"{source!r}: {error}. Scan the model first (`headlab scan --model "
+                    f"{config.plan.model}`) and pass that run's id"
+                ) from None
+        return cached[0]
+
+    return metrics
 
 
 def _run(
@@ -245,14 +268,15 @@ def _run(
         _check_same_plan(parts, config, run_id)
         if final.is_file() and not parts.exists():
             return final  # finished earlier
+    metrics = _metrics_reader(config, run_id)
+    rankings = [t.ranking for t in plan.top_k] + [s.top for s in plan.strength if s.top]
+    for ranking in rankings:  # the ranked metric exists: checked before the model loads
+        table, source = metrics()
+        rank_heads(table, ranking, source)
     if model is None:
         model = load(plan.model, device=config.device)
     elif model.info.name != plan.model:
         raise PlanError(f"the plan is for model {plan.model!r}, not {model.info.name!r}")
-
-    def metrics() -> tuple[pd.DataFrame, str]:
-        source = config.metrics_run or run_id
-        return store.load_run(config.data_dir, source), source
 
     # The whole plan is expanded and checked before the run directory exists.
     units, groups = expand(plan, model.info, metrics)

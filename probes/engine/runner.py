@@ -41,7 +41,8 @@ def choose_path(model: LoadedModel, probes: Sequence[Probe], path: str) -> str:
         if path == "fast":
             raise ConfigError(
                 f"the fast path bypasses the bridge, but hooks are attached to {outside[:3]} of "
-                f"model {model.info.name!r}; use path='bridge' (or 'auto')"
+                f"model {model.info.name!r}; use the bridge path (--path bridge; path='bridge' in "
+                "Python) or auto"
             )
         return "bridge"
     if fast.supports(model, probes):
@@ -50,7 +51,8 @@ def choose_path(model: LoadedModel, probes: Sequence[Probe], path: str) -> str:
         others = [p.name for p in probes if not isinstance(p, StreamingProbe)]
         raise ConfigError(
             f"the fast path cannot run probes {others or [p.name for p in probes]} on model "
-            f"{model.info.name!r}; use path='bridge'"
+            f"{model.info.name!r}; use the bridge path (--path bridge; path='bridge' in Python) "
+            "or auto"
         )
     return "bridge"
 

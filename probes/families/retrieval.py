@@ -156,15 +156,21 @@ class RetrievalParams(ProbeParams):
         niah.check_grid(self)
 
 
-def niah_samples(model: LoadedModel, params: RetrievalParams) -> list[niah.NiahSample]:
-    """The probe's needle-in-a-haystack grid for `model`, checked against its context."""
-    limit = model.info.n_ctx - params.max_new_tokens
+def check_context(info: ModelInfo, params: RetrievalParams) -> None:
+    """Every prompt length plus the decoded answer must fit the model's context."""
+    limit = info.n_ctx - params.max_new_tokens
     too_long = [length for length in params.lengths if length > limit]
     if too_long:
         raise niah.NiahError(
-            f"lengths {too_long} exceed {limit} tokens: model {model.info.name!r} has a "
-            f"{model.info.n_ctx}-token context and max_new_tokens={params.max_new_tokens}"
+            f"RetrievalParams.lengths {list(too_long)} exceed {limit} tokens: model "
+            f"{info.name!r} has a {info.n_ctx}-token context and "
+            f"max_new_tokens={params.max_new_tokens}"
         )
+
+
+def niah_samples(model: LoadedModel, params: RetrievalParams) -> list[niah.NiahSample]:
+    """The probe's needle-in-a-haystack grid for `model`, checked against its context."""
+    check_context(model.info, params)
     builder = niah.NiahBuilder(model, niah.load_haystack(params.haystack), params.template)
     needles = niah.load_needles(params.needles)
     return niah.grid(builder, needles, params.lengths, params.depths, params.needles_per_cell)
@@ -181,10 +187,7 @@ class RetrievalProbe(GenerativeProbe[RetrievalParams]):
 
     def __init__(self, info: ModelInfo, params: RetrievalParams | None = None) -> None:
         super().__init__(info, params)
-        if not 0 <= self.params.recall_threshold < 1:
-            raise niah.NiahError(
-                f"recall_threshold must lie in [0, 1), got {self.params.recall_threshold}"
-            )
+        check_context(info, self.params)  # before any pass, not when decoding starts
         self.score_sum = torch.zeros(info.n_layers, info.n_heads, dtype=torch.float64)
         self.n_answered = 0
         self.records: list[dict[str, Any]] = []

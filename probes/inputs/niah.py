@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from probes.core.errors import HeadlabError
+from probes.core.errors import ConfigError
 from probes.core.types import ValidatedParams
 from probes.inputs.prompts import (
     PromptFileError,
@@ -45,7 +45,7 @@ _NEEDLE_KEYS = {"id", "needle", "question", "answer", "real_needle"}
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
-class NiahError(HeadlabError, ValueError):
+class NiahError(ConfigError):
     """A needle-in-a-haystack setting cannot be built; the message names the parameter."""
 
 

@@ -154,6 +154,8 @@ def load(
     revision: str | None = None,
 ) -> LoadedModel:
     """Load `name`: a registry name, a `tiny-random[-seed]` test model, a local dir or an HF id."""
+    if not name.strip():  # Path("") is the current directory
+        raise ModelUnavailableError("the model name is empty; give a registry name, id or dir")
     check_device_available(device)
     started = time.perf_counter()
     with quiet_transformers():
@@ -262,10 +264,11 @@ def wrap(
 
 
 def _registry_spec(name: str) -> ModelSpec:
-    if name not in REGISTRY:
+    if name not in REGISTRY:  # `prepare` takes registry names only
         raise ModelUnavailableError(
-            f"unknown model {name!r}; registry models are {sorted(REGISTRY)} "
-            "(a Hugging Face id or a local model directory also works)"
+            f"unknown model {name!r}: `headlab prepare` takes a registry name "
+            f"({', '.join(sorted(REGISTRY))}); a Hugging Face id or model directory needs no "
+            "preparing, give it to --model directly"
         )
     return REGISTRY[name]
 

@@ -70,7 +70,7 @@ def test_foreign_parquet_is_refused(tmp_path):
 
 def test_missing_run_lists_what_exists(tmp_path):
     store.write_run(tmp_path, "real", sample_table(), {})
-    with pytest.raises(store.StoreError, match=r"no run 'ghost'.*latest: real"):
+    with pytest.raises(store.StoreError, match=r"no run 'ghost'.*newest: real"):
         store.load_run(tmp_path, "ghost")
 
 

@@ -115,7 +115,7 @@ def test_planted_retrieval_head_scores_one_and_others_zero(tiny_model, builder):
 
 
 def test_failed_samples_are_dropped_not_counted_as_zero(tiny_model, builder):
-    params = RetrievalParams(recall_threshold=0.5)
+    params = RetrievalParams(lengths=(60,), recall_threshold=0.5)
     probe = RetrievalProbe(tiny_model.info, params)
     right = builder.sample(NEEDLE, 60, 0)
     wrong = builder.sample(NEEDLE, 60, 100)
@@ -142,7 +142,7 @@ def test_failed_samples_are_dropped_not_counted_as_zero(tiny_model, builder):
 
 
 def test_recall_must_exceed_the_threshold(tiny_model, builder):
-    probe = RetrievalProbe(tiny_model.info, RetrievalParams(recall_threshold=0.5))
+    probe = RetrievalProbe(tiny_model.info, RetrievalParams(lengths=(60,), recall_threshold=0.5))
     hits = torch.ones(tiny_model.info.n_layers, tiny_model.info.n_heads)
     probe.add(builder.sample(NEEDLE, 60, 0), SampleOutcome((), "x", 0.5, hits))
     assert probe.n_answered == 0
@@ -153,6 +153,8 @@ def test_lengths_beyond_the_context_are_refused(tiny_model):
     params = RetrievalParams(lengths=(tiny_model.info.n_ctx,), max_new_tokens=50)
     with pytest.raises(niah.NiahError, match="exceed"):
         niah_samples(tiny_model, params)
+    with pytest.raises(niah.NiahError, match=r"lengths \[256\] exceed 206"):  # before any pass
+        RetrievalProbe(tiny_model.info, params)
 
 
 @pytest.mark.parametrize("seed", [0, 6])
