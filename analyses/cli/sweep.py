@@ -54,6 +54,8 @@ def _strength(text: str) -> tuple[str, list[float]]:
     from analyses.sweeps.plan import PlanError, check_strength
 
     kind, _, values = text.partition("=")
+    if not values.strip(","):
+        raise argparse.ArgumentTypeError(f"{text!r}: give KIND=V1,V2,… with at least one value")
     try:
         grid = [float(v) for v in _names(values)]
         check_strength(kind.strip(), tuple(grid), text)

@@ -70,6 +70,9 @@ class BenchConfig:
     timeout_s: float = field(
         default=1800.0, metadata={"help": "seconds one measurement process may take"}
     )
+    progress: bool = field(
+        default=True, metadata={"flag": "--quiet", "invert": True, "help": "no progress bar"}
+    )
 
     def __post_init__(self) -> None:
         if not self.tokens:
@@ -217,7 +220,7 @@ def measure_in_subprocess(config: BenchConfig, method: str, n_tokens: int) -> di
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def run(config: BenchConfig, progress: bool = True) -> pd.DataFrame:
+def run(config: BenchConfig) -> pd.DataFrame:
     """Measure every (T, method) `repeats` times, a whole round of them per repeat; one row per
     measurement, plus one per skipped (T, method)."""
     from tqdm.auto import tqdm
@@ -241,7 +244,7 @@ def run(config: BenchConfig, progress: bool = True) -> pd.DataFrame:
                 rows.append({"method": method, "tokens": n_tokens, "skipped": skipped})
             else:
                 plan.append((n_tokens, method))
-    with tqdm(total=len(plan) * config.repeats, desc="bench", disable=not progress) as bar:
+    with tqdm(total=len(plan) * config.repeats, desc="bench", disable=not config.progress) as bar:
         for repeat in range(config.repeats):
             for n_tokens, method in plan:
                 measured = measure_in_subprocess(config, method, n_tokens)

@@ -70,6 +70,14 @@ def conform(table: pd.DataFrame) -> pd.DataFrame:
     return table[COLUMNS].astype(_PANDAS_TYPES)
 
 
+def _usual_mode(path: Path) -> None:
+    """mkstemp/mkdtemp make private (0600/0700) temporaries; a run is read by colleagues and
+    the dashboard's user, so give it the mode a plain open/mkdir would (the umask's)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def _atomic_write_bytes(path: Path, write: Any) -> None:
     """`write(temporary)`, then rename into place: `path` is whole or absent, never half. A
     full disk or a refused write is a StoreError naming the file (the temporary is removed)."""
@@ -79,6 +87,7 @@ def _atomic_write_bytes(path: Path, write: Any) -> None:
         handle, name = tempfile.mkstemp(prefix=locks.temporary_prefix(path.name), dir=path.parent)
         os.close(handle)
         temporary = Path(name)
+        _usual_mode(temporary)
         write(str(temporary))
         os.replace(temporary, path)
     except OSError as error:
@@ -238,6 +247,7 @@ def write_run(
     locks.remove_leftovers(final.parent)  # staging directories of writers killed mid-write
     try:
         staging = Path(tempfile.mkdtemp(prefix=locks.temporary_prefix(run_id), dir=final.parent))
+        _usual_mode(staging)
     except OSError as error:
         raise StoreError(f"cannot write run {final}: {error.strerror or error}") from None
     try:
@@ -247,6 +257,10 @@ def write_run(
         for name, side in (side_tables or {}).items():
             write_side_table(side_table_path(staging, name), side, manifest)
         staging.rename(final)
+    except StoreError as error:  # e.g. a full disk: name the run's path, not the staging one
+        shutil.rmtree(staging, ignore_errors=True)
+        message = str(error).replace(str(staging), str(final)).removesuffix("; it was not written")
+        raise StoreError(f"{message}; run {run_id!r} was not created") from None
     except OSError as error:  # e.g. another writer's run appeared at `final` meanwhile
         shutil.rmtree(staging, ignore_errors=True)
         raise StoreError(f"cannot write run {final}: {error.strerror or error}") from None

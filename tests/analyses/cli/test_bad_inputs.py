@@ -1,4 +1,4 @@
-"""Bad inputs found by the bad-input survey (benchmarks/bad_inputs.py): each one a single
+"""Bad inputs found by the bad-input survey (benchmarks/bad_inputs/): each one a single
 `headlab: error:` line naming the input, exit status 2, nothing written."""
 
 import json
@@ -10,7 +10,10 @@ from analyses.cli import main as cli
 
 def refused(argv, tmp_path, capsys) -> str:
     data = tmp_path / "data"
-    code = cli.main([*argv, "--data", str(data)])
+    try:
+        code = cli.main([*argv, "--data", str(data)])
+    except SystemExit as usage_error:  # argparse's own refusal
+        code = usage_error.code
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and "error:" in lines[0], err
@@ -38,7 +41,42 @@ def refused(argv, tmp_path, capsys) -> str:
                 "--batch-size",
                 "0",
             ],
-            "batch_size and copies must be at least 1",
+            "argument --batch-size: must be at least 1, got 0",
+        ),
+        (["scan", "--param", "sink.epsilon=abc"], "sink.epsilon=abc: expected a number, got 'abc'"),
+        (
+            ["scan", "--probes", "retrieval", "--param", "retrieval.lengths=a,b"],
+            "expected comma-separated whole numbers, got 'a,b'",
+        ),
+        (
+            [
+                "scan",
+                "--model",
+                "tiny-random",
+                "--probes",
+                "retrieval",
+                "--param",
+                "retrieval.lengths=300",
+            ],
+            "--param retrieval.lengths [300] exceed 206 tokens",
+        ),
+        (
+            ["sweep", "--model", "tiny-random", "--strength", "act=1.5", "--strength-heads", "1.2"],
+            "act's β is a share of attention in [0, 1], got 1.5",
+        ),
+        (
+            ["sweep", "--model", "tiny-random", "--tasks", "", "--single-head", "zero"],
+            "argument --tasks: expected comma-separated names, got ''",
+        ),
+        (["scan", "--model", ""], "argument --model: expected a name or path, got ''"),
+        (["scan", "--prompts", " "], "argument --prompts: expected a name or path, got ' '"),
+        (
+            ["scan", "--model", "tiny-random", "--path", "fast", "--probes", "divergence"],
+            "--path fast: probes ['divergence'] need whole attention patterns",
+        ),
+        (
+            ["sweep", "--model", "tiny-random", "--top-metric", "alpha"],
+            "read from --metrics-run (default: --run) 'sweep-tiny-random-",
         ),
     ],
 )
@@ -90,3 +128,32 @@ def test_a_probe_parameter_out_of_range_is_named_as_its_flag(tmp_path, capsys):
         capsys,
     )
     assert line == "headlab: error: --param sink.epsilon must be in [0, 1), got -1.0"
+
+
+def test_a_ranking_narrowed_to_nothing_says_what_there_is(tmp_path, capsys):
+    data = tmp_path / "data"
+    assert cli.main(["scan", "--model", "tiny-random", "--probes", "sink", "--run-id", "base",
+                     "--data", str(data), "--quiet"]) == 0  # fmt: skip
+    capsys.readouterr()
+    argv = ["sweep", "--model", "tiny-random", "--top-metric", "alpha", "--metrics-run", "base"]
+    code = cli.main([*argv, "--top-position", "999", "--data", str(data)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "alpha has no rows with position 999; its positions: 0, 1, 2" in err
+    assert err.startswith("headlab: error: run base: ")  # no "command line:" before it
+    assert sorted(p.name for p in (data / "runs").iterdir()) == ["base"]
+
+
+def test_induction_check_top_k_over_half_the_heads_names_the_flag(capsys):
+    code = cli.main(["induction-check", "--model", "tiny-random", "--top-k", "5"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err == (
+        "headlab: error: --top-k 5: 'tiny-random' has 8 heads, so at most 4 top heads leave "
+        "room for as many random ones"
+    )
+
+
+def test_prepare_does_not_offer_what_it_refuses(capsys):
+    assert cli.main(["prepare", "org/name"]) == 2
+    err = capsys.readouterr().err
+    assert "`headlab prepare` takes a registry name" in err and "give it to --model" in err

@@ -60,7 +60,7 @@ def test_bench_runs_each_method_in_its_own_process_on_a_tiny_model(tmp_path):
     config = bench.BenchConfig(
         model="tiny-random", tokens=(16,), methods=methods, repeats=1, data_dir=tmp_path
     )
-    measurements = bench.run(config, progress=False)
+    measurements = bench.run(config)
     assert list(measurements.method) == list(methods)
     assert (measurements.wall_s > 0).all() and (measurements.peak_rss_mb > 50).all()
     assert (measurements.cpu_s > 0).all()
@@ -73,7 +73,7 @@ def test_bench_runs_each_method_in_its_own_process_on_a_tiny_model(tmp_path):
 def test_lengths_beyond_the_context_are_refused(tmp_path):
     config = bench.BenchConfig(model="tiny-random", tokens=(100_000,), repeats=1)
     with pytest.raises(ValueError, match="T=100000 exceeds the 256-token context"):
-        bench.run(config, progress=False)
+        bench.run(config)
 
 
 def test_unknown_methods_are_refused_before_anything_runs(tmp_path):
@@ -126,7 +126,7 @@ def test_each_repeat_measures_every_length_and_method_before_the_next(monkeypatc
 
     monkeypatch.setattr(bench, "measure_in_subprocess", fake_measure)
     config = bench.BenchConfig(model="tiny-random", tokens=(16, 24), methods=("plain", "headlab"))
-    measurements = bench.run(config, progress=False)
+    measurements = bench.run(config)
     one_round = [("plain", 16), ("headlab", 16), ("plain", 24), ("headlab", 24)]
     assert calls == one_round * 3
     assert list(measurements.repeat) == [r for r in range(3) for _ in one_round]

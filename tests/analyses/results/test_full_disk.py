@@ -24,8 +24,11 @@ def full_disk(monkeypatch):
 
 
 def test_a_run_written_to_a_full_disk_is_an_error_and_leaves_nothing(tmp_path, full_disk):
-    with pytest.raises(store.StoreError, match=r"results\.parquet.*No space left on device"):
+    with pytest.raises(store.StoreError, match=r"results\.parquet.*No space left on device") as e:
         store.write_run(tmp_path, "r", ROWS.assign(model="m"), {"model": {}})
+    final = store.run_dir(tmp_path, "r")
+    assert f"{final}/results.parquet" in str(e.value)  # the run's path, not the staging one
+    assert str(e.value).endswith("run 'r' was not created")
     assert sorted(p.name for p in store.runs_root(tmp_path).iterdir()) == []
 
 

@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 
 import pandas as pd
 import pyarrow as pa
@@ -133,3 +135,13 @@ def test_latest_is_the_newest_readable_run_by_creation_time(tmp_path):
     assert store.latest_run(tmp_path, where=lambda m: m["created"].startswith("2026-01-01")) == (
         "b-first"
     )
+
+
+def test_a_run_is_readable_by_others_as_the_umask_allows(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = store.write_run(tmp_path, "shared", sample_table(), {"model": {}})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755  # not mkdtemp's 0700
+    assert {stat.S_IMODE(f.stat().st_mode) for f in path.iterdir()} == {0o644}

@@ -1,0 +1,1 @@
+"""The bad-input survey (run `python -m benchmarks.bad_inputs --help`)."""
