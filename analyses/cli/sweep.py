@@ -55,7 +55,7 @@ def _strength(text: str) -> tuple[str, list[float]]:
 
     kind, _, values = text.partition("=")
     if not values.strip(","):
-        raise argparse.ArgumentTypeError(f"{text!r}: give KIND=V1,V2,… with at least one value")
+        raise argparse.ArgumentTypeError(f"{text!r} gives no values; write KIND=V1,V2,…")
     try:
         grid = [float(v) for v in _names(values)]
         check_strength(kind.strip(), tuple(grid), text)

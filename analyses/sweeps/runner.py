@@ -52,7 +52,7 @@ from analyses.sweeps.parts import (
 from analyses.sweeps.plan import PlanError, SweepPlan, Unit, expand, rank_heads
 from analyses.sweeps.tasks import ForwardTask, Task, TaskBatch, make_task, read_positions_hooks
 from probes.core.errors import HeadlabError
-from probes.models import LoadedModel
+from probes.models import LoadedModel, ModelUnavailableError
 
 LOGITS_BUDGET_BYTES = 768 * 2**20  # largest logits tensor one stacked pass may produce
 
@@ -225,11 +225,12 @@ def run(config: SweepConfig, model: LoadedModel | None = None) -> Path:
             parts = directory / f"sweep-{plan.name}{PARTS_SUFFIX}"
             if created and directory.exists() and not (parts.exists() and done_units(parts)):
                 shutil.rmtree(directory)  # it failed before finishing anything: leave nothing
-            if not isinstance(error, PlanError) or config.plan_source in str(error):
+            from_plan = isinstance(error, PlanError | ModelUnavailableError)  # its model too
+            if not from_plan or config.plan_source in str(error):
                 raise  # a disk, device or lock error is not the plan's fault
             if config.plan_source == "command line":
                 raise  # the flags are the plan: nothing to point to
-            raise PlanError(f"{config.plan_source}: {error}") from error
+            raise type(error)(f"{config.plan_source}: {error}") from error
 
 
 def _metrics_reader(config: SweepConfig, run_id: str) -> Callable[[], tuple[pd.DataFrame, str]]:

@@ -31,7 +31,7 @@ PREFIX = {  # the first word of a table's command: what it stands for
     "resume": ["sweep", "--quiet", "--data", "{store}", "--plan", "{fx}/plans/conc.toml", "--run"],
     "show": ["show", "--data", "{store}"], "runs": ["runs"], "dashboard": ["dashboard"],
     "mask": ["mask-retrieval", "--quiet", "--data", "{store}"], "prepare": ["prepare"],
-    "ind": ["induction-check", *TINY, "--seeds", "1", "--n-sequences", "2"],
+    "ind": ["induction-check", *TINY, "--seeds", "1", "--n-sequences", "2", "--top-k", "2"],
     "bench": ["bench", *TINY, "--tokens", "64", "--repeats", "1", "--methods", "plain",
               "--data", "{data}"],
 }  # fmt: skip
@@ -54,7 +54,7 @@ scan param epsilon abc        | scan --param sink.epsilon=abc        | sink.epsi
 scan param epsilon nan        | scan --param sink.epsilon=nan        | sink.epsilon
 scan param n_positions 1.5    | scan --param sink.n_positions=1.5    | n_positions
 scan param lengths a,b        | scan --probes retrieval --param retrieval.lengths=a,b  | lengths
-scan param lengths > context  | scan --probes retrieval --param retrieval.lengths=4096 | --param retrieval.lengths
+scan lengths > n_ctx | scan --probes retrieval --param retrieval.lengths=4096 | param retrieval
 scan param unselected probe   | scan --param retrieval.max_new_tokens=3 | retrieval
 scan param unknown probe      | scan --param nosuch.x=1              | nosuch
 scan probes unknown           | scan --probes nosuch                 | nosuch
@@ -69,7 +69,7 @@ scan seed 2**80               | scan --seed 1208925819614629174706176 | seed
 scan run-id of an existing run | scan --data {store} --run-id base   | base
 scan run-id ../escape         | scan --run-id ../escape              | ../escape
 scan run-id .hidden           | scan --run-id .hidden                | .hidden
-scan run-id empty             | scan --run-id ''                     | run id
+scan run-id empty             | scan --run-id ''                     | run id,--run-id
 scan run-id 'latest'          | scan --run-id latest                 | latest
 scan data is a file           | scan --data {root}/afile             | afile
 scan data/runs is a file      | scan --data {root}/runs_file         | runs_file
@@ -90,7 +90,7 @@ sweep strength head 9.9       | sweep --tasks lm --strength scale=1 --strength-h
 sweep strength heads 0.0.1    | sweep --tasks lm --strength scale=1 --strength-heads 0.0.1 | heads
 sweep strength without heads  | sweep --tasks lm --strength scale=1                        | heads
 sweep strength no values      | sweep --tasks lm --strength scale= --strength-heads 0.0    | values
-sweep strength scale=-1 (a sign flip: accepted) | sweep --tasks lm --strength scale=-1 --strength-heads 0.0 | | either
+sweep strength scale=-1 (ok) | sweep --tasks lm --strength scale=-1 --strength-heads 0.0 |  | either
 sweep strength act=1.5        | sweep --tasks lm --strength act=1.5 --strength-heads 0.0   | β
 sweep strength softpag=-0.1   | sweep --tasks lm --strength softpag=-0.1 --strength-heads 0.0 | u
 sweep strength keep=1.5   | sweep --tasks lm --strength redistribute=1.5 --strength-heads 0.0 | 1.5

@@ -38,6 +38,14 @@ def leftovers(data: Path) -> list[str]:
     return [str(p) for p in (data / "runs").rglob("*") if STAGING.match(p.name)]
 
 
+def parts_written(runs: Path) -> int:
+    """Sweep parts under `runs`; a staging directory renamed away mid-glob counts as none."""
+    try:
+        return len(list(runs.glob("*/sweep-*.parts/part-*.parquet")))
+    except FileNotFoundError:
+        return 0
+
+
 def concurrent(argv: list[str], sweep: bool) -> Callable[[Env], Result]:
     """Start the same command twice at once: one must finish, the other be refused at once."""
 
@@ -100,7 +108,7 @@ def interrupted(argv: list[str], sig: int, when: str, sweep: bool = False):
         reader.start()
         fired = {
             "progress": lambda: re.search(r"[1-9]\d*/\d+ \[", "".join(chunks)) is not None,
-            "part": lambda: len(list(runs.glob("*/sweep-*.parts/part-*.parquet"))) >= 2,
+            "part": lambda: parts_written(runs) >= 2,
             "staging": lambda: runs.is_dir() and any(map(STAGING.match, os.listdir(runs))),
         }.get(when, lambda: time.monotonic() - started >= float(when))
         while proc.poll() is None and not fired() and time.monotonic() - started < 60:

@@ -82,7 +82,6 @@ PLANS = {  # name: TOML text; the plans marked * rank heads by run `base` of the
     "mode_unknown": plan(body='[single_head]\nmodes = ["bogus"]\n'),
     "modes_empty": plan(body="[single_head]\nmodes = []\n"),
     "modes_twice": plan(body='[single_head]\nmodes = ["zero", "zero"]\n'),
-    "strength_negative_scale": plan(body=strength("scale", "[-1.0]")),
     "strength_negative_softpag": plan(body=strength("softpag", "[-0.5]")),
     "strength_negative_act": plan(body=strength("act", "[-0.4]")),
     "strength_negative_keep": plan(body=strength("redistribute", "[-0.5]")),
