@@ -15,7 +15,7 @@ from analyses.cli.fields import (
     render,
     text_arg,
 )
-from probes.core.options import DEFAULT_MODEL
+from probes.core.options import DEFAULT_MODEL, DTYPES
 
 # Flags that describe the plan, so that they conflict with --plan (None = not given).
 PLAN_FLAGS = ("model", "name", "tasks", "single_head", "top_metric", "top_probe", "top_position",
@@ -145,6 +145,9 @@ def add_arguments(sweep: argparse.ArgumentParser) -> None:
         help="data directory",
     )  # fmt: skip
     sweep.add_argument("--device", default=unset, help="torch device: cpu, cuda, cuda:N, mps")
+    sweep.add_argument(
+        "--dtype", default=unset, choices=DTYPES, help="model dtype (default: float32)"
+    )
     sweep.add_argument(
         "--quiet", dest="progress", action="store_false", default=unset, help="no progress bar"
     )

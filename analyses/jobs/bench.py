@@ -1,14 +1,16 @@
 """`headlab bench`: what a probe scan costs next to a plain forward pass, at growing lengths.
 
-Three ways to get the same per-head sink metrics on one sequence of T tokens, each measured in a
-fresh process (so peak RSS is its own) and repeated:
+Three ways to get the same per-head metrics (`--probes`, by default the default scan's streaming
+probes) on one sequence of T tokens, each measured in a fresh process (so peak RSS is its own)
+and repeated, in the model dtype `--dtype` on `--device`:
   plain     the Hugging Face model's forward with SDPA attention: the floor, no metrics at all
   naive     the TransformerLens way: run_with_cache of every layer's hook_pattern, then reduce
   headlab   headlab's engine (the fast path unless --path says otherwise)
 and, on request, `body`: the plain forward without the unembedding, which no metric needs and
 the fast path skips, so a stricter floor. Wall and CPU time are the forward (or scan) alone,
 model loading excluded; peak RSS is the whole process, imports included (the plain process
-imports transformers only; the others also TransformerLens).
+imports transformers only; the others also TransformerLens). On CUDA the times are synchronised
+and the peak CUDA memory of the forward is reported too.
 
 Shared machines drift: the same forward can take 1.5x longer a minute later. So each repeat runs
 every (T, method) once before the next repeat starts, and the summary gives, beside the ratio of
@@ -31,7 +33,15 @@ import pandas as pd
 
 from analyses.results import store
 from probes.core.errors import ConfigError
-from probes.core.options import DEFAULT_MODEL, ENGINE_PATHS, check_engine_path, check_positive
+from probes.core.options import (
+    DEFAULT_MODEL,
+    DTYPES,
+    ENGINE_PATHS,
+    check_device,
+    check_dtype,
+    check_engine_path,
+    check_positive,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -40,6 +50,8 @@ if TYPE_CHECKING:
 METHODS = ("plain", "naive", "headlab")
 OPTIONAL_METHODS = ("body",)
 DEFAULT_TOKENS = (512, 1024, 2048, 4096, 8192)
+# What the default scan streams (analyses.jobs.scan.DEFAULT_PROBES, which all stream).
+DEFAULT_PROBES = ("sink", "attention_stats", "future_attention", "pattern_class", "detectors")
 # Fraction of physical memory the naive way's cached patterns may take before we skip it.
 NAIVE_MEMORY_FRACTION = 0.5
 
@@ -59,6 +71,9 @@ class BenchConfig:
             "help": "comma-separated; 'body' is the plain forward without the unembedding",
         },
     )
+    probes: tuple[str, ...] = field(
+        default=DEFAULT_PROBES, metadata={"help": "comma-separated probes the scan computes"}
+    )
     repeats: int = field(default=3, metadata={"help": "measurements per (T, method)"})
     path: str = field(
         default="auto", metadata={"choices": ENGINE_PATHS, "help": "headlab engine path"}
@@ -66,6 +81,11 @@ class BenchConfig:
     data_dir: Path = field(
         default=Path("data"),
         metadata={"flag": "--data", "aliases": ("--out",), "help": "data directory"},
+    )
+    device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda, cuda:N, mps"})
+    dtype: str = field(
+        default="float32",
+        metadata={"choices": DTYPES, "help": "weights and activations (sums stay float32/64)"},
     )
     timeout_s: float = field(
         default=1800.0, metadata={"help": "seconds one measurement process may take"}
@@ -87,6 +107,10 @@ class BenchConfig:
                 f"unknown bench methods {unknown}; choose from {METHODS + OPTIONAL_METHODS}"
             )
         check_positive("repeats", self.repeats)
+        if not self.probes:
+            raise ConfigError("probes: give at least one probe")
+        check_device(self.device)
+        check_dtype(self.dtype)
         check_engine_path(self.path)
         if not self.timeout_s > 0:
             raise ConfigError(f"timeout_s must be more than 0 seconds, got {self.timeout_s!r}")
@@ -117,7 +141,9 @@ def bench_tokens(tokenize: Callable[[str], list[int]], n_tokens: int) -> torch.T
     return torch.tensor([ids])
 
 
-def plain_model(model_name: str) -> tuple[PreTrainedModel, Callable[[str], list[int]]]:
+def plain_model(
+    model_name: str, dtype: str = "float32", device: str = "cpu"
+) -> tuple[PreTrainedModel, Callable[[str], list[int]]]:
     """The Hugging Face model alone with SDPA attention: no TransformerLens import, no bridge."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -139,53 +165,66 @@ def plain_model(model_name: str) -> tuple[PreTrainedModel, Callable[[str], list[
             if gguf_cache.read_conversion_record(source) is None:
                 source = prepare(model_name, install=False)
         hf_model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=torch.float32, attn_implementation="sdpa", use_safetensors=True
+            source, dtype=getattr(torch, dtype), attn_implementation="sdpa", use_safetensors=True
         )
         tokenizer = AutoTokenizer.from_pretrained(source)
 
     def tokenize(text: str) -> list[int]:
         return [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"]]
 
+    hf_model = hf_model.to(device=device, dtype=getattr(torch, dtype))  # type: ignore[call-arg]
     return hf_model.eval(), tokenize
 
 
-def measure_once(model_name: str, method: str, n_tokens: int, path: str) -> dict:
-    """Run one measurement in this process; return wall and CPU seconds and peak RSS."""
+def measure_once(
+    model_name: str,
+    method: str,
+    n_tokens: int,
+    path: str,
+    probe_names: tuple[str, ...] = DEFAULT_PROBES,
+    dtype: str = "float32",
+    device: str = "cpu",
+) -> dict:
+    """Run one measurement in this process; return wall and CPU seconds and peak RSS (and peak
+    CUDA memory on a GPU)."""
     import torch
 
     if method in ("plain", "body"):
-        hf_model, tokenize = plain_model(model_name)
-        tokens = bench_tokens(tokenize, n_tokens)
+        hf_model, tokenize = plain_model(model_name, dtype, device)
+        tokens = bench_tokens(tokenize, n_tokens).to(device)
         forward = hf_model if method == "plain" else getattr(hf_model, "model", hf_model)
-        started = _started()
+        started = _started(device)
         with torch.inference_mode():
             forward(input_ids=tokens, use_cache=False)
-        return _measured(started)
+        return _measured(started, device)
 
     from probes import engine
     from probes.core import hook_names as hooks
+    from probes.core.probe import StreamingProbe
     from probes.core.types import Batch
-    from probes.families import sink as sinks
+    from probes.families import get_probe
     from probes.models import load
 
-    model = load(model_name)
-    tokens = bench_tokens(model.tokenize, n_tokens)
-    batch = Batch(tokens, torch.tensor([n_tokens]), ("bench",))
-    probe = sinks.SinkProbe(model.info)
-    started = _started()
-    if method == "naive":
+    model = load(model_name, dtype=dtype, device=device)
+    tokens = bench_tokens(model.tokenize, n_tokens).to(device)
+    batch = Batch(tokens, torch.tensor([n_tokens], device=device), ("bench",))
+    probes = [get_probe(name)(model.info) for name in probe_names]
+    started = _started(device)
+    if method == "naive":  # every layer's pattern cached, then reduced
         names = [hooks.attn(layer, "pattern") for layer in range(model.info.n_layers)]
+        streaming = [probe for probe in probes if isinstance(probe, StreamingProbe)]
         with torch.inference_mode():
             _, cache = model.bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
-            probe.start_batch(batch)
-            for layer, name in enumerate(names):
-                probe.on_pattern(layer, cache[name], 0, batch)
-            probe.end_batch(batch)
+            for probe in streaming:
+                probe.start_batch(batch)
+                for layer, name in enumerate(names):
+                    probe.on_pattern(layer, cache[name], 0, batch)
+                probe.end_batch(batch)
     elif method == "headlab":
-        engine.run_batch(model, batch, [probe], path=engine.choose_path(model, [probe], path))
+        engine.run_batch(model, batch, probes, path=engine.choose_path(model, probes, path))
     else:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS + OPTIONAL_METHODS}")
-    return _measured(started)
+    return _measured(started, device)
 
 
 def _cpu_seconds() -> float:
@@ -193,14 +232,27 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _started() -> tuple[float, float]:
+def _started(device: str = "cpu") -> tuple[float, float]:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
     return time.perf_counter(), _cpu_seconds()
 
 
-def _measured(started: tuple[float, float]) -> dict:
+def _measured(started: tuple[float, float], device: str = "cpu") -> dict:
+    cuda = device.startswith("cuda")
+    if cuda:
+        import torch
+
+        torch.cuda.synchronize(device)  # CUDA kernels run asynchronously: wait before timing
     wall, cpu = time.perf_counter() - started[0], _cpu_seconds() - started[1]
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak_kib / 1024}
+    measured = {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak_kib / 1024}
+    if cuda:
+        measured["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return measured
 
 
 def measure_in_subprocess(config: BenchConfig, method: str, n_tokens: int) -> dict:
@@ -212,6 +264,9 @@ def measure_in_subprocess(config: BenchConfig, method: str, n_tokens: int) -> di
         method,
         str(n_tokens),
         config.path,
+        ",".join(config.probes),
+        config.dtype,
+        config.device,
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=config.timeout_s)
     if result.returncode != 0:
@@ -226,10 +281,13 @@ def run(config: BenchConfig) -> pd.DataFrame:
     from tqdm.auto import tqdm
 
     from analyses.jobs.scan import check_writable
+    from probes.families import get_probe
     from probes.models import load
 
     check_writable(Path(config.data_dir) / "bench")  # before the measurements, not after
-    info = load(config.model).info
+    for name in config.probes:
+        get_probe(name)  # an unknown probe is named before anything is measured
+    info = load(config.model, device=config.device).info
     too_long = [t for t in config.tokens if t > info.n_ctx]
     if too_long:
         raise ConfigError(
@@ -250,7 +308,8 @@ def run(config: BenchConfig) -> pd.DataFrame:
                 measured = measure_in_subprocess(config, method, n_tokens)
                 rows.append({"method": method, "tokens": n_tokens, "repeat": repeat, **measured})
                 bar.update(1)
-    columns = ["method", "tokens", "repeat", "wall_s", "cpu_s", "peak_rss_mb", "skipped"]
+    columns = ["method", "tokens", "repeat", "wall_s", "cpu_s", "peak_rss_mb", "peak_cuda_mb",
+               "skipped"]  # fmt: skip
     return pd.DataFrame(rows).reindex(columns=columns)
 
 
@@ -259,12 +318,16 @@ def summarise(measurements: pd.DataFrame) -> pd.DataFrame:
     medians); for the time against plain and body, also the lowest and highest ratio of two
     measurements from the same repeat."""
     done = measurements[measurements["skipped"].isna()]
-    medians = done.groupby(["tokens", "method"])[["wall_s", "peak_rss_mb"]].median().unstack()
+    on_gpu = "peak_cuda_mb" in done and done["peak_cuda_mb"].notna().any()
+    measures = ["wall_s", "peak_rss_mb", *(["peak_cuda_mb"] if on_gpu else [])]
+    medians = done.groupby(["tokens", "method"])[measures].median().unstack()
     table = pd.DataFrame(index=sorted(measurements["tokens"].unique()))
     for method in METHODS + OPTIONAL_METHODS:
         if ("wall_s", method) in medians:
             table[f"{method}_s"] = medians[("wall_s", method)]
             table[f"{method}_mb"] = medians[("peak_rss_mb", method)]
+            if on_gpu:
+                table[f"{method}_cuda_mb"] = medians[("peak_cuda_mb", method)]
     walls = done.pivot_table(index=["tokens", "repeat"], columns="method", values="wall_s")
     for baseline in ("plain", "body", "naive"):
         if "headlab_s" not in table or f"{baseline}_s" not in table:
@@ -274,6 +337,10 @@ def summarise(measurements: pd.DataFrame) -> pd.DataFrame:
             paired = (walls["headlab"] / walls[baseline]).groupby(level="tokens")
             table[f"{baseline}_lo"], table[f"{baseline}_hi"] = paired.min(), paired.max()
         table[f"rss_vs_{baseline}"] = table["headlab_mb"] / table[f"{baseline}_mb"]
+        if on_gpu:
+            table[f"cuda_mb_over_{baseline}"] = (
+                table["headlab_cuda_mb"] - table[f"{baseline}_cuda_mb"]
+            )
     table.index.name = "tokens"
     return table
 
@@ -291,9 +358,11 @@ def format_summary(table: pd.DataFrame) -> str:
 
 
 def _worker() -> None:
-    """`python -m analyses.jobs.bench MODEL METHOD T PATH`: one measurement, printed as JSON."""
-    model, method, n_tokens, path = sys.argv[1:5]
-    print(json.dumps(measure_once(model, method, int(n_tokens), path)))
+    """`python -m analyses.jobs.bench MODEL METHOD T PATH PROBES DTYPE DEVICE`: one measurement,
+    printed as JSON."""
+    model, method, n_tokens, path, probes, dtype, device = sys.argv[1:8]
+    print(json.dumps(measure_once(model, method, int(n_tokens), path, tuple(probes.split(",")),
+                                  dtype, device)))  # fmt: skip
 
 
 if __name__ == "__main__":

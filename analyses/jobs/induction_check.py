@@ -24,7 +24,7 @@ import pandas as pd
 from analyses.interventions.controls import layer_matched_random_heads
 from analyses.results.ranking import rank_heads
 from probes.core.errors import ConfigError
-from probes.core.options import DEFAULT_MODEL, check_device, check_positive
+from probes.core.options import DEFAULT_MODEL, DTYPES, check_device, check_dtype, check_positive
 
 if TYPE_CHECKING:
     import torch
@@ -51,6 +51,10 @@ class InductionCheckConfig:
     )
     batch_size: int = field(default=4, metadata={"help": "sequences per forward pass"})
     device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda, cuda:N, mps"})
+    dtype: str = field(
+        default="float32",
+        metadata={"choices": DTYPES, "help": "weights and activations (sums stay float32/64)"},
+    )
 
     def __post_init__(self) -> None:
         for name in ("top_k", "n_sequences", "batch_size"):
@@ -66,6 +70,7 @@ class InductionCheckConfig:
                 f"evaluation seeds {','.join(map(str, self.seeds))}"
             )
         check_device(self.device)
+        check_dtype(self.dtype)
 
 
 def induction_scores(model, config: InductionCheckConfig) -> pd.DataFrame:
@@ -138,7 +143,7 @@ def run(config: InductionCheckConfig, model=None) -> pd.DataFrame:
     from probes.models import load
 
     torch.manual_seed(0)
-    model = model or load(config.model, device=config.device)
+    model = model or load(config.model, device=config.device, dtype=config.dtype)
     n_heads = model.info.n_layers * model.info.n_heads
     if 2 * config.top_k > n_heads:  # the top heads and as many random ones, all distinct
         raise ConfigError(

@@ -32,7 +32,7 @@ from analyses.results import manifest as manifests
 from analyses.results import store
 from analyses.results.ranking import rank_heads
 from probes.core.errors import ConfigError, HeadlabError
-from probes.core.options import check_choices, check_device, check_positive
+from probes.core.options import DTYPES, check_choices, check_device, check_dtype, check_positive
 
 Head = tuple[int, int]
 SUMMARY_TABLE = "retrieval_masking"
@@ -85,6 +85,10 @@ class MaskingConfig:
         metadata={"help": "conditions decoded together; each holds a copy of the KV cache"},
     )
     device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda, cuda:N, mps"})
+    dtype: str = field(
+        default="float32",
+        metadata={"choices": DTYPES, "help": "weights and activations (sums stay float32/64)"},
+    )
     progress: bool = field(
         default=True, metadata={"flag": "--quiet", "invert": True, "help": "no progress bar"}
     )
@@ -107,6 +111,7 @@ class MaskingConfig:
                 check_positive(name, getattr(self, name))
         check_positive("rows_per_batch", self.rows_per_batch)
         check_device(self.device)
+        check_dtype(self.dtype)
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any]) -> MaskingConfig:
@@ -208,7 +213,7 @@ def run(config: MaskingConfig, model: Any = None) -> pd.DataFrame:
     scores = dict(ranked_heads(store.load_run(config.data_dir, config.run_id), config.run_id))
     model_name = manifest["model"]["model"]
     if model is None:
-        model = load(model_name, device=config.device)
+        model = load(model_name, device=config.device, dtype=config.dtype)
     info = model.info
     plan = conditions(
         list(scores), info.n_layers, info.n_heads, config.ks, config.seeds, config.modes

@@ -15,8 +15,10 @@ from analyses.results import manifest as manifests
 from probes.core.errors import ConfigError, HeadlabError
 from probes.core.options import (
     DEFAULT_MODEL,
+    DTYPES,
     ENGINE_PATHS,
     check_device,
+    check_dtype,
     check_engine_path,
     check_positive,
 )
@@ -62,6 +64,10 @@ class ScanConfig:
         metadata={"flag": "--data", "aliases": ("--out",), "help": "data directory"},
     )
     device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda, cuda:N, mps"})
+    dtype: str = field(
+        default="float32",
+        metadata={"choices": DTYPES, "help": "weights and activations (sums stay float32/64)"},
+    )
     seed: int = field(default=0, metadata={"help": "torch seed, set before the model loads"})
     run_id: str | None = field(
         default=None, metadata={"help": "name of the run; none = time-model-probes"}
@@ -104,6 +110,7 @@ class ScanConfig:
             raise ConfigError("run id 'latest' is reserved: it names the newest run")
         check_engine_path(self.path)
         check_device(self.device)
+        check_dtype(self.dtype)
         if self.run_id is not None:
             store.validate_run_id(self.run_id)
         unselected = sorted(set(self.probe_params) - set(self.probes))
@@ -215,7 +222,7 @@ def _scan(
     from probes.models import load
 
     torch.manual_seed(config.seed)
-    model = load(config.model, device=config.device)
+    model = load(config.model, device=config.device, dtype=config.dtype)
     loaded = time.perf_counter()
     probes = []
     for cls in probe_classes:  # a probe checks its parameters against the model here

@@ -52,6 +52,7 @@ from analyses.sweeps.parts import (
 from analyses.sweeps.plan import PlanError, SweepPlan, Unit, expand, rank_heads
 from analyses.sweeps.tasks import ForwardTask, Task, TaskBatch, make_task, read_positions_hooks
 from probes.core.errors import HeadlabError
+from probes.core.options import check_device, check_dtype
 from probes.models import LoadedModel, ModelUnavailableError
 
 LOGITS_BUDGET_BYTES = 768 * 2**20  # largest logits tensor one stacked pass may produce
@@ -66,10 +67,15 @@ class SweepConfig:
     run_id: str | None = None  # the run to merge into; default: one named after the plan
     metrics_run: str | None = None  # where rankings read stored metrics; default: run_id
     device: str = "cpu"
+    dtype: str = "float32"  # the model's; a sweep resumes only in the dtype it started in
     progress: bool = True
     plan_source: str = field(default="flags", metadata={"cli": False})
     # False runs every intervention as a full forward (benchmarks)
     prefix_reuse: bool = field(default=True, metadata={"cli": False})
+
+    def __post_init__(self) -> None:
+        check_device(self.device)
+        check_dtype(self.dtype)
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any], name: str) -> SweepConfig:
@@ -192,16 +198,23 @@ def _open_run(config: SweepConfig, run_id: str, model: Any) -> Path:
 
 def _check_same_plan(parts: Path, config: SweepConfig, run_id: str) -> None:
     marker = parts / "plan.json"
-    recorded = None
     if marker.is_file():
-        recorded = json.loads(marker.read_text()).get("plan_sha256")
+        record = json.loads(marker.read_text())
+        recorded, dtype = record.get("plan_sha256"), record.get("dtype", "float32")
     else:
-        sweeps = store.read_manifest(config.data_dir, run_id).get("sweeps", {})
-        recorded = sweeps.get(config.plan.name, {}).get("plan_sha256")
+        sweep = (
+            store.read_manifest(config.data_dir, run_id).get("sweeps", {}).get(config.plan.name, {})
+        )
+        recorded, dtype = sweep.get("plan_sha256"), sweep.get("config", {}).get("dtype", "float32")
     if recorded not in (None, config.plan.sha256):
         raise PlanError(
             f"run {run_id!r} already has a sweep named {config.plan.name!r} from a different "
             "plan; give this plan another name"
+        )
+    if recorded is not None and dtype != config.dtype:  # chunks in two dtypes would not compare
+        raise PlanError(
+            f"sweep {config.plan.name!r} of run {run_id!r} ran in {dtype}; finish it with "
+            f"--dtype {dtype}, or give this one another --name"
         )
 
 
@@ -275,7 +288,7 @@ def _run(
         table, source = metrics()
         rank_heads(table, ranking, source)
     if model is None:
-        model = load(plan.model, device=config.device)
+        model = load(plan.model, device=config.device, dtype=config.dtype)
     elif model.info.name != plan.model:
         raise PlanError(f"the plan is for model {plan.model!r}, not {model.info.name!r}")
 
@@ -290,7 +303,10 @@ def _run(
     directory = _open_run(config, run_id, model)
     parts.mkdir(parents=True, exist_ok=True)
     locks.remove_leftovers(parts)  # temporaries of a writer killed mid-part
-    store.write_json(parts / "plan.json", {"plan_sha256": plan.sha256, "plan": plan.as_dict()})
+    store.write_json(
+        parts / "plan.json",
+        {"plan_sha256": plan.sha256, "plan": plan.as_dict(), "dtype": config.dtype},
+    )
     done = done_units(parts)
     todo = [unit for unit in units if unit.id not in done]
     attribution_ids = [f"{name}|attribution:{mode}" for name in tasks for mode in plan.attribution]

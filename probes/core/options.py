@@ -10,6 +10,8 @@ from probes.core.errors import ConfigError
 # Every config's and every verb's default model: a name in probes.models.REGISTRY.
 DEFAULT_MODEL = "smollm2-135m"
 ENGINE_PATHS = ("auto", "bridge", "fast")
+# The dtypes a model may run in; every probe's sums accumulate in float32 or float64 regardless.
+DTYPES = ("float32", "bfloat16", "float16")
 _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
 
@@ -24,6 +26,12 @@ def check_device(device: str) -> str:
     if not isinstance(device, str) or not _DEVICE.match(device):
         raise ConfigError(f"device must be cpu, cuda, cuda:N or mps, got {device!r}")
     return device
+
+
+def check_dtype(dtype: str) -> str:
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    return dtype
 
 
 def check_positive(name: str, value: object) -> None:

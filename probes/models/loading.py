@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from probes.core.errors import HeadlabError
-from probes.core.options import check_device
+from probes.core.options import check_device, check_dtype
 from probes.core.types import ModelInfo
 from probes.models import gguf_cache
 from probes.models.registry import REGISTRY, ModelSpec
@@ -149,17 +149,21 @@ def load(
     name: str,
     *,
     device: str = "cpu",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
     cache_dir: Path | None = None,
     revision: str | None = None,
 ) -> LoadedModel:
-    """Load `name`: a registry name, a `tiny-random[-seed]` test model, a local dir or an HF id."""
+    """Load `name`: a registry name, a `tiny-random[-seed]` test model, a local dir or an HF id,
+    in `dtype` (a torch dtype or its name: float32, bfloat16, float16)."""
+    torch_dtype: torch.dtype = (
+        getattr(torch, check_dtype(dtype)) if isinstance(dtype, str) else dtype
+    )
     if not name.strip():  # Path("") is the current directory
         raise ModelUnavailableError("the model name is empty; give a registry name, id or dir")
     check_device_available(device)
     started = time.perf_counter()
     with quiet_transformers():
-        return _load(name, device, dtype, cache_dir, revision, started)
+        return _load(name, device, torch_dtype, cache_dir, revision, started)
 
 
 @contextmanager

@@ -109,11 +109,16 @@ def test_cli_bench_builds_the_config_from_its_flags(monkeypatch, tmp_path, capsy
     monkeypatch.setattr(bench, "run", fake_run)
     argv = ["bench", "--model", "tiny-random", "--tokens", "16,24", "--methods", "plain,body",
             "--repeats", "2", "--path", "fast", "--out", str(tmp_path),
-            "--timeout-s", "60"]  # fmt: skip
+            "--timeout-s", "60", "--probes", "sink,detectors", "--dtype", "bfloat16",
+            "--quiet"]  # fmt: skip
     assert main(argv) == 2 and "headlab: error: stop here" in capsys.readouterr().err
     assert seen == [
-        bench.BenchConfig("tiny-random", (16, 24), ("plain", "body"), 2, "fast", tmp_path, 60.0)
-    ]
+        bench.BenchConfig(
+            model="tiny-random", tokens=(16, 24), methods=("plain", "body"),
+            probes=("sink", "detectors"), repeats=2, path="fast", data_dir=tmp_path,
+            dtype="bfloat16", timeout_s=60.0, progress=False,
+        )
+    ]  # fmt: skip
 
 
 def test_each_repeat_measures_every_length_and_method_before_the_next(monkeypatch):
