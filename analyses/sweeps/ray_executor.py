@@ -195,7 +195,10 @@ def start(config: SweepConfig) -> Iterator[RayExecutor]:
         try:
             ray.init(address=config.address, **quiet)
         except ConnectionError as error:
-            raise ExecutorError(f"--address {config.address}: {_first_line(error)}") from None
+            raise ExecutorError(
+                f"--address {config.address}: {_first_line(error).split('. ')[0]}; start one "
+                "with `ray start --head --port=PORT` or leave --address out for a local cluster"
+            ) from None
         where = f"the Ray cluster at {config.address}"
     try:
         yield RayExecutor(config, where)
