@@ -23,6 +23,8 @@ import logging
 import math
 import os
 import socket
+import sys
+import tempfile
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -172,6 +174,47 @@ def check_reachable(address: str) -> None:
         ) from None
 
 
+AUTH_HINT = (
+    "the cluster wants Ray's auth token (Ray turns token authentication on when the head has "
+    "~/.ray/auth_token): export RAY_AUTH_MODE=token, with the head's ~/.ray/auth_token on this "
+    "machine or in RAY_AUTH_TOKEN"
+)
+
+
+def _join(address: str, quiet: dict[str, Any]) -> None:
+    """`ray.init(address)`, with Ray's retry warnings kept off the terminal and a failure as one
+    line (a refused auth token named as such)."""
+    import ray
+    from ray.exceptions import AuthenticationError
+
+    with tempfile.TemporaryFile(mode="w+") as said:
+        try:
+            with _stderr_to(said):
+                ray.init(address=address, **quiet)
+        except (ConnectionError, AuthenticationError) as error:
+            said.seek(0)
+            if isinstance(error, AuthenticationError) or "InvalidAuthToken" in said.read():
+                raise ExecutorError(f"--address {address}: {AUTH_HINT}") from None
+            raise ExecutorError(
+                f"--address {address}: {_first_line(error).split('. ')[0]}; start one "
+                "with `ray start --head --port=PORT` or leave --address out for a local cluster"
+            ) from None
+
+
+@contextmanager
+def _stderr_to(file: Any) -> Iterator[None]:
+    """File descriptor 2 (where Ray's C++ core logs) into `file` for the duration."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(file.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 @contextmanager
 def start(config: SweepConfig) -> Iterator[RayExecutor]:
     """Join (or start) the cluster, create the actors; disconnect (or stop it) on leaving."""
@@ -192,13 +235,7 @@ def start(config: SweepConfig) -> Iterator[RayExecutor]:
         where = "the local Ray cluster"
     else:
         check_reachable(config.address)
-        try:
-            ray.init(address=config.address, **quiet)
-        except ConnectionError as error:
-            raise ExecutorError(
-                f"--address {config.address}: {_first_line(error).split('. ')[0]}; start one "
-                "with `ray start --head --port=PORT` or leave --address out for a local cluster"
-            ) from None
+        _join(config.address, quiet)
         where = f"the Ray cluster at {config.address}"
     try:
         yield RayExecutor(config, where)
