@@ -129,6 +129,11 @@ def add_arguments(sweep: argparse.ArgumentParser) -> None:
     sweep.add_argument(
         "--quiet", dest="progress", action="store_false", default=unset, help="no progress bar"
     )
+    sweep.add_argument(
+        "--threads", type=int, metavar="N", default=unset,
+        help="torch threads per computing process (default: torch's own locally, "
+        "--cpus-per-worker on Ray); equal threads give bit-equal tables",
+    )  # fmt: skip
     from analyses.sweeps.executors import EXECUTORS
 
     sweep.add_argument(

@@ -51,6 +51,10 @@ def check_options(config: SweepConfig) -> None:
     if config.executor not in EXECUTORS:
         choices = ", ".join(EXECUTORS)
         raise ConfigError(f"executor must be one of {choices}, got {config.executor!r}")
+    threads = config.threads
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):  # fmt: skip
+        raise ConfigError(f"threads must be a whole number ≥ 1, got {threads!r}")
     if config.executor == "local":
         defaults = {"address": None, "workers": None, "cpus_per_worker": 1.0,
                     "gpus_per_worker": 0.0}  # fmt: skip
@@ -132,4 +136,11 @@ def start(config: SweepConfig, model: LoadedModel | None = None) -> Iterator[Exe
         model = load(plan.model, device=config.device)
     elif model.info.name != plan.model:
         raise PlanError(f"the plan is for model {plan.model!r}, not {model.info.name!r}")
-    yield LocalExecutor(config, model)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads or threads)
+    try:
+        yield LocalExecutor(config, model)
+    finally:
+        torch.set_num_threads(threads)

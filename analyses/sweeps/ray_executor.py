@@ -94,7 +94,7 @@ class RayExecutor:
             num_cpus=cpus, num_gpus=gpus, max_restarts=ACTOR_RESTARTS,
             max_task_retries=TASK_RETRIES,
         )  # fmt: skip
-        threads = max(1, int(cpus))
+        threads = config.threads or max(1, int(cpus))
         self.actors: list[Any] = [  # ActorHandles (mypy does not see their .remote)
             actor.remote(config.plan, config.device, config.prefix_reuse, threads)
             for _ in range(self.n_workers)

@@ -64,6 +64,9 @@ class SweepConfig:
     plan_source: str = field(default="flags", metadata={"cli": False})
     # False runs every intervention as a full forward (benchmarks)
     prefix_reuse: bool = field(default=True, metadata={"cli": False})
+    # torch intra-op threads per process that computes (None: torch's default locally, the
+    # worker's CPUs on Ray). Float sums depend on it: equal threads give bit-equal tables.
+    threads: int | None = None
     # Who computes the items (analyses.sweeps.executors); the rest is for executor "ray" only.
     executor: str = "local"
     address: str | None = None  # join this Ray cluster (auto | HOST:PORT); None: start one
@@ -183,7 +186,8 @@ def _run(
         done = done_units(parts)
         items = plan_items(units, list(tasks), plan.attribution, layout, done)
         n_todo = sum(1 for unit in units if unit.id not in done)
-        session: dict[str, Any] = {"units": 0, "prefix_reuse": {}, "workers": set()}
+        session: dict[str, Any] = {"units": 0, "prefix_reuse": {}, "workers": set(),
+                                   "threads": set()}  # fmt: skip
         with tqdm(total=n_todo, unit="unit", desc=f"sweep {plan.name}",
                   disable=not config.progress) as bar:  # fmt: skip
             for item, outcome in executor.run(items):
@@ -191,6 +195,7 @@ def _run(
                 bar.update(len(item.units))
                 session["units"] += len(item.units)
                 session["workers"].add(outcome.worker)
+                session["threads"].add(outcome.threads)
                 if outcome.prefix_reuse is not None:
                     session["prefix_reuse"][item.task] = outcome.prefix_reuse
         how = executor.record()
@@ -218,6 +223,7 @@ def _run(
             "units_per_s": round(n_done_now / max(swept - loaded, 1e-9), 3),
             **how,
             "worker_processes": sorted(session["workers"]),
+            "torch_threads": sorted(session["threads"]),
         },
         "pid": os.getpid(),
     }

@@ -62,10 +62,12 @@ class Layout:
 
 @dataclass(frozen=True)
 class Outcome:
-    """An item's rows, computed by `worker` (host:pid); `prefix_reuse` for forward tasks."""
+    """An item's rows, computed by `worker` (host:pid) with `threads` torch threads;
+    `prefix_reuse` for forward tasks."""
 
     rows: list[dict[str, Any]]
     worker: str
+    threads: int
     prefix_reuse: bool | None = None
 
 
@@ -251,7 +253,7 @@ class Worker:
                 results = task.evaluate_stacked(self.model, [[u.build(None)] for u in item.units])
             rows = [row for unit, measures in zip(item.units, results, strict=True)
                     for row in unit_rows(unit, measures, ready.clean, task)]  # fmt: skip
-        return Outcome(rows, self.name, ready.reuse)
+        return Outcome(rows, self.name, torch.get_num_threads(), ready.reuse)
 
     def _prepare(self, item: Item) -> _Ready:
         key = (item.task, item.layers)

@@ -15,7 +15,6 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
-import torch
 
 from analyses.cli.main import main
 from analyses.results import store
@@ -73,7 +72,9 @@ def test_ray_executor_gives_the_local_table_bit_for_bit(tmp_path):
             "copies": 3,  # chunks of 3, 1 and 2 units: several parts per layer
         }
     )
-    local = sweep.run(sweep.SweepConfig(plan, tmp_path / "local", progress=False))
+    # One torch thread in this process, as in each actor (--cpus-per-worker 1): float sums may
+    # depend on the thread count (test_..._on_smollm2).
+    local = sweep.run(sweep.SweepConfig(plan, tmp_path / "local", progress=False, threads=1))
     config = sweep.SweepConfig(plan, tmp_path / "ray", progress=False, executor="ray", workers=2)
     distributed = sweep.run(config)
     exact(store.read_table(distributed), store.read_table(local))
@@ -81,6 +82,7 @@ def test_ray_executor_gives_the_local_table_bit_for_bit(tmp_path):
     session = record["last_session"]
     assert session["executor"] == "ray" and session["workers"] == 2
     assert len(session["worker_processes"]) == 2  # both actors computed parts
+    assert session["torch_threads"] == [1]
     assert record["prefix_reuse"] == {"lm": True, "ioi": True}
     assert (
         sweep.SweepConfig.from_manifest(
@@ -104,25 +106,35 @@ def test_an_error_inside_a_worker_is_one_line_and_leaves_nothing(tmp_path, capsy
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_equals_local_bit_for_bit_on_smollm2_with_equal_threads(tmp_path):
+    plan = plan_from_dict(
+        {
+            "model": "smollm2-135m",
+            "tasks": {"ioi": {"n_prompts": 4}},
+            "single_head": {"modes": ["zero", "mean"], "layers": [3, 20]},
+            "copies": 4,
+        }
+    )
+    local = sweep.run(sweep.SweepConfig(plan, tmp_path / "local", progress=False, threads=1))
+    ray_config = sweep.SweepConfig(plan, tmp_path / "ray", progress=False, executor="ray",
+                                   workers=2, threads=1)  # fmt: skip
+    exact(store.read_table(sweep.run(ray_config)), store.read_table(local))
+
+
 # --- faults: a worker killed mid-item, the driver killed mid-run --------------------------------
 
 
 @pytest.fixture(scope="module")
 def fault_plan(tmp_path_factory):
-    """The plan file and its table computed in one go, in this process (one torch thread, as in
-    the actors: on a busy 2-core machine a second thread only waits; the tiny model's numbers
-    do not depend on it)."""
+    """The plan file and its table computed in one go, in this process, with one torch thread
+    as in each actor."""
     directory = tmp_path_factory.mktemp("faults")
     plan = directory / "plan.toml"
     plan.write_text(FAULT_PLAN)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        config = sweep.SweepConfig(load_plan(plan), directory / "whole", progress=False)
-        path = sweep.run(config)
-    finally:
-        torch.set_num_threads(threads)
-    return plan, store.read_table(path)
+    config = sweep.SweepConfig(load_plan(plan), directory / "whole", progress=False, threads=1)
+    return plan, store.read_table(sweep.run(config))
 
 
 def ray_sweep(plan: Path, data: Path) -> list[str]:
@@ -231,6 +243,7 @@ def test_a_killed_driver_resumes_from_its_parts(fault_plan, tmp_path):
         (["--executor", "ray", "--address", "127.0.0.1:1"],
          "--address 127.0.0.1:1: no Ray cluster answers there"),
         (["--executor", "ray", "--cpus-per-worker", "0"], "--cpus-per-worker must be more than 0"),
+        (["--threads", "0"], "--threads must be a whole number ≥ 1, got 0"),
         (["--executor", "ray", "--gpus-per-worker", "-1"], "--gpus-per-worker must be a number"),
         (["--executor", "ray", "--gpus-per-worker", "1"], "use it with --device cuda"),
         (["--executor", "ray", "--device", "cuda"], "needs --gpus-per-worker > 0"),
