@@ -122,7 +122,7 @@ def start(config: SweepConfig, model: LoadedModel | None = None) -> Iterator[Exe
     plan = config.plan
     if config.executor == "ray":
         if model is not None:
-            raise ConfigError(
+            raise ExecutorError(
                 "the ray executor's workers load the plan's model themselves; call without one"
             )
         from analyses.sweeps import ray_executor

@@ -14,7 +14,9 @@ command resumes from the parts.
 Without `address`, a local cluster starts with the command (`ray.init(address="local")`: never
 someone else's cluster) and stops with it. With `address` (auto or HOST:PORT) the sweep joins a
 running cluster (`ray start --head` / `ray start --address`; every node needs the same headlab
-install and model cache). Ray is imported here only, when a ray sweep starts.
+install and model cache). A process already connected to Ray (a notebook that called
+`ray.init`) keeps its connection and `address` is not used. Ray is imported here only, when a
+ray sweep starts.
 """
 
 from __future__ import annotations

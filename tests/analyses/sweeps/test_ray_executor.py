@@ -274,3 +274,11 @@ def test_a_closed_port_is_refused_before_ray_tries_for_minutes(tmp_path):
         sweep.run(config)
     assert time.monotonic() - started < 30
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_model_object_is_refused_for_ray_workers(tiny_model, tmp_path):
+    plan = plan_from_dict({"model": "tiny-random", "tasks": {"lm": {}}, "single_head": {}})
+    config = sweep.SweepConfig(plan, tmp_path, executor="ray")
+    with pytest.raises(sweep.executors.ExecutorError, match="load the plan's model themselves"):
+        sweep.run(config, model=tiny_model)
+    assert not (tmp_path / "runs").exists()
