@@ -18,8 +18,8 @@ import torch
 
 from analyses.interventions.kinds import HeadAblation, hooks
 from analyses.sweeps.plan import Unit
-from analyses.sweeps.runner import PreparedTask, chunks
 from analyses.sweeps.tasks import make_task
+from analyses.sweeps.work import PreparedTask, chunks
 from probes import bridge
 from probes.models import load
 

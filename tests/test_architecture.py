@@ -76,7 +76,7 @@ def imported_after(code: str) -> set[str]:
     return set(result.stdout.split())
 
 
-HEAVY = {"torch", "transformers", "transformer_lens"}
+HEAVY = {"torch", "transformers", "transformer_lens", "ray"}
 
 
 @pytest.mark.parametrize(

@@ -151,6 +151,33 @@ def add_arguments(sweep: argparse.ArgumentParser) -> None:
     sweep.add_argument(
         "--quiet", dest="progress", action="store_false", default=unset, help="no progress bar"
     )
+    sweep.add_argument(
+        "--threads", type=int, metavar="N", default=unset,
+        help="torch threads per computing process (default: torch's own locally, "
+        "--cpus-per-worker on Ray); equal threads give bit-equal tables",
+    )  # fmt: skip
+    from analyses.sweeps.executors import EXECUTORS
+
+    sweep.add_argument(
+        "--executor", choices=EXECUTORS, default=unset,
+        help="who computes the chunks: this process (local, the default) or Ray actors (ray)",
+    )  # fmt: skip
+    sweep.add_argument(
+        "--address", metavar="auto|HOST:PORT", default=unset,
+        help="ray: join this running cluster (default: start a local one for the command)",
+    )  # fmt: skip
+    sweep.add_argument(
+        "--workers", type=int, metavar="N", default=unset,
+        help="ray: worker actors, each with the model loaded (default: as many as fit)",
+    )  # fmt: skip
+    sweep.add_argument(
+        "--cpus-per-worker", type=float, metavar="C", default=unset,
+        help="ray: CPUs (and torch threads) per worker (default: 1)",
+    )  # fmt: skip
+    sweep.add_argument(
+        "--gpus-per-worker", type=float, metavar="G", default=unset,
+        help="ray: GPUs per worker, with --device cuda (default: 0)",
+    )  # fmt: skip
 
 
 def plan_dict_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -209,8 +236,9 @@ def command(args: argparse.Namespace) -> int:
     record = store.read_manifest(config.data_dir, path.parent.name)["sweeps"][plan.name]
     print(format_sweep(table))
     session = record["last_session"]
+    where = f" on {session['workers']} Ray workers" if session.get("executor") == "ray" else ""
     print(f"\n{record['n_units']} units; this session {session['units']} in "
-          f"{session['sweep_s']:.1f} s ({session['units_per_s']:.2f} units/s); "
+          f"{session['sweep_s']:.1f} s{where} ({session['units_per_s']:.2f} units/s); "
           f"{len(table)} rows in {path}")  # fmt: skip
     return 0
 

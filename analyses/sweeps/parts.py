@@ -77,13 +77,11 @@ def unit_rows(
     return rows
 
 
-def write_clean(parts: Path, name: str, clean: dict[str, float], unit_id: str, done: set[str]):
-    if unit_id in done:
-        return
-    rows = [{"probe": schema.SWEEP_PROBE, "metric": schema.sweep_metric(name, measure),
+def clean_rows(name: str, clean: dict[str, float]) -> list[dict[str, Any]]:
+    """The rows of task `name`'s clean measures."""
+    return [{"probe": schema.SWEEP_PROBE, "metric": schema.sweep_metric(name, measure),
              "condition": schema.CLEAN_CONDITION, "value": value}
             for measure, value in clean.items()]  # fmt: skip
-    write_part(parts, rows, [unit_id])
 
 
 def attribution_rows(task: Task, estimate: torch.Tensor, mode: str) -> list[dict[str, Any]]:

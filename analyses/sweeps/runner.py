@@ -7,6 +7,12 @@ units, so a sweep killed at any moment (SIGKILL included) finishes with no row l
 At the end the parts are merged into runs/<run>/sweep-<name>.parquet and the plan is recorded
 in the run's manifest under "sweeps".
 
+Who computes: the driver cuts the plan into items (analyses.sweeps.work: a task's clean
+measures, chunks of units, attribution estimates), an executor (analyses.sweeps.executors: this
+process, or Ray actors across a cluster) turns each into rows, and the driver writes each as a
+part as it comes back. The items and the passes inside them are the same on every executor, so
+the merged table is too, bit for bit.
+
 Efficient: for a forward task every batch is run clean once, keeping the residual stream that
 enters each layer; each intervention restarts there (analyses.prefix), and up to `copies`
 interventions that start at the same layer share one forward pass, one per copy of the batch
@@ -26,36 +32,25 @@ import os
 import shutil
 import sys
 import time
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
 from analyses.results import locks, store
 from analyses.results import manifest as manifests
-from analyses.sweeps.parts import (
-    PARTS_SUFFIX,
-    attribution_rows,
-    done_units,
-    merge,
-    table_path,
-    unit_rows,
-    write_clean,
-    write_part,
-)
-from analyses.sweeps.plan import PlanError, SweepPlan, Unit, expand, rank_heads
-from analyses.sweeps.tasks import ForwardTask, Task, TaskBatch, make_task, read_positions_hooks
+from analyses.sweeps import executors
+from analyses.sweeps.parts import PARTS_SUFFIX, done_units, merge, table_path, write_part
+from analyses.sweeps.plan import PlanError, SweepPlan, expand, rank_heads
+from analyses.sweeps.tasks import ForwardTask, Task, make_task
+from analyses.sweeps.work import plan_items
 from probes.core.errors import HeadlabError
 from probes.core.options import check_device, check_dtype
 from probes.models import LoadedModel, ModelUnavailableError
-
-LOGITS_BUDGET_BYTES = 768 * 2**20  # largest logits tensor one stacked pass may produce
 
 
 @dataclass(frozen=True)
@@ -72,10 +67,20 @@ class SweepConfig:
     plan_source: str = field(default="flags", metadata={"cli": False})
     # False runs every intervention as a full forward (benchmarks)
     prefix_reuse: bool = field(default=True, metadata={"cli": False})
+    # torch intra-op threads per process that computes (None: torch's default locally, the
+    # worker's CPUs on Ray). Float sums depend on it: equal threads give bit-equal tables.
+    threads: int | None = None
+    # Who computes the items (analyses.sweeps.executors); the rest is for executor "ray" only.
+    executor: str = "local"
+    address: str | None = None  # join this Ray cluster (auto | HOST:PORT); None: start one
+    workers: int | None = None  # Ray actors; None: as many as the cluster's CPUs (GPUs) allow
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
 
     def __post_init__(self) -> None:
         check_device(self.device)
         check_dtype(self.dtype)
+        executors.check_options(self)
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any], name: str) -> SweepConfig:
@@ -90,99 +95,13 @@ def default_run_id(plan: SweepPlan) -> str:
     return f"sweep-{plan.model.replace('/', '_')}-{plan.sha256[:10]}"[:120]
 
 
-# --- parts ------------------------------------------------------------------------------------
-
-
-# --- running one task -------------------------------------------------------------------------
-
-
-class PreparedTask:
-    """A forward task's batches, clean residuals and means, computed once per process."""
-
-    def __init__(self, model: Any, task: ForwardTask, batch_size: int, layers: set[int]) -> None:
-        from analyses.interventions.means import HeadMeans
-        from analyses.sweeps.prefix import clean_residuals
-
-        self.model, self.task = model, task
-        self.batches: list[TaskBatch] = task.prepare(model, batch_size)
-        head_means = HeadMeans(model.info)  # collected during the clean passes
-        self.residuals: list[dict[int, torch.Tensor]] = []
-        totals: dict[str, float] = defaultdict(float)
-        for task_batch in self.batches:
-            extra = head_means.hooks(task_batch.batch)
-            extra += read_positions_hooks(task_batch.read_at, copies=1)
-            logits, residuals = clean_residuals(model, task_batch.batch, sorted(layers), extra)
-            self.residuals.append(residuals)
-            for measure, value in task.score(logits, task_batch).items():
-                totals[measure] += float(value)
-        self.weight = sum(task.weight(tb) for tb in self.batches)
-        self.clean = {measure: total / self.weight for measure, total in totals.items()}
-        self.means = head_means.means()
-
-    def copies_per_pass(self, wanted: int) -> int:
-        """Copies whose logits fit the budget: the vocabulary projection dominates memory."""
-        from probes import bridge
-
-        vocab = bridge.vocab_size(self.model)
-        widest = max(
-            len(tb.batch.lengths) * (tb.read_at.shape[1] if tb.read_at is not None else
-                                     tb.batch.tokens.shape[1])
-            for tb in self.batches
-        )  # fmt: skip
-        return max(1, min(wanted, LOGITS_BUDGET_BYTES // (widest * vocab * 4)))
-
-    def run_stacked(self, units: Sequence[Unit], reuse: bool) -> list[dict[str, float]]:
-        """Each unit's measures; all units start at the same layer and share every pass."""
-        from analyses.interventions.kinds import stacked_hooks
-        from analyses.sweeps.prefix import resume
-
-        info, n = self.model.info, len(units)
-        layer = units[0].first_layer if reuse else 0
-        copies = [[unit.build(self.means)] for unit in units]
-        totals: list[defaultdict[str, float]] = [defaultdict(float) for _ in units]
-        for task_batch, residuals in zip(self.batches, self.residuals, strict=True):
-            batch = task_batch.batch
-            rows = len(batch.lengths)
-            fwd_hooks = stacked_hooks(copies, info, batch.lengths)
-            fwd_hooks += read_positions_hooks(task_batch.read_at, copies=n)
-            mask = batch.attention_mask.repeat(n, 1)
-            if reuse:
-                start = residuals[layer].repeat(n, 1, 1)
-                logits = resume(self.model, start, layer, mask, fwd_hooks)
-            else:
-                logits = _full_forward(self.model, batch.tokens.repeat(n, 1), mask, fwd_hooks)
-            for index in range(n):
-                part = logits[index * rows : (index + 1) * rows]
-                for measure, value in self.task.score(part, task_batch).items():
-                    totals[index][measure] += float(value)
-        return [{m: total / self.weight for m, total in t.items()} for t in totals]
-
-
-def _full_forward(model: Any, tokens: torch.Tensor, mask: torch.Tensor, fwd_hooks: list) -> Any:
-    from probes import bridge
-
-    return bridge.forward(model, tokens, fwd_hooks, attention_mask=mask)
-
-
-def chunks(units: Sequence[Unit], size: int) -> list[list[Unit]]:
-    """Units grouped by the layer they start at, at most `size` per group, in a fixed order."""
-    by_layer: dict[int, list[Unit]] = defaultdict(list)
-    for unit in units:
-        by_layer[unit.first_layer].append(unit)
-    return [
-        group[start : start + size]
-        for _, group in sorted(by_layer.items())
-        for start in range(0, len(group), size)
-    ]
-
-
 # --- the job ----------------------------------------------------------------------------------
 
 
-def _open_run(config: SweepConfig, run_id: str, model: Any) -> Path:
+def _open_run(config: SweepConfig, run_id: str, provenance: dict[str, Any]) -> Path:
     directory = store.run_dir(config.data_dir, run_id)
     if not directory.exists():
-        manifest = manifests.build("sweep", config, model=model.provenance, n_rows=0)
+        manifest = manifests.build("sweep", config, model=provenance, n_rows=0)
         store.write_run(config.data_dir, run_id, pd.DataFrame(columns=store.COLUMNS), manifest)
     status = store.run_status(config.data_dir, run_id)
     if status != "ok":  # merging into a broken run would bury the damage under new rows
@@ -239,10 +158,10 @@ def run(config: SweepConfig, model: LoadedModel | None = None) -> Path:
             if created and directory.exists() and not (parts.exists() and done_units(parts)):
                 shutil.rmtree(directory)  # it failed before finishing anything: leave nothing
             from_plan = isinstance(error, PlanError | ModelUnavailableError)  # its model too
-            if not from_plan or config.plan_source in str(error):
-                raise  # a disk, device or lock error is not the plan's fault
-            if config.plan_source == "command line":
-                raise  # the flags are the plan: nothing to point to
+            if not from_plan or isinstance(error, executors.ExecutorError):
+                raise  # a disk, device, lock or cluster error is not the plan's fault
+            if config.plan_source in str(error) or config.plan_source == "command line":
+                raise  # already named, or the flags are the plan: nothing to point to
             raise type(error)(f"{config.plan_source}: {error}") from error
 
 
@@ -270,9 +189,6 @@ def _metrics_reader(config: SweepConfig, run_id: str) -> Callable[[], tuple[pd.D
 def _run(
     config: SweepConfig, run_id: str, tasks: dict[str, Task], model: LoadedModel | None
 ) -> Path:
-    from analyses.sweeps.attribution import attribution_scores
-    from probes.models import load
-
     plan = config.plan
     started = time.perf_counter()
     directory = store.run_dir(config.data_dir, run_id)
@@ -287,71 +203,45 @@ def _run(
     for ranking in rankings:  # the ranked metric exists: checked before the model loads
         table, source = metrics()
         rank_heads(table, ranking, source)
-    if model is None:
-        model = load(plan.model, device=config.device, dtype=config.dtype)
-    elif model.info.name != plan.model:
-        raise PlanError(f"the plan is for model {plan.model!r}, not {model.info.name!r}")
 
-    # The whole plan is expanded and checked before the run directory exists.
-    units, groups = expand(plan, model.info, metrics)
-    for name, task in tasks.items():
-        if not isinstance(task, ForwardTask) and (
-            plan.attribution or any(u.kind == "mean" for u in units if u.task == name)
-        ):
-            raise PlanError(f"task {name!r} is not scored from one forward pass: it supports "
-                            "neither mean ablation nor attribution patching")  # fmt: skip
-    directory = _open_run(config, run_id, model)
-    parts.mkdir(parents=True, exist_ok=True)
-    locks.remove_leftovers(parts)  # temporaries of a writer killed mid-part
-    store.write_json(
-        parts / "plan.json",
-        {"plan_sha256": plan.sha256, "plan": plan.as_dict(), "dtype": config.dtype},
-    )
-    done = done_units(parts)
-    todo = [unit for unit in units if unit.id not in done]
-    attribution_ids = [f"{name}|attribution:{mode}" for name in tasks for mode in plan.attribution]
-    copies_wanted = plan.copies or model.info.n_heads
-    prefix_reuse: dict[str, bool] = {}
-    n_done_now, loaded = 0, time.perf_counter()
-    with tqdm(total=len(todo), unit="unit", desc=f"sweep {plan.name}",
-              disable=not config.progress) as bar:  # fmt: skip
+    with executors.start(config, model) as executor:
+        layout = executor.layout()
+        loaded = time.perf_counter()
+        # The whole plan is expanded and checked before the run directory exists.
+        units, groups = expand(plan, layout.info, metrics)
         for name, task in tasks.items():
-            task_units = [unit for unit in todo if unit.task == name]
-            task_attr = [a for a in attribution_ids if a.startswith(f"{name}|") and a not in done]
-            clean_id = f"{name}|clean"
-            if not task_units and not task_attr and clean_id in done:
-                continue
-            if not isinstance(task, ForwardTask):
-                clean = task.evaluate(model, [])
-                write_clean(parts, name, clean, clean_id, done)
-                for chunk in chunks(task_units, copies_wanted):
-                    results = task.evaluate_stacked(model, [[u.build(None)] for u in chunk])
-                    rows = [row for unit, measures in zip(chunk, results, strict=True)
-                            for row in unit_rows(unit, measures, clean, task)]  # fmt: skip
-                    write_part(parts, rows, [unit.id for unit in chunk])
-                    bar.update(len(chunk))
-                    n_done_now += len(chunk)
-                continue
-            layers = {unit.first_layer for unit in task_units} | {model.info.n_layers // 2}
-            prepared = PreparedTask(model, task, plan.batch_size, layers)
-            reuse = config.prefix_reuse and _resume_ok(model, prepared)
-            prefix_reuse[name] = reuse
-            write_clean(parts, name, prepared.clean, clean_id, done)
-            size = prepared.copies_per_pass(copies_wanted)
-            for chunk in chunks(task_units, size):
-                results = prepared.run_stacked(chunk, reuse)
-                rows = [row for unit, measures in zip(chunk, results, strict=True)
-                        for row in unit_rows(unit, measures, prepared.clean, task)]  # fmt: skip
-                write_part(parts, rows, [unit.id for unit in chunk])
-                bar.update(len(chunk))
-                n_done_now += len(chunk)
-            for unit_id in task_attr:
-                mode = unit_id.split("attribution:")[1]
-                scores = attribution_scores(model, task, prepared.batches, [mode], prepared.means)
-                write_part(parts, attribution_rows(task, scores[mode], mode), [unit_id])
+            if not isinstance(task, ForwardTask) and (
+                plan.attribution or any(u.kind == "mean" for u in units if u.task == name)
+            ):
+                raise PlanError(f"task {name!r} is not scored from one forward pass: it supports "
+                                "neither mean ablation nor attribution patching")  # fmt: skip
+        directory = _open_run(config, run_id, layout.provenance)
+        parts.mkdir(parents=True, exist_ok=True)
+        locks.remove_leftovers(parts)  # temporaries of a writer killed mid-part
+        store.write_json(parts / "plan.json", {"plan_sha256": plan.sha256,
+                                               "plan": plan.as_dict(),
+                                               "dtype": config.dtype})  # fmt: skip
+        done = done_units(parts)
+        items = plan_items(units, list(tasks), plan.attribution, layout, done)
+        n_todo = sum(1 for unit in units if unit.id not in done)
+        session: dict[str, Any] = {"units": 0, "prefix_reuse": {}, "workers": set(),
+                                   "threads": set()}  # fmt: skip
+        with tqdm(total=n_todo, unit="unit", desc=f"sweep {plan.name}",
+                  disable=not config.progress) as bar:  # fmt: skip
+            for item, outcome in executor.run(items):
+                write_part(parts, outcome.rows, item.ids)
+                bar.update(len(item.units))
+                session["units"] += len(item.units)
+                session["workers"].add(outcome.worker)
+                session["threads"].add(outcome.threads)
+                if outcome.prefix_reuse is not None:
+                    session["prefix_reuse"][item.task] = outcome.prefix_reuse
+        how = executor.record()
     swept = time.perf_counter()
+    attribution_ids = [f"{name}|attribution:{mode}" for name in tasks for mode in plan.attribution]
     table = merge(parts, [u.id for u in units] + attribution_ids + [f"{n}|clean" for n in tasks])
     table = table.assign(run_id=run_id, model=plan.model)
+    n_done_now = session["units"]
     record = {
         "config": manifests.config_record(config),
         "plan": plan.as_dict(),
@@ -363,12 +253,15 @@ def _run(
         "n_rows": len(table),
         "groups": groups,
         "metrics_run": config.metrics_run or run_id,
-        "prefix_reuse": prefix_reuse,
+        "prefix_reuse": session["prefix_reuse"],
         "last_session": {
             "units": n_done_now,
             "load_s": round(loaded - started, 3),
             "sweep_s": round(swept - loaded, 3),
             "units_per_s": round(n_done_now / max(swept - loaded, 1e-9), 3),
+            **how,
+            "worker_processes": sorted(session["workers"]),
+            "torch_threads": sorted(session["threads"]),
         },
         "pid": os.getpid(),
     }
@@ -379,15 +272,3 @@ def _run(
     )  # fmt: skip
     shutil.rmtree(parts)
     return final
-
-
-def _resume_ok(model: Any, prepared: PreparedTask) -> bool:
-    """Whether restarting mid-network reproduces the clean logits (checked on one batch, from
-    the residual its clean pass kept)."""
-    from analyses.sweeps.prefix import resume_is_exact
-
-    layer = model.info.n_layers // 2
-    task_batch = prepared.batches[0]
-    hooks = read_positions_hooks(task_batch.read_at, copies=1)
-    residual = prepared.residuals[0][layer]
-    return resume_is_exact(model, task_batch.batch, layer, residual=residual, fwd_hooks=hooks)

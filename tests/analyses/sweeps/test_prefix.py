@@ -3,7 +3,7 @@
 import torch
 
 from analyses.interventions.means import head_means
-from analyses.sweeps import runner as sweep
+from analyses.sweeps import work
 from analyses.sweeps.ioi import PromptPair
 from analyses.sweeps.prefix import clean_residuals, resume, resume_is_exact
 from analyses.sweeps.tasks import LogitDiffTask, read_positions_hooks
@@ -17,7 +17,7 @@ PAIRS = (  # different lengths, so batches hold padding
 
 
 def prepared(model, layers=frozenset({1})):
-    return sweep.PreparedTask(model, LogitDiffTask(pairs=PAIRS), batch_size=3, layers=set(layers))
+    return work.PreparedTask(model, LogitDiffTask(pairs=PAIRS), batch_size=3, layers=set(layers))
 
 
 def test_resuming_from_the_clean_residual_is_exact_and_a_wrong_residual_is_not(tiny_model):
@@ -30,7 +30,7 @@ def test_resuming_from_the_clean_residual_is_exact_and_a_wrong_residual_is_not(t
     assert resume_is_exact(tiny_model, batch, 1, residual=kept)
     hooks = read_positions_hooks(task_batch.read_at, copies=1)
     assert resume_is_exact(tiny_model, batch, 1, residual=kept, fwd_hooks=hooks)
-    assert sweep._resume_ok(tiny_model, ready)  # the sweep's own check is this one
+    assert ready.resume_ok()  # the sweep's own check is this one
     assert not resume_is_exact(tiny_model, batch, 1, residual=kept + 0.01)
     assert not resume_is_exact(tiny_model, batch, 1, residual=kept.roll(1, dims=0))
 

@@ -14,6 +14,7 @@ from analyses.cli.main import main
 from analyses.interventions.kinds import HeadAblation, HeadScale, hooks
 from analyses.results import locks, store
 from analyses.sweeps import runner as sweep
+from analyses.sweeps import work
 from analyses.sweeps.plan import PlanError, Ranking, Unit
 from analyses.sweeps.plan_file import load_plan, plan_from_dict
 from analyses.sweeps.tasks import make_task
@@ -372,7 +373,7 @@ def test_prefix_reuse_and_stacking_are_exact_on_smollm2(smollm2):
     from analyses.sweeps.prefix import resume_is_exact
 
     task = make_task("ioi", {"n_prompts": 3})
-    prepared = sweep.PreparedTask(smollm2, task, batch_size=3, layers={15})
+    prepared = work.PreparedTask(smollm2, task, batch_size=3, layers={15})
     assert resume_is_exact(smollm2, prepared.batches[0].batch)
     units = [
         Unit("ioi", "zero", ((15, 4),)),
