@@ -17,10 +17,9 @@ imported:
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
@@ -40,6 +39,7 @@ from analyses.interventions.registry import (
 )
 from probes.core import hook_names as hook_names
 from probes.core.errors import ConfigError
+from probes.core.heads import HeadsLike, heads_of
 from probes.core.types import Hook
 from probes.models import ModelInfo
 
@@ -50,32 +50,10 @@ Edit = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 # --- value objects ----------------------------------------------------------------------------
 
 
-_HEAD_NAME = re.compile(r"^L(\d+)H(\d+)$")
-
-
-def _as_heads(heads: Iterable[Sequence[int] | str] | Sequence[int], what: str) -> tuple[Head, ...]:
-    """Heads as (layer, head) pairs or "L18H8" names; one pair or name alone is one head."""
-    items: list[Any] = list(heads) if not isinstance(heads, str) else [heads]
-    if len(items) == 2 and all(isinstance(x, int) for x in items):
-        items = [tuple(items)]  # HeadAblation((18, 8)): one head, not two
-    result = []
-    for item in items:
-        if isinstance(item, str):
-            match = _HEAD_NAME.match(item)
-            if match is None:
-                raise ConfigError(f"{what}: a head name is like 'L18H8', got {item!r}")
-            item = (int(match[1]), int(match[2]))
-        if isinstance(item, int):
-            raise ConfigError(f"{what}: each head is (layer, head) or 'L18H8', got {item!r}")
-        pair = tuple(item)
-        if len(pair) != 2 or not all(isinstance(x, int) and x >= 0 for x in pair):
-            raise ConfigError(
-                f"{what}: each head is (layer, head) with non-negative ints, got {item!r}"
-            )
-        result.append((int(pair[0]), int(pair[1])))
-    if len(set(result)) != len(result):
-        raise ConfigError(f"{what}: a head appears more than once in {result}")
-    return tuple(result)
+def _as_heads(heads: HeadsLike, what: str) -> tuple[Head, ...]:
+    """Heads as (layer, head) pairs or "L18H8" names; one pair or name alone is one head
+    (`probes.core.heads.heads_of`, the one parser of head arguments)."""
+    return tuple((head.layer, head.head) for head in heads_of(heads, what))
 
 
 def _by_layer(heads: Sequence[Head]) -> dict[int, list[int]]:
@@ -267,7 +245,7 @@ class AttentionRedistribution(Intervention):
             object.__setattr__(self, "targets", (start, stop))
 
     @classmethod
-    def act(cls, heads: Iterable[Sequence[int]], beta: float = 0.4, threshold: float = 0.1) -> Self:
+    def act(cls, heads: HeadsLike, beta: float = 0.4, threshold: float = 0.1) -> Self:
         """ACT (Yu et al. 2024): detected sinks but the first keep β; the rest gain pro rata."""
         return cls(
             heads=_as_heads(heads, "AttentionRedistribution.heads"), keep=beta, threshold=threshold
@@ -276,7 +254,7 @@ class AttentionRedistribution(Intervention):
     @classmethod
     def var(
         cls,
-        heads: Iterable[Sequence[int]],
+        heads: HeadsLike,
         sinks: Sequence[int],
         image: tuple[int, int],
         p: float = 0.6,
