@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("probes", "analyses", "dashboard")
+PACKAGES = ("headlab", "probes", "analyses", "dashboard")
 ADAPTER = Path("probes/bridge.py")
 MODEL_LOADING = Path("probes/models")
 

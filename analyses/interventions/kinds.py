@@ -40,7 +40,7 @@ from analyses.interventions.registry import (
 )
 from probes.core import hook_names as hook_names
 from probes.core.errors import ConfigError
-from probes.core.heads import HeadsLike, heads_of
+from probes.core.heads import HeadsLike, check_in_model, heads_of
 from probes.core.types import Hook
 from probes.models import ModelInfo
 
@@ -84,12 +84,7 @@ class Intervention(ABC):
 
     def edits(self, info: ModelInfo) -> list[tuple[str, Edit]]:
         """All (hook name, edit) pairs, after checking the heads exist in the model."""
-        for layer, head in self.heads:
-            if layer >= info.n_layers or head >= info.n_heads:
-                raise ConfigError(
-                    f"{self.label}: head L{layer}H{head} does not exist in model {info.name!r} "
-                    f"({info.n_layers} layers × {info.n_heads} heads)"
-                )
+        check_in_model(self.heads, info, self.label)
         return [
             edit
             for layer, heads in _by_layer(self.heads).items()

@@ -40,6 +40,9 @@ class OutputNotWritableError(HeadlabError, RuntimeError):
 
 @dataclass(frozen=True)
 class ScanConfig:
+    """What `headlab scan` runs — every field is a flag of the same name — checked when built;
+    recorded in the run's manifest and rebuilt from it by `from_manifest`."""
+
     model: str = field(
         default=DEFAULT_MODEL,
         metadata={"help": "registry name (see `headlab models`), Hugging Face id, or local dir"},

@@ -10,9 +10,12 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple, TypeAlias
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 from probes.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from probes.core.types import ModelInfo
 
 _NAME = re.compile(r"^[Ll](\d+)[Hh](\d+)$")
 HEAD_FORMS = "(layer, head) or a name like 'L18H8'"
@@ -101,3 +104,13 @@ def heads_of(value: Any, what: str = "heads") -> tuple[Head, ...]:
     if repeated:
         raise ConfigError(f"{what}: {', '.join(repeated)} appears more than once")
     return heads
+
+
+def check_in_model(heads: Iterable[tuple[int, int]], info: ModelInfo, what: str) -> None:
+    """Every head exists in the model `info` describes; else a ConfigError naming it."""
+    for layer, head in heads:
+        if layer >= info.n_layers or head >= info.n_heads:
+            raise ConfigError(
+                f"{what}: head L{layer}H{head} does not exist in model {info.name!r} "
+                f"({info.n_layers} layers × {info.n_heads} heads)"
+            )
