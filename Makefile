@@ -31,8 +31,8 @@ scan: setup
 	$(BIN)/headlab scan
 
 test: setup browser
-	$(BIN)/ruff check probes analyses dashboard tests
-	$(BIN)/ruff format --check probes analyses dashboard tests
+	$(BIN)/ruff check headlab probes analyses dashboard tests
+	$(BIN)/ruff format --check headlab probes analyses dashboard tests
 	$(BIN)/lint-imports --no-logo
 	$(BIN)/mypy
 	$(BIN)/python -m pytest

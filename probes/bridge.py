@@ -6,6 +6,8 @@ Everything that runs a model goes through here, so that a library upgrade breaks
   each attention module's cached pattern released as soon as it finishes (the memory guard
   `tests/probes/engine/test_runner.py` proves), and optionally the first blocks skipped.
 - `forward(...)`: one pass in that context.
+- `attached(model, hooks)`: hooks on the bridge for a `with` block, for every forward pass inside
+  it (what `hooked` attaches them with; interventions used as context managers use it too).
 - The fast path's hooks into Hugging Face: the model under the bridge with its wrappers swapped
   out, a registered attention function, SDPA, the decoder-layer list.
 """
@@ -44,9 +46,20 @@ def hooked(
         stack.enter_context(torch.enable_grad() if grad else torch.inference_mode())
         if skip_blocks_before:
             stack.enter_context(skipping_blocks(bridge, skip_blocks_before))
-        stack.enter_context(bridge.hooks(fwd_hooks=list(fwd_hooks)))
+        stack.enter_context(attached(model, fwd_hooks))
         stack.enter_context(patterns_released_after_each_layer(bridge))
         yield bridge
+
+
+@contextmanager
+def attached(model: LoadedModel, fwd_hooks: Sequence[Hook]) -> Iterator[None]:
+    """`fwd_hooks` attached to the bridge until the block ends; hooks attached before it stay.
+
+    Blocks nest: an inner block's hooks on the same hook point run after the outer block's. While
+    any are attached the engine takes the bridge path (the fast path would not run them).
+    """
+    with model.bridge.hooks(fwd_hooks=list(fwd_hooks)):
+        yield
 
 
 def forward(

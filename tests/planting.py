@@ -41,6 +41,17 @@ def bos_head(layer: int, head: int):
     return _plant(layer, head, make)
 
 
+def bos_heavy_head(layer: int, head: int, gap: float = 6.0):
+    """Most attention on position 0 (score `gap` above the rest), a little on every other key."""
+
+    def make(q_len: int, k_len: int) -> torch.Tensor:
+        scores = torch.zeros(q_len, k_len)
+        scores[:, 0] = gap
+        return scores
+
+    return _plant(layer, head, make)
+
+
 def uniform_head(layer: int, head: int):
     """Uniform attention over every visible key."""
     return _plant(layer, head, lambda q_len, k_len: torch.zeros(q_len, k_len))

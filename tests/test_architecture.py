@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("probes", "analyses", "dashboard")
+PACKAGES = ("headlab", "probes", "analyses", "dashboard")
 ADAPTER = Path("probes/bridge.py")
 MODEL_LOADING = Path("probes/models")
 
@@ -113,3 +113,29 @@ def test_results_layer_and_dashboard_import_no_torch():
         "dashboard.ui",
     ]
     assert imported_after("\n".join(f"import {m}" for m in modules)) & HEAVY == set()
+
+
+def test_importing_headlab_and_reading_results_imports_no_torch(tmp_path):
+    """`import headlab` is light: the results, rankings and figures load neither torch nor
+    transformers; the first name that runs a model does."""
+    code = (
+        "import headlab as hl\n"
+        f"runs = hl.runs({str(tmp_path)!r})\n"
+        "assert runs.empty and hl.Head.of('L18H8') == (18, 8)\n"
+        "import pandas as pd\n"
+        "table = pd.DataFrame({'probe': ['sink'], 'metric': ['alpha'], 'layer': [0], 'head': [1],\n"
+        "                      'position': [0], 'condition': [None], 'value': [0.5]})\n"
+        "assert hl.top_heads(table, 'alpha', position=0)['name'].tolist() == ['L0H1']\n"
+        "hl.plot.head_map(table, 'alpha', position=0)\n"
+        "hl.HeadlabError, hl.ConfigError"
+    )
+    assert imported_after(code) & HEAVY == set()
+    assert "torch" in imported_after("import headlab as hl\nhl.ablate")
+
+
+def test_headlab_imports_from_outside_the_repository(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", "import headlab; print(headlab.__file__)"],
+        capture_output=True, text=True, cwd=tmp_path, check=True,
+    )  # fmt: skip
+    assert Path(result.stdout.strip()) == ROOT / "headlab" / "__init__.py"

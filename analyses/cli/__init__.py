@@ -20,4 +20,13 @@ def run() -> None:
         code = 130
     if code == 130:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _forget_interrupts_in_exec()
     sys.exit(code)
+
+
+def _forget_interrupts_in_exec() -> None:
+    """CPython 3.11 marks a KeyboardInterrupt that leaves any `exec` of a string as unhandled,
+    even once caught (dataclasses build their methods so: Ctrl-C while one is defined), and a
+    `python -m` process so marked kills itself with SIGINT at exit instead of exiting 130. The
+    mark is cleared when the next string `exec` starts (pythonrun.c, run_eval_code_obj)."""
+    exec("None")

@@ -3,8 +3,10 @@
     edits.py     the pure tensor edits (replace_heads, scale_heads, soft_pag, redistribute,
                  act_sinks, …): tensor in, new tensor out, no model
     kinds.py     value objects that emit hooks (HeadAblation, HeadScale, SoftPAG,
-                 AttentionRedistribution), applied only inside a `with model.bridge.hooks(...)`
-                 block; `hooks` / `stacked_hooks` compose them
+                 AttentionRedistribution); `hooks` / `stacked_hooks` compose them for a
+                 forward pass
+    applied.py   interventions on a model for a `with` block (`intervention.applied(model)`);
+                 a block that changed nothing warns (NoEffectWarning) and says why
     registry.py  the one registry of intervention kinds (`INTERVENTIONS`, refusing duplicates);
                  kinds.py registers every built-in kind
     controls.py  the one random-control rule (layer-matched random heads); torch-free

@@ -2,9 +2,10 @@
 
 An intervention never touches the model. `edits(info)` turns it into (hook name, edit) pairs,
 where an edit is a pure function `(activation, lengths) -> new activation` that never changes
-its input in place. `hooks(...)` composes any list of interventions into one hook list for
-`bridge.hooks(fwd_hooks=...)`; `stacked_hooks(...)` gives each copy of a batch expanded along
-its first dimension its own interventions, so several of them share one forward pass.
+its input in place. `hooks(...)` composes any list of interventions into one hook list for a
+forward pass; `stacked_hooks(...)` gives each copy of a batch expanded along its first dimension
+its own interventions, so several share one pass; `intervention.applied(model)` edits every
+pass inside a `with` block (`analyses.interventions.applied`).
 
 The tensor maths is in `analyses.interventions.edits` (hook points and shapes there). Every kind
 is registered by name in `analyses.interventions.registry` (`INTERVENTIONS`) when this module is
@@ -17,12 +18,11 @@ imported:
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import torch
 
@@ -41,42 +41,19 @@ from analyses.interventions.registry import (
 )
 from probes.core import hook_names as hook_names
 from probes.core.errors import ConfigError
+from probes.core.heads import HeadsLike, check_in_model, heads_of
 from probes.core.types import Hook
 from probes.models import ModelInfo
+
+if TYPE_CHECKING:
+    from analyses.interventions.applied import Applied
+    from probes.models import LoadedModel
 
 Head = tuple[int, int]  # (layer, head); head indexes query heads
 Edit = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
 # --- value objects ----------------------------------------------------------------------------
-
-
-_HEAD_NAME = re.compile(r"^L(\d+)H(\d+)$")
-
-
-def _as_heads(heads: Iterable[Sequence[int] | str] | Sequence[int], what: str) -> tuple[Head, ...]:
-    """Heads as (layer, head) pairs or "L18H8" names; one pair or name alone is one head."""
-    items: list[Any] = list(heads) if not isinstance(heads, str) else [heads]
-    if len(items) == 2 and all(isinstance(x, int) for x in items):
-        items = [tuple(items)]  # HeadAblation((18, 8)): one head, not two
-    result = []
-    for item in items:
-        if isinstance(item, str):
-            match = _HEAD_NAME.match(item)
-            if match is None:
-                raise ConfigError(f"{what}: a head name is like 'L18H8', got {item!r}")
-            item = (int(match[1]), int(match[2]))
-        if isinstance(item, int):
-            raise ConfigError(f"{what}: each head is (layer, head) or 'L18H8', got {item!r}")
-        pair = tuple(item)
-        if len(pair) != 2 or not all(isinstance(x, int) and x >= 0 for x in pair):
-            raise ConfigError(
-                f"{what}: each head is (layer, head) with non-negative ints, got {item!r}"
-            )
-        result.append((int(pair[0]), int(pair[1])))
-    if len(set(result)) != len(result):
-        raise ConfigError(f"{what}: a head appears more than once in {result}")
-    return tuple(result)
 
 
 def _by_layer(heads: Sequence[Head]) -> dict[int, list[int]]:
@@ -108,12 +85,7 @@ class Intervention(ABC):
 
     def edits(self, info: ModelInfo) -> list[tuple[str, Edit]]:
         """All (hook name, edit) pairs, after checking the heads exist in the model."""
-        for layer, head in self.heads:
-            if layer >= info.n_layers or head >= info.n_heads:
-                raise ConfigError(
-                    f"{self.label}: head L{layer}H{head} does not exist in model {info.name!r} "
-                    f"({info.n_layers} layers × {info.n_heads} heads)"
-                )
+        check_in_model(self.heads, info, self.label)
         return [
             edit
             for layer, heads in _by_layer(self.heads).items()
@@ -124,6 +96,18 @@ class Intervention(ABC):
     def first_layer(self) -> int:
         """The earliest layer touched; everything before it runs exactly as in the clean pass."""
         return min((layer for layer, _ in self.heads), default=0)
+
+    def applied(self, model: LoadedModel) -> Applied:
+        """This intervention on every forward pass of `model` inside a `with` block
+        (`analyses.interventions.applied`; it warns if the block's passes were left unchanged)."""
+        from analyses.interventions.applied import Applied
+
+        return Applied(model, [self])
+
+    @property
+    def no_effect_hint(self) -> str:
+        """Why this intervention may leave activations unchanged (said when it does)."""
+        return ""
 
 
 @register_intervention
@@ -143,7 +127,7 @@ class HeadAblation(Intervention):
     means: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "heads", _as_heads(self.heads, "HeadAblation.heads"))
+        object.__setattr__(self, "heads", heads_of(self.heads, "HeadAblation.heads"))
         if self.mode not in ABLATION_MODES:
             raise ConfigError(
                 f"HeadAblation.mode must be one of {ABLATION_MODES}, got {self.mode!r}"
@@ -190,11 +174,15 @@ class HeadScale(Intervention):
     alpha: float
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "heads", _as_heads(self.heads, "HeadScale.heads"))
+        object.__setattr__(self, "heads", heads_of(self.heads, "HeadScale.heads"))
 
     @property
     def label(self) -> str:
         return f"scale{self.alpha:g}({_label_heads(self.heads)})"
+
+    @property
+    def no_effect_hint(self) -> str:
+        return "alpha = 1 is the identity" if self.alpha == 1 else ""
 
     def layer_edits(self, layer: int, heads: list[int]) -> list[tuple[str, Edit]]:
         return [(hook_names.attn(layer, "z"), lambda z, _: scale_heads(z, heads, self.alpha))]
@@ -210,12 +198,16 @@ class SoftPAG(Intervention):
     u: float
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "heads", _as_heads(self.heads, "SoftPAG.heads"))
+        object.__setattr__(self, "heads", heads_of(self.heads, "SoftPAG.heads"))
         check_fraction(self.u, "SoftPAG.u")
 
     @property
     def label(self) -> str:
         return f"softpag{self.u:g}({_label_heads(self.heads)})"
+
+    @property
+    def no_effect_hint(self) -> str:
+        return "u = 0 is the identity" if self.u == 0 else ""
 
     def layer_edits(self, layer: int, heads: list[int]) -> list[tuple[str, Edit]]:
         def edit(pattern: torch.Tensor, _: torch.Tensor | None) -> torch.Tensor:
@@ -250,7 +242,7 @@ class AttentionRedistribution(Intervention):
     queries_from: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "heads", _as_heads(self.heads, "AttentionRedistribution.heads"))
+        object.__setattr__(self, "heads", heads_of(self.heads, "AttentionRedistribution.heads"))
         check_fraction(self.keep, "AttentionRedistribution.keep")
         if self.sources is not None:
             sources = tuple(int(k) for k in self.sources)
@@ -266,17 +258,21 @@ class AttentionRedistribution(Intervention):
             object.__setattr__(self, "targets", (start, stop))
 
     @classmethod
-    def act(cls, heads: Iterable[Sequence[int]], beta: float = 0.4, threshold: float = 0.1) -> Self:
-        """ACT (Yu et al. 2024): detected sinks but the first keep β; the rest gain pro rata."""
+    def act(cls, heads: HeadsLike, beta: float = 0.4, threshold: float = 0.1) -> Self:
+        """ACT (Yu et al. 2024): detected sinks but the first keep β; the rest gain pro rata.
+
+        Like the authors' code (`indices[1:]`) it spares each head's first sink, nearly always
+        BOS, so a head whose only sink is BOS is left as it is (`applied` warns). To move
+        attention off BOS: `AttentionRedistribution(heads, keep=β, sources=(0,))`."""
         check_fraction(beta, "ACT's beta (the share the sinks keep)")
         return cls(
-            heads=_as_heads(heads, "AttentionRedistribution.heads"), keep=beta, threshold=threshold
+            heads=heads_of(heads, "AttentionRedistribution.heads"), keep=beta, threshold=threshold
         )
 
     @classmethod
     def var(
         cls,
-        heads: Iterable[Sequence[int]],
+        heads: HeadsLike,
         sinks: Sequence[int],
         image: tuple[int, int],
         p: float = 0.6,
@@ -284,12 +280,24 @@ class AttentionRedistribution(Intervention):
         """VAR (visual attention sink paper): sinks keep p; the image tokens after get the rest."""
         check_fraction(p, "VAR's p (the share the sinks keep)")
         return cls(
-            heads=_as_heads(heads, "AttentionRedistribution.heads"),
+            heads=heads_of(heads, "AttentionRedistribution.heads"),
             keep=p,
             sources=tuple(sinks),
             targets=image,
             queries_from=image[1],
         )
+
+    @property
+    def no_effect_hint(self) -> str:
+        if self.keep == 1:
+            return "keep = 1 leaves all attention on the sources"
+        if self.sources is None and self.spare_first:
+            return (
+                "ACT spares the first sink it detects in each head (BOS on most heads) and moves "
+                f"attention only off later sinks with alpha > {self.threshold:g}, which these "
+                "heads did not have; to move attention off BOS give sources=(0,)"
+            )
+        return ""
 
     @property
     def label(self) -> str:

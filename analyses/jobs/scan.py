@@ -24,9 +24,12 @@ from probes.core.options import (
 )
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from probes.core.probe import Probe
     from probes.core.types import ProbeParams
     from probes.inputs.prompts import PromptSuite
+    from probes.models import LoadedModel
 
 # The streaming probes: one fast-path pass over the prompts (+ a short one for the detectors'
 # repeated random tokens). Retrieval (generation) and divergence (two passes) are opt-in.
@@ -39,6 +42,9 @@ class OutputNotWritableError(HeadlabError, RuntimeError):
 
 @dataclass(frozen=True)
 class ScanConfig:
+    """What `headlab scan` runs — every field is a flag of the same name — checked when built;
+    recorded in the run's manifest and rebuilt from it by `from_manifest`."""
+
     model: str = field(
         default=DEFAULT_MODEL,
         metadata={"help": "registry name (see `headlab models`), Hugging Face id, or local dir"},
@@ -169,17 +175,14 @@ def _as_flag(cls: type[Probe], error: ConfigError) -> ConfigError:
     return type(error)(message)
 
 
-def run(config: ScanConfig) -> Path:
-    """Run the scan described by `config`; return the new run directory. Everything is
-    checked — config, probe parameters, prompts, output directory, run id — before the model
-    loads."""
+def probe_params(config: ScanConfig) -> tuple[list[type[Probe]], dict[str, ProbeParams]]:
+    """The probe families `config` names and their parameters, built (so validated) without
+    torch; errors name the probe and parameter as the CLI spells them."""
     from probes.core.probe import GenerativeProbe, StreamingProbe
     from probes.families import get_probe
-    from probes.inputs.prompts import load_jsonl, stdlib_docs_suite
 
-    started = time.perf_counter()
     probe_classes = [get_probe(name) for name in config.probes]  # unknown names fail first
-    params = {}  # built (and so validated) before the model loads
+    params = {}
     for cls in probe_classes:
         try:
             params[cls.name] = cls.Params(**config.probe_params.get(cls.name, {}))
@@ -196,7 +199,26 @@ def run(config: ScanConfig) -> Path:
                 f"--path fast: probes {whole} need whole attention patterns, which only the "
                 "bridge path gives; use --path bridge or auto"
             )
-    suite = load_jsonl(config.prompts) if config.prompts else stdlib_docs_suite()
+    return probe_classes, params
+
+
+def prompt_suite(config: ScanConfig) -> PromptSuite:
+    """The prompts of `config`: its JSONL file, or the standard-library prose."""
+    from probes.inputs.prompts import load_jsonl, stdlib_docs_suite
+
+    return load_jsonl(config.prompts) if config.prompts else stdlib_docs_suite()
+
+
+def run(
+    config: ScanConfig, model: LoadedModel | None = None, suite: PromptSuite | None = None
+) -> Path:
+    """Run the scan described by `config`; return the new run directory. Everything is
+    checked — config, probe parameters, prompts, output directory, run id — before the model
+    loads. `model` (already loaded, named `config.model`) and `suite` (instead of
+    `config.prompts`) serve Python callers."""
+    started = time.perf_counter()
+    probe_params(config)  # unknown probes and bad parameters fail before anything else
+    suite = suite if suite is not None else prompt_suite(config)
     runs = store.runs_root(config.data_dir)
     check_writable(runs)
     run_id = config.run_id or new_run_id(config.model, config.probes, config.data_dir)
@@ -205,42 +227,59 @@ def run(config: ScanConfig) -> Path:
             raise store.StoreError(
                 f"run {run_id!r} already exists under {runs}; pick another --run-id"
             )
-        return _scan(config, run_id, suite, probe_classes, params, started)
+        return _scan(config, run_id, suite, model, started)
 
 
-def _scan(
-    config: ScanConfig,
-    run_id: str,
-    suite: PromptSuite,
-    probe_classes: list[type[Probe]],
-    params: dict[str, ProbeParams],
-    started: float,
-) -> Path:
+def table(
+    config: ScanConfig, model: LoadedModel, suite: PromptSuite | None = None
+) -> tuple[pd.DataFrame, list[Probe]]:
+    """The rows a scan of `model` writes (without the run id) and the probes that made them
+    (their side tables, their parameters); nothing is written."""
     import torch
 
     from probes import engine
-    from probes.models import load
 
+    if model.info.name != config.model:
+        raise ConfigError(
+            f"the scan is of model {config.model!r}, but the model given is {model.info.name!r}"
+        )
+    probe_classes, params = probe_params(config)
     torch.manual_seed(config.seed)
-    model = load(config.model, device=config.device, dtype=config.dtype)
-    loaded = time.perf_counter()
     probes = []
     for cls in probe_classes:  # a probe checks its parameters against the model here
         try:
             probes.append(cls(model.info, params[cls.name]))
         except ConfigError as error:
             raise _as_flag(cls, error) from None
-    table = engine.run(
+    rows = engine.run(
         model,
         probes,
-        suite,
+        suite if suite is not None else prompt_suite(config),
         batch_size=config.batch_size,
         max_tokens=config.max_tokens,
         progress=config.progress,
         path=config.path,
     )
+    return rows.assign(model=config.model), probes
+
+
+def _scan(
+    config: ScanConfig,
+    run_id: str,
+    suite: PromptSuite,
+    model: LoadedModel | None,
+    started: float,
+) -> Path:
+    import torch
+
+    from probes.models import load
+
+    if model is None:
+        torch.manual_seed(config.seed)
+        model = load(config.model, device=config.device, dtype=config.dtype)
+    loaded = time.perf_counter()
+    rows, probes = table(config, model, suite)
     scanned = time.perf_counter()
-    table = table.assign(model=config.model)
     manifest = manifests.build(
         "scan",
         config,
@@ -260,9 +299,9 @@ def _scan(
             "scan_s": round(scanned - loaded, 3),
             "total_s": round(time.perf_counter() - started, 3),
         },
-        n_rows=len(table),
+        n_rows=len(rows),
     )
     side_tables = {  # e.g. the retrieval probe's per-sample outcomes, the pattern prompts
         name: side for probe in probes for name, side in probe.tables().items()
     }
-    return store.write_run(config.data_dir, run_id, table, manifest, side_tables)
+    return store.write_run(config.data_dir, run_id, rows, manifest, side_tables)

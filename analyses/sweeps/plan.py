@@ -93,12 +93,17 @@ class Ranking:
 
 @dataclass(frozen=True)
 class SingleHead:
+    """Ablate every head alone, with each of `modes`, in `layers` (None = every layer)."""
+
     modes: tuple[str, ...] = ("zero",)
     layers: tuple[int, ...] | None = None  # None = every layer
 
 
 @dataclass(frozen=True)
 class TopK:
+    """Ablate the k heads ranked highest by `ranking`, for each k, against as many layer-matched
+    random heads per seed (`analyses.interventions.controls`)."""
+
     ranking: Ranking
     k: tuple[int, ...]
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -107,6 +112,9 @@ class TopK:
 
 @dataclass(frozen=True)
 class Strength:
+    """A grid of strengths `values` for one intervention `kind` (scale α, softpag u, act β,
+    redistribute keep) on fixed `heads` or on the `top_k` heads of a ranking `top`."""
+
     kind: str
     values: tuple[float, ...]
     heads: tuple[Head, ...] = ()
@@ -117,6 +125,11 @@ class Strength:
 
 @dataclass(frozen=True)
 class SweepPlan:
+    """What a sweep runs: on `model`, for each task in `tasks` ({name: parameters}), the units
+    of `single_head`, `top_k` and `strength`, plus attribution-patching estimates for the
+    ablation modes in `attribution`. Read from TOML or a dict by `plan_file`; its sha256 keys
+    resuming. See the module docstring for the TOML shape."""
+
     model: str = DEFAULT_MODEL
     name: str = "sweep"
     tasks: dict[str, dict[str, Any]] = field(default_factory=lambda: {"ioi": {}})

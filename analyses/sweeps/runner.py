@@ -55,6 +55,9 @@ from probes.models import LoadedModel, ModelUnavailableError
 
 @dataclass(frozen=True)
 class SweepConfig:
+    """How a sweep plan runs: where its rows go (`data_dir`, `run_id`), which run its rankings
+    read (`metrics_run`), the device, and whether to show progress."""
+
     # The CLI (analyses/cli/sweep.py) sets the fields without {"cli": False} from flags of the
     # same dest, so config_from_args builds this; the others come from the plan it reads.
     plan: SweepPlan = field(metadata={"cli": False})

@@ -131,11 +131,6 @@ def read_positions_hooks(read_at: torch.Tensor | None, copies: int) -> list[Hook
     return [(hook_names.final_norm("out"), pick)]
 
 
-def _pad_id(model: LoadedModel) -> int:
-    pad = model.tokenizer.pad_token_id
-    return pad if pad is not None else (model.tokenizer.eos_token_id or 0)
-
-
 @dataclass(frozen=True)
 class LMParams(TaskParams):
     n_prompts: int = 4
@@ -162,7 +157,7 @@ class LMLossTask(ForwardTask[LMParams]):
             TokenizedPrompt(p.id, tuple(model.tokenize(p.text)[: params.max_tokens]))
             for p in suite.prompts
         ]
-        return [TaskBatch(b) for b in batches(prompts, batch_size, _pad_id(model), model.device)]
+        return [TaskBatch(b) for b in batches(prompts, batch_size, model.pad_id, model.device)]
 
     def score(self, logits: torch.Tensor, task_batch: TaskBatch) -> dict[str, torch.Tensor]:
         batch = task_batch.batch
@@ -221,7 +216,7 @@ class LogitDiffTask(ForwardTask[IOIParams]):
             answers[pair.id] = (good[0], bad[0])
         prompts = [TokenizedPrompt(pair.id, tuple(model.tokenize(pair.text))) for pair in pairs]
         prepared = []
-        for batch in batches(prompts, batch_size, _pad_id(model), model.device):
+        for batch in batches(prompts, batch_size, model.pad_id, model.device):
             ids = torch.tensor([answers[pid] for pid in batch.prompt_ids], device=model.device)
             prepared.append(TaskBatch(batch, ids, (batch.lengths - 1)[:, None]))
         return prepared

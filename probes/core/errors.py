@@ -18,3 +18,8 @@ class ConfigError(HeadlabError, ValueError):
 
 class PromptTooLongError(HeadlabError, ValueError):
     """A prompt does not fit the model's context; the message names the prompt and the limit."""
+
+
+class HeadlabWarning(UserWarning):
+    """Something a user asked for ran but probably not as meant (e.g. an intervention that
+    changed nothing); the message says why and what to do instead."""

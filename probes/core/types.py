@@ -107,12 +107,17 @@ def _conformed(value: Any, hint: Any, where: str) -> Any:
 
 @dataclass(frozen=True)
 class TokenizedPrompt:
+    """A prompt's id and its token ids (BOS first)."""
+
     id: str
     tokens: tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """A model's shape: layers, query heads, KV heads (GQA), head and model width, context
+    length, and its BOS token id (None when it has none)."""
+
     name: str
     n_layers: int
     n_heads: int

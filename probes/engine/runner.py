@@ -105,9 +105,6 @@ def run(
         raise ConfigError(f"batch_size must be a whole number ≥ 1, got {batch_size!r}")
     for probe in probes:
         probe.claim()
-    pad_id = model.tokenizer.pad_token_id
-    if pad_id is None:
-        pad_id = model.tokenizer.eos_token_id or 0
     for probe in probes:
         probe.bind(model)
     passes = plan_passes(model, probes, suite, max_tokens)
@@ -120,7 +117,9 @@ def run(
     ) as bar:
         for each in passes:
             chosen = choose_path(model, each.probes, path)
-            for batch in batches(each.prompts, batch_size, pad_id, model.device, each.keep_order):
+            for batch in batches(
+                each.prompts, batch_size, model.pad_id, model.device, each.keep_order
+            ):
                 run_batch(model, batch, each.probes, path=chosen)
                 bar.update(int(batch.lengths.sum()))
     for probe in probes:

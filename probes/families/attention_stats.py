@@ -15,7 +15,7 @@ from probes.core.types import Batch, ModelInfo, ProbeParams
 
 @dataclass(frozen=True)
 class AttentionStatsParams(ProbeParams):
-    pass
+    """The attention-statistics probe takes no parameters."""
 
 
 @register_probe

@@ -112,6 +112,9 @@ def detector_scores(
 
 @dataclass(frozen=True)
 class DetectorParams(ProbeParams):
+    """Parameters of the detectors probe: how many repeated random-token sequences [BOS, r, r]
+    it scores heads on, how long r is, its seed, and TransformerLens' exclusion flags."""
+
     n_sequences: int = 16  # repeated random-token sequences [BOS, r, r]
     half_len: int = 64  # length of r; --max-tokens does not apply to these sequences
     seed: int = 0  # draws r
@@ -125,6 +128,9 @@ class DetectorParams(ProbeParams):
 
 @register_probe
 class DetectorProbe(StreamingProbe[DetectorParams]):
+    """Rows per head: "previous_token", "duplicate_token" and "induction", TransformerLens'
+    `head_detector` "mul" scores on repeated random tokens (its own prompts, not the suite's)."""
+
     name = "detectors"
     Params = DetectorParams
     description = (

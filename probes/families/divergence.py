@@ -58,6 +58,9 @@ def top_k_mean(
 
 @dataclass(frozen=True)
 class DivergenceParams(ProbeParams):
+    """Parameters of the divergence probe: the markers of the context segment (or the share of an
+    unmarked prompt it is), the answer tokens scored, the distance and T-VHD's top k."""
+
     segment_open: str = "<segment>"
     segment_close: str = "</segment>"
     segment_fraction: float = 0.5  # unmarked prompts: this share of the tokens after BOS

@@ -137,6 +137,9 @@ def split_heads(
 
 @dataclass(frozen=True)
 class FutureAttentionParams(ProbeParams):
+    """Parameters of the future-attention probe: the shares of local and global heads, WAAD's
+    window W, FAI's horizon [H_lo, H_hi] and the first position scored (the paper's defaults)."""
+
     local_fraction: float = 0.3  # bottom 30 % of heads by mean distance are local
     global_fraction: float = 0.3  # top 30 % are global
     window: int = 10  # W, WAAD's clipping window

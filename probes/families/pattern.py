@@ -62,6 +62,9 @@ def pool_pattern(
 
 @dataclass(frozen=True)
 class PatternParams(ProbeParams):
+    """Parameters of the pattern probe: which prompts it keeps (the first n, or named ids) and
+    how many blocks of tokens per axis their pooled patterns have."""
+
     n_prompts: int = 2  # the first n prompts the engine feeds (shortest first), unless named
     prompt_ids: tuple[str, ...] = ()  # snapshot exactly these prompts instead
     max_blocks: int = 32  # blocks per axis; at most MAX_BLOCKS
@@ -80,6 +83,9 @@ class _Snapshot:
 
 @register_probe
 class PatternSnapshotProbe(StreamingProbe[PatternParams]):
+    """Pooled attention patterns of a few prompts for every head (rows "attention": query block,
+    key block, mass) and their tokens (side table "pattern_prompts"); see the module docstring."""
+
     name = "pattern"
     Params = PatternParams
     description = "pooled attention patterns of a few prompts, for the dashboard's head detail"

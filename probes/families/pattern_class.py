@@ -116,6 +116,10 @@ def classify(recall: dict[str, float], threshold: float) -> str:
 
 @dataclass(frozen=True)
 class PatternClassParams(ProbeParams):
+    """Parameters of the pattern-class probe (MInference's): queries profiled, the density each
+    candidate mask keeps, initial tokens, block size, the recall a class needs, the shortest
+    prompt profiled."""
+
     last_queries: int = 64  # MInference estimates from the last 64 queries
     density: float = 0.125  # keys per query each mask keeps, as a fraction of the prompt
     n_init: int = 4  # StreamingLLM's initial (sink) tokens; also always-kept columns/diagonals

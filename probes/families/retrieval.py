@@ -143,6 +143,10 @@ def run_sample(
 
 @dataclass(frozen=True)
 class RetrievalParams(ProbeParams):
+    """Parameters of the retrieval probe: the needle-in-a-haystack grid (lengths × depths ×
+    needles per cell), the needle and haystack sources, the prompt template, the decode length
+    and the ROUGE-1 recall that counts a sample as answered (Wu et al.'s defaults)."""
+
     lengths: tuple[int, ...] = (256, 512, 1024, 2048)  # prompt lengths in tokens
     depths: tuple[int, ...] = (0, 25, 50, 75, 100)  # needle depth, percent of the haystack
     needles_per_cell: int = 1  # needles per (length, depth); they rotate through the grid
@@ -178,6 +182,10 @@ def niah_samples(model: LoadedModel, params: RetrievalParams) -> list[niah.NiahS
 
 @register_probe
 class RetrievalProbe(GenerativeProbe[RetrievalParams]):
+    """Retrieval heads (Wu et al. 2024): greedy decoding on NIAH prompts; rows per head
+    "retrieval_score" (copy-from-needle hits / needle length over answered samples) and per
+    (length, depth) "niah_accuracy"; side table "niah_samples" with each sample's outcome."""
+
     name = "retrieval"
     Params = RetrievalParams
     description = (

@@ -109,6 +109,9 @@ def massive_activation_ratio(
 
 @dataclass(frozen=True)
 class SinkParams(ProbeParams):
+    """Parameters of the sink probe: ε, the α above which a head sinks on a key (Gu et al.);
+    ACT's threshold for hidden sinks beyond position 0; how many key positions are stored."""
+
     epsilon: float = 0.3  # Gu et al.'s threshold on α
     hidden_threshold: float = 0.1  # ACT's threshold for hidden sinks beyond position 0
     n_positions: int = 16  # α and Sink_k^ε are stored for the first n key positions
@@ -121,6 +124,11 @@ class SinkParams(ProbeParams):
 
 @register_probe
 class SinkProbe(StreamingProbe[SinkParams]):
+    """Attention sinks. Rows per head and key position k < n_positions: "alpha" (mean attention
+    k receives from the queries that see it) and "sink_rate" (share of sequences with α > ε);
+    per head "hidden_sink_count" / "hidden_sink_rate" (keys k > 0 with α > the hidden
+    threshold, ACT); per layer "massive_ratio" (max |h| at the sink token over the median)."""
+
     name = "sink"
     Params = SinkParams
     description = "attention sinks: α and Sink_k^ε (Gu et al.), hidden sinks (ACT), massive acts"

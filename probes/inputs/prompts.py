@@ -13,7 +13,7 @@ import inspect
 import json
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,12 +83,17 @@ class PromptFileError(HeadlabError, ValueError):
 
 @dataclass(frozen=True)
 class Prompt:
+    """One prompt: its text and an `id` unique within its suite (rows of a scan name it)."""
+
     id: str
     text: str
 
 
 @dataclass(frozen=True)
 class PromptSuite:
+    """Prompts run together, with a `name` and a `source` (a file, a corpus) recorded in a run's
+    manifest beside the suite's `sha256`."""
+
     name: str
     prompts: tuple[Prompt, ...]
     source: str
@@ -158,6 +163,20 @@ def stdlib_docs_suite(n_prompts: int = 16, words_per_prompt: int = 400) -> Promp
         for index, start in enumerate(range(0, needed, words_per_prompt))
     )
     return PromptSuite(name="stdlib-docs", prompts=prompts, source="python-stdlib-docstrings")
+
+
+def text_suite(texts: Sequence[str], name: str = "texts") -> PromptSuite:
+    """Prompts from a list of strings, with ids text-000, text-001, …; empty text is refused."""
+    if isinstance(texts, str):
+        texts = [texts]
+    prompts = []
+    for index, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise PromptFileError(f"prompt {index} of the list is not non-empty text: {text!r}")
+        prompts.append(Prompt(id=f"text-{index:03d}", text=text))
+    if not prompts:
+        raise PromptFileError("the list of prompts is empty")
+    return PromptSuite(name=name, prompts=tuple(prompts), source=f"{len(prompts)} texts")
 
 
 def jsonl_objects(path: Path | str, what: str) -> Iterator[tuple[str, int, dict]]:

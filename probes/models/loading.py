@@ -43,6 +43,13 @@ class ModelUnavailableError(HeadlabError, RuntimeError):
 
 @dataclass
 class LoadedModel:
+    """A loaded model: the TransformerLens `bridge` that runs it (hooks, forward passes), its
+    `tokenizer`, its shape (`info`: layers, heads, KV heads, context), where it came from
+    (`provenance`, recorded in every run's manifest) and whether it is a `chat` model.
+
+    Made by `load` (or `wrap` around a Hugging Face model you built); never built by hand.
+    """
+
     bridge: TransformerBridge
     tokenizer: PreTrainedTokenizerBase
     info: ModelInfo
@@ -58,7 +65,15 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
+        """Where the model's weights are."""
         return next(self.bridge.parameters()).device
+
+    @property
+    def pad_id(self) -> int:
+        """The token batches are right-padded with: the tokenizer's pad token, else EOS, else 0
+        (padding is masked out, so only its being a valid id matters)."""
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else (self.tokenizer.eos_token_id or 0)
 
 
 def decode_text(

@@ -156,6 +156,24 @@ def test_generated_run_ids_are_valid_for_any_model_and_probe_list(tmp_path, mode
     assert probes[0] in run_id
 
 
+def test_ctrl_c_that_left_a_string_exec_still_exits_130(tmp_path):
+    """Ctrl-C while dataclasses `exec` a method: CPython 3.11 then marks the interrupt as
+    unhandled, and `python -m` would die by SIGINT (-2) instead of exiting 130 (seen in make
+    test about one run in six)."""
+    module = tmp_path / "interrupted_cli.py"
+    module.write_text(
+        "import analyses.cli\nimport analyses.cli.main\n\n"
+        "def main(argv=None):\n"
+        "    try:\n"
+        "        exec('raise KeyboardInterrupt')\n"
+        "    except KeyboardInterrupt:\n"
+        "        return 130\n\n"
+        "analyses.cli.main.main = main\nanalyses.cli.run()\n"
+    )
+    result = subprocess.run([sys.executable, "-m", "interrupted_cli"], cwd=tmp_path, check=False)
+    assert result.returncode == 130
+
+
 def test_ctrl_c_during_a_scan_exits_130_and_writes_nothing(tmp_path):
     import signal
     import time

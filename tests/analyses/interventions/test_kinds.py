@@ -364,5 +364,7 @@ def test_heads_are_given_as_pairs_or_names_and_bad_ones_are_config_errors():
         HeadAblation(["L18"])
     with pytest.raises(ConfigError, match="appears more than once"):
         HeadAblation([(1, 2), "L1H2"])
+    with pytest.raises(ConfigError, match=r"HeadAblation\.heads: give one head or a list.*got 18"):
+        HeadAblation(18)  # type: ignore[arg-type]  # was "'int' object is not iterable"
     with pytest.raises(ConfigError, match="mode must be one of"):
         HeadAblation([(1, 2)], "nope")  # type: ignore[arg-type]

@@ -3,16 +3,19 @@
 Each kind, on the tiny random model: its hooks are attached only inside the `with` block, the
 output repeats under a seed and has no NaN, its edits never change their input in place, every
 attention pattern it edits keeps rows summing to 1, its neutral setting gives the clean logits
-exactly (and a real setting does not), and a test of its own elsewhere in this folder.
+exactly (and a real setting does not), applied in a `with` block it gives what its hooks give
+(a neutral setting warns that it changed nothing), and a test of its own elsewhere in this folder.
 """
 
 import ast
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
 from analyses.interventions import kinds
+from analyses.interventions.applied import NoEffectWarning
 from analyses.interventions.kinds import (
     AttentionRedistribution,
     HeadAblation,
@@ -167,6 +170,25 @@ def test_the_neutral_setting_is_the_identity_and_a_real_one_is_not(tiny_model, k
     for intervention in REAL[kind](info):
         got, _ = run(tiny_model, hooks([intervention], info))
         assert not torch.allclose(got, clean, atol=1e-4), intervention.label
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_applied_in_a_with_block_equals_its_hooks_and_a_neutral_setting_warns(tiny_model, kind):
+    info = tiny_model.info
+    for intervention in REAL[kind](info):
+        expected, _ = run(tiny_model, hooks([intervention], info))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a real setting changes something: no warning
+            with intervention.applied(tiny_model):
+                got, _ = run(tiny_model, [])
+        assert torch.equal(got, expected), intervention.label
+        assert bridge.hooked_points(tiny_model) == [], intervention.label
+    for intervention in NEUTRAL[kind](info):
+        with (
+            pytest.warns(NoEffectWarning, match="changed nothing"),
+            intervention.applied(tiny_model),
+        ):
+            run(tiny_model, [])
 
 
 def _tests_naming(name: str) -> list[str]:

@@ -63,3 +63,26 @@ def test_each_family_has_a_planted_test_module(name):
     assert module.is_file(), f"probe {name!r} has no tests/probes/families/test_{name}.py"
     text = module.read_text()
     assert "planting" in text or "planted" in text, f"{module.name} plants no known answer"
+
+
+def own_docstring(cls: type) -> str:
+    """`cls`'s own docstring; a dataclass's generated "Name(field: type, ...)" does not count."""
+    doc = cls.__dict__.get("__doc__") or ""
+    return "" if doc.startswith(f"{cls.__name__}(") else doc.strip()
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_each_family_and_its_parameters_say_what_they_are(name):
+    cls = registered_probes()[name]
+    assert own_docstring(cls), f"probe {name!r}: {cls.__name__} has no docstring"
+    assert own_docstring(cls.Params), f"probe {name!r}: {cls.Params.__name__} has no docstring"
+
+
+def test_the_docstring_check_can_fail():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Bare:
+        x: int = 0
+
+    assert own_docstring(Bare) == ""

@@ -1,0 +1,89 @@
+"""Interventions as context managers: inside the `with` block every forward pass of the model —
+`hl.logits`, `hl.loss`, `hl.scan`, your own `model.bridge(...)` calls — runs with the edit.
+
+    with hl.ablate(model, ["L18H8", (3, 1)]):
+        ablated = hl.loss(model, text)
+
+Each returns `analyses.interventions.applied.Applied` around value objects of
+`analyses.interventions.kinds`; a block that changed nothing warns (`hl.NoEffectWarning`).
+Heads are (layer, head) pairs or names like "L18H8"; one pair alone is one head.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from analyses.interventions.applied import Applied
+from analyses.interventions.kinds import (
+    AttentionRedistribution,
+    HeadAblation,
+    HeadScale,
+    Intervention,
+)
+from probes.core.heads import check_in_model, heads_of
+
+if TYPE_CHECKING:
+    import torch
+
+    from analyses.interventions.registry import AblationMode
+    from probes.core.heads import HeadsLike
+    from probes.models import LoadedModel
+
+
+def ablate(
+    model: LoadedModel,
+    heads: HeadsLike,
+    mode: AblationMode = "zero",
+    *,
+    means: torch.Tensor | None = None,
+    prompts: Any = None,
+) -> Applied:
+    """Knock `heads` out: "zero" their outputs, replace them with their "mean" output, or give
+    them "uniform" attention (the retrieval-head authors' mask: query = 0).
+
+    "mean" substitutes `means` ([layer, head, d_head]), or computes them first over `prompts`
+    (as `hl.scan` takes them; None = the standard-library prose) with `hl.head_means`.
+    """
+    chosen = heads_of(heads, "ablate")
+    if mode == "mean" and means is None:
+        from headlab.scanning import head_means
+
+        check_in_model(chosen, model.info, "ablate")  # before the reference passes
+        means = head_means(model, prompts)
+    return Applied(model, [HeadAblation(chosen, mode, means=means)])
+
+
+def reinforce(model: LoadedModel, heads: HeadsLike, alpha: float = 2.0) -> Applied:
+    """Multiply `heads`' outputs by `alpha` (VHR reinforces the top vision-aware heads, α ≈ 2;
+    α < 1 weakens them, 0 zero-ablates)."""
+    return Applied(model, [HeadScale(heads_of(heads, "reinforce"), alpha)])
+
+
+def redistribute(
+    model: LoadedModel,
+    heads: HeadsLike,
+    keep: float = 0.4,
+    *,
+    sources: tuple[int, ...] | None = None,
+    targets: tuple[int, int] | None = None,
+    threshold: float = 0.1,
+) -> Applied:
+    """Move attention of `heads` off sink tokens, keeping the fraction `keep` on them; the
+    freed mass goes to `targets` (a [start, stop) span; None = every other key) in proportion
+    to the attention they already get, so rows still sum to 1.
+
+    `sources=None` is ACT (Yu et al. 2024, β = `keep`): sinks are detected per input (α >
+    `threshold`) and the first of each head — nearly always BOS — is spared, so a head whose
+    only sink is BOS is left as it is (the block warns). `sources=(0,)` moves attention off BOS.
+    """
+    chosen = heads_of(heads, "redistribute")
+    edit = AttentionRedistribution(
+        chosen, keep=keep, sources=sources, targets=targets, threshold=threshold
+    )
+    return Applied(model, [edit])
+
+
+def intervene(model: LoadedModel, *interventions: Intervention) -> Applied:
+    """Any interventions of `analyses.interventions.kinds` (HeadAblation, HeadScale, SoftPAG,
+    AttentionRedistribution), composed in the order given, for a `with` block."""
+    return Applied(model, interventions)
