@@ -3,8 +3,9 @@
     edits.py     the pure tensor edits (replace_heads, scale_heads, soft_pag, redistribute,
                  act_sinks, …): tensor in, new tensor out, no model
     kinds.py     value objects that emit hooks (HeadAblation, HeadScale, SoftPAG,
-                 AttentionRedistribution); `hooks` / `stacked_hooks` compose them for a
-                 forward pass
+                 AttentionRedistribution)
+    composed.py  `hooks` / `stacked_hooks`: interventions composed for a forward pass (kinds
+                 re-exports them; applied.py uses them without importing kinds)
     applied.py   interventions on a model for a `with` block (`intervention.applied(model)`);
                  a block that changed nothing warns (NoEffectWarning) and says why
     registry.py  the one registry of intervention kinds (`INTERVENTIONS`, refusing duplicates);

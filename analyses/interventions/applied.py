@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from analyses.interventions.kinds import Intervention, hooks
+from analyses.interventions.composed import hooks
 from probes import bridge
 from probes.core.errors import HeadlabError, HeadlabWarning
 from probes.core.types import Hook
@@ -29,6 +29,7 @@ from probes.core.types import Hook
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
+    from analyses.interventions.kinds import Intervention
     from probes.models import LoadedModel
 
 

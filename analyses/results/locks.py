@@ -125,3 +125,11 @@ def _describe(holder: Path) -> str:
         return "holder unknown"
     since = time.strftime("%H:%M:%S", time.localtime(float(record.get("since", 0))))
     return f"pid {record.get('pid')}, `{record.get('command', '?')}`, since {since}"
+
+
+def usual_mode(path: Path) -> None:
+    """mkstemp/mkdtemp make private (0600/0700) temporaries; a run is read by colleagues and
+    the dashboard's user, so give it the mode a plain open/mkdir would (the umask's)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)

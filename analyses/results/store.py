@@ -70,14 +70,6 @@ def conform(table: pd.DataFrame) -> pd.DataFrame:
     return table[COLUMNS].astype(_PANDAS_TYPES)
 
 
-def _usual_mode(path: Path) -> None:
-    """mkstemp/mkdtemp make private (0600/0700) temporaries; a run is read by colleagues and
-    the dashboard's user, so give it the mode a plain open/mkdir would (the umask's)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
-
-
 def _atomic_write_bytes(path: Path, write: Any) -> None:
     """`write(temporary)`, then rename into place: `path` is whole or absent, never half. A
     full disk or a refused write is a StoreError naming the file (the temporary is removed)."""
@@ -87,7 +79,7 @@ def _atomic_write_bytes(path: Path, write: Any) -> None:
         handle, name = tempfile.mkstemp(prefix=locks.temporary_prefix(path.name), dir=path.parent)
         os.close(handle)
         temporary = Path(name)
-        _usual_mode(temporary)
+        locks.usual_mode(temporary)
         write(str(temporary))
         os.replace(temporary, path)
     except OSError as error:
@@ -247,7 +239,7 @@ def write_run(
     locks.remove_leftovers(final.parent)  # staging directories of writers killed mid-write
     try:
         staging = Path(tempfile.mkdtemp(prefix=locks.temporary_prefix(run_id), dir=final.parent))
-        _usual_mode(staging)
+        locks.usual_mode(staging)
     except OSError as error:
         raise StoreError(f"cannot write run {final}: {error.strerror or error}") from None
     try:

@@ -32,7 +32,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from analyses.sweeps.executors import ExecutorError, parse_address
+from analyses.sweeps.executor_options import ExecutorError, parse_address
 from probes.core.errors import HeadlabError
 
 if TYPE_CHECKING:

@@ -228,7 +228,7 @@ def test_intervene_composes_any_kinds_in_order(tiny_model):
         (lambda m: hl.ablate(m, "L9H0", "mean"), "ablate: head L9H0 does not exist"),
         (lambda m: hl.ablate(m, "L0H0", "half"), "HeadAblation.mode must be one of"),
         (lambda m: hl.reinforce(m, [(0, 0), (0, 0)]), "reinforce: L0H0 appears more than once"),
-        (lambda m: hl.redistribute(m, "L0H0", keep=2), "keep must lie in"),
+        (lambda m: hl.redistribute(m, "L0H0", keep=2), r"keep is a share of attention in \[0, 1\]"),
     ],
 )
 def test_bad_intervention_arguments_are_config_errors_naming_them(tiny_model, call, message):
