@@ -330,13 +330,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"headlab: error: {one_line(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        kept = (
-            "finished chunks are kept; rerun to resume"
-            if args.command == "sweep"
-            else ("nothing was written")
-        )
-        print(f"headlab: interrupted; {kept}", file=sys.stderr)
-        return 130
+        return _interrupted(args.command)
+    except RuntimeError as error:  # Ctrl-C inside a class body being built (an import) is
+        if not isinstance(error.__cause__, KeyboardInterrupt):  # wrapped by Python: unwrap it
+            raise
+        return _interrupted(args.command)
+
+
+def _interrupted(command: str) -> int:
+    kept = (
+        "finished chunks are kept; rerun to resume" if command == "sweep" else "nothing was written"
+    )
+    print(f"headlab: interrupted; {kept}", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

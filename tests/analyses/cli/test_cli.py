@@ -183,7 +183,12 @@ def test_ctrl_c_during_a_scan_exits_130_and_writes_nothing(tmp_path):
 
     repo = Path(__file__).resolve().parents[3]
     data = tmp_path / "data"
-    argv = ["scan", "--model", "tiny-random", "--data", str(data), "--quiet", "--run-id", "ctrl-c"]
+    # ~100k tokens (many seconds on the tiny model), so that the signal always lands mid-scan
+    prompts = tmp_path / "long.jsonl"
+    text = " ".join(f"word{i % 97} of the text" for i in range(120))
+    prompts.write_text("".join(json.dumps({"id": i, "text": text}) + "\n" for i in range(400)))
+    argv = ["scan", "--model", "tiny-random", "--data", str(data), "--quiet", "--run-id", "ctrl-c",
+            "--prompts", str(prompts), "--max-tokens", "256"]  # fmt: skip
     process = subprocess.Popen([sys.executable, "-m", "analyses.cli", *argv], cwd=repo,
                                stderr=subprocess.PIPE, text=True)  # fmt: skip
     holder = locks.lock_directory(store.runs_root(data)) / "ctrl-c.holder.json"

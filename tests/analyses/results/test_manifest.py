@@ -67,7 +67,9 @@ def test_a_record_that_does_not_fit_the_config_is_a_clear_error():
 def test_a_stored_scan_manifest_recreates_its_config(tiny_model, tmp_path, monkeypatch):
     from analyses.jobs import scan
 
-    monkeypatch.setattr("probes.models.load", lambda name, device="cpu": tiny_model)
+    monkeypatch.setattr(
+        "probes.models.load", lambda name, device="cpu", dtype="float32": tiny_model
+    )
     config = ScanConfig(
         model="tiny-random", probes=("sink",), max_tokens=16, data_dir=tmp_path, progress=False
     )
