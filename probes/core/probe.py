@@ -2,13 +2,20 @@
 
 A probe declares the activations it needs and reduces them to per-head numbers while the forward
 pass runs: each hook gets one layer's activation, folds it into running sums, and keeps nothing.
+
+Totals: what a probe keeps between batches (running sums, per-prompt series) is named in
+`totals`. The engine `take`s them after every batch (the batch's state, plain values) and folds
+the states in batch order with `combine`, then `restore`s the fold before `rows`. Because every
+scan folds per-batch states in the same order, a scan cut into shards (each computing some of
+the batches, analyses.jobs.scan_work) gives the same numbers bit for bit as one process.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 import torch
 
@@ -23,6 +30,13 @@ if TYPE_CHECKING:
 
 P = TypeVar("P", bound=ProbeParams)
 T = TypeVar("T")
+State = dict[str, Any]  # a probe's totals over some batches: tensors, numbers, str, lists, dicts
+Combine = Literal["sum", "list", "dict"]
+
+
+def totals_of(**how: Combine) -> Mapping[str, Combine]:
+    """A probe class's `totals`: attribute=how its values over two runs of batches combine."""
+    return MappingProxyType(how)
 
 
 class Probe(ABC, Generic[P]):
@@ -35,6 +49,9 @@ class Probe(ABC, Generic[P]):
     name: ClassVar[str]
     Params: type[P]  # set once per class (a ClassVar cannot be generic)
     description: ClassVar[str] = ""
+    # What the probe keeps between batches, by attribute, and how two batches' values combine:
+    # "sum" (a tensor or number), "list" (in order), "dict" (disjoint keys, in order).
+    totals: ClassVar[Mapping[str, Combine]] = totals_of()
 
     def __init__(self, info: ModelInfo, params: P | None = None) -> None:
         self.info = info
@@ -83,6 +100,46 @@ class Probe(ABC, Generic[P]):
     @abstractmethod
     def rows(self) -> list[dict[str, Any]]:
         """Finished results: dicts with metric, layer, head, value[, position, condition]."""
+
+    def take(self) -> State:
+        """The totals gathered since the last `take` (the state of the batches in between),
+        reset to empty. Values are plain (tensors, numbers, text, lists, dicts) so that a state
+        can be stored and loaded without unpickling code."""
+        state = {name: getattr(self, name) for name in self.totals}
+        for name, how in self.totals.items():
+            setattr(self, name, _empty(state[name], how))
+        return state
+
+    def combine(self, earlier: State, later: State) -> State:
+        """The state of `earlier`'s batches followed by `later`'s."""
+        combined: State = {}
+        for name, how in self.totals.items():
+            first, second = earlier[name], later[name]
+            if how == "sum":
+                combined[name] = first + second
+            elif how == "list":
+                combined[name] = [*first, *second]
+            else:
+                twice = [key for key in second if key in first]
+                if twice:
+                    raise ValueError(f"probe {self.name!r}: {name} {twice[0]!r} seen twice")
+                combined[name] = {**first, **second}
+        return combined
+
+    def restore(self, state: State) -> None:
+        """Set the totals to `state` (a fold of taken states), e.g. before `rows`."""
+        for name in self.totals:
+            setattr(self, name, state[name])
+
+
+def _empty(value: Any, how: Combine) -> Any:
+    if how == "list":
+        return []
+    if how == "dict":
+        return {}
+    if isinstance(value, torch.Tensor):
+        return torch.zeros_like(value)
+    return type(value)(0)
 
 
 class StreamingProbe(Probe[P]):

@@ -69,11 +69,15 @@ def batches(
     pad_id: int,
     device: torch.device,
     keep_order: bool = False,
+    select: range | None = None,
 ) -> Iterator[Batch]:
     """Right-padded batches of prompts of similar length (sorted, so little padding is wasted);
-    `keep_order` batches them in the order given instead."""
+    `keep_order` batches them in the order given instead; `select` keeps only the batches with
+    those numbers (a shard's: probes.core.shards)."""
     ordered = list(prompts) if keep_order else sorted(prompts, key=lambda p: len(p.tokens))
-    for start in range(0, len(ordered), batch_size):
+    for number, start in enumerate(range(0, len(ordered), batch_size)):
+        if select is not None and number not in select:
+            continue
         chunk = ordered[start : start + batch_size]
         width = max(len(prompt.tokens) for prompt in chunk)
         tokens = torch.full((len(chunk), width), pad_id, dtype=torch.long)

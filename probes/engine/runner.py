@@ -2,11 +2,16 @@
 
 Each hook reduces its layer's activation on the spot and keeps nothing, so peak memory holds one
 layer's attention pattern, never n_layers × T² of them.
+
+`run` is `prepare` (bind, plan the passes), `stream` (each batch through its probes, yielding
+the probes' per-batch states), `fold` (the states combined in batch order), `restore` and
+`table`. A sharded scan (analyses.jobs.scan_work) streams some batches per process and folds
+all of them in the same order afterwards, so its numbers equal `run`'s bit for bit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pandas as pd
@@ -16,14 +21,16 @@ from probes import bridge
 from probes.core import schema
 from probes.core.errors import ConfigError
 from probes.core.options import ENGINE_PATHS, check_engine_path
-from probes.core.probe import GenerativeProbe, Probe, StreamingProbe
+from probes.core.probe import GenerativeProbe, Probe, State, StreamingProbe
+from probes.core.shards import Shard, n_batches
 from probes.core.types import Batch, Hook
 from probes.engine import fast
-from probes.engine.passes import batches, plan_passes
+from probes.engine.passes import Pass, batches, plan_passes
 from probes.inputs.prompts import PromptSuite
 from probes.models import LoadedModel
 
 RESULT_COLUMNS = ["probe", *schema.ROW_FIELDS]
+BatchStates = dict[int, State]  # probe (its index in the list run) -> its state after a batch
 
 
 PATHS = ENGINE_PATHS
@@ -101,36 +108,85 @@ def run(
     """
     if not probes:
         raise ConfigError("no probes selected")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a whole number ≥ 1, got {batch_size!r}")
-    for probe in probes:
-        probe.claim()
-    for probe in probes:
-        probe.bind(model)
-    passes = plan_passes(model, probes, suite, max_tokens)
+    passes = prepare(model, probes, suite, max_tokens, batch_size)
     n_tokens = sum(len(prompt.tokens) for each in passes for prompt in each.prompts)
+    totals: BatchStates = {}
     with tqdm(
         total=n_tokens,
         unit="tok",
         desc=f"scan {model.info.name}",
         disable=not progress or not n_tokens,
     ) as bar:
-        for each in passes:
-            chosen = choose_path(model, each.probes, path)
-            for batch in batches(
-                each.prompts, batch_size, model.pad_id, model.device, each.keep_order
-            ):
-                run_batch(model, batch, each.probes, path=chosen)
-                bar.update(int(batch.lengths.sum()))
+        for batch, states in stream(model, probes, passes, batch_size=batch_size, path=path):
+            fold(probes, totals, states)
+            bar.update(int(batch.lengths.sum()))
+    restore(probes, totals)
     for probe in probes:
         if isinstance(probe, GenerativeProbe):
             probe.generate(model, progress=progress)
+    return table(probes)
+
+
+def prepare(
+    model: LoadedModel,
+    probes: Sequence[Probe],
+    suite: PromptSuite,
+    max_tokens: int | None,
+    batch_size: int,
+) -> list[Pass]:
+    """Claim and bind the probes, and plan their passes (the generative ones have none)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a whole number ≥ 1, got {batch_size!r}")
+    for probe in probes:
+        probe.claim()
+    for probe in probes:
+        probe.bind(model)
+    return plan_passes(model, probes, suite, max_tokens)
+
+
+def stream(
+    model: LoadedModel,
+    probes: Sequence[Probe],
+    passes: Sequence[Pass],
+    *,
+    batch_size: int,
+    path: str = "auto",
+    shard: Shard | None = None,
+) -> Iterator[tuple[Batch, BatchStates]]:
+    """Each batch of the passes (of `shard`'s share of each pass, if given) through its probes;
+    yields the batch and every probe's state after it (`Probe.take`), in batch order."""
+    index = {id(probe): number for number, probe in enumerate(probes)}
+    for each in passes:
+        chosen = choose_path(model, each.probes, path)
+        select = shard.batches(n_batches(len(each.prompts), batch_size)) if shard else None
+        for batch in batches(
+            each.prompts, batch_size, model.pad_id, model.device, each.keep_order, select
+        ):
+            run_batch(model, batch, each.probes, path=chosen)
+            yield batch, {index[id(probe)]: probe.take() for probe in each.probes}
+
+
+def fold(probes: Sequence[Probe], totals: BatchStates, states: BatchStates) -> None:
+    """Fold one batch's `states` (or a later run of batches') into `totals`, in place."""
+    for number, state in states.items():
+        earlier = totals.get(number)
+        totals[number] = state if earlier is None else probes[number].combine(earlier, state)
+
+
+def restore(probes: Sequence[Probe], totals: BatchStates) -> None:
+    """Give each probe its folded totals (a probe that saw no batch keeps its empty ones)."""
+    for number, state in totals.items():
+        probes[number].restore(state)
+
+
+def table(probes: Sequence[Probe]) -> pd.DataFrame:
+    """The probes' finished rows as one frame (RESULT_COLUMNS), checked against the schema."""
     frames = [pd.DataFrame(checked_rows(probe)).assign(probe=probe.name) for probe in probes]
-    table = pd.concat(frames, ignore_index=True)
+    rows = pd.concat(frames, ignore_index=True)
     for column in RESULT_COLUMNS:
-        if column not in table:
-            table[column] = None
-    return table[RESULT_COLUMNS]
+        if column not in rows:
+            rows[column] = None
+    return rows[RESULT_COLUMNS]
 
 
 def checked_rows(probe: Probe) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from probes.core.probe import StreamingProbe
+from probes.core.probe import StreamingProbe, totals_of
 from probes.core.reductions import attention_distance, attention_entropy, scored_queries
 from probes.core.registry import register_probe
 from probes.core.types import Batch, ModelInfo, ProbeParams
@@ -29,6 +29,7 @@ class AttentionStatsProbe(StreamingProbe[AttentionStatsParams]):
     description = "attention entropy (raw, normalised) and mean attention distance per head"
 
     METRICS = ("entropy", "entropy_normalized", "mean_attention_distance")
+    totals = totals_of(sums="sum", n_queries="sum")
 
     def __init__(self, info: ModelInfo, params: AttentionStatsParams | None = None) -> None:
         super().__init__(info, params)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from jaxtyping import Bool, Float, Int
 
-from probes.core.probe import StreamingProbe
+from probes.core.probe import StreamingProbe, totals_of
 from probes.core.registry import register_probe
 from probes.core.types import Batch, ModelInfo, ProbeParams, TokenizedPrompt
 from probes.inputs.prompts import PromptSuite
@@ -137,6 +137,7 @@ class DetectorProbe(StreamingProbe[DetectorParams]):
         "previous-token, duplicate-token, induction scores (TransformerLens head_detector) "
         "on repeated random tokens"
     )
+    totals = totals_of(score_sum="sum", n_sequences="sum")
 
     def __init__(self, info: ModelInfo, params: DetectorParams | None = None) -> None:
         super().__init__(info, params)

@@ -25,7 +25,7 @@ import torch
 from jaxtyping import Float
 
 from probes.core import hook_names as hooks
-from probes.core.probe import Probe
+from probes.core.probe import Probe, totals_of
 from probes.core.registry import register_probe
 from probes.core.types import Batch, Hook, ModelInfo, ProbeParams, TokenizedPrompt
 from probes.inputs.prompts import PromptSuite
@@ -83,6 +83,13 @@ class _Scores:
     layers_done: set[int] = field(default_factory=set)
 
 
+def _layout(fields: dict[str, Any]) -> Layout:
+    return Layout(
+        fields["prompt_id"], tuple(fields["with_segment"]), tuple(fields["without_segment"]),
+        fields["n_answer"],
+    )  # fmt: skip
+
+
 @register_probe
 class DivergenceProbe(Probe[DivergenceParams]):
     """Rows: per head "vhd" (mean over prompts and answer tokens); per prompt and answer token
@@ -92,12 +99,14 @@ class DivergenceProbe(Probe[DivergenceParams]):
     name = "divergence"
     Params = DivergenceParams
     description = "head divergence with/without a context segment (VHD, T-VHD)"
+    totals = totals_of(scores="dict", pending="dict")
 
     def __init__(self, info: ModelInfo, params: DivergenceParams | None = None) -> None:
         super().__init__(info, params)
         self.variants: dict[str, tuple[Layout, str]] = {}  # engine prompt id → (layout, variant)
         self.scores: dict[str, _Scores] = {}
-        self.pending: dict[tuple[str, int], torch.Tensor] = {}
+        # (prompt id, layer) → the first variant's answer outputs, waiting for the other's
+        self.pending: dict[tuple[str, int], tuple[Layout, str, torch.Tensor]] = {}
         self.decode: Callable[[int], str] = str  # token text once bound to a model
 
     def bind(self, model: LoadedModel) -> None:
@@ -164,14 +173,20 @@ class DivergenceProbe(Probe[DivergenceParams]):
                 layout, variant = self.variants[engine_id]
                 start = layout.answer_start(variant)
                 answer = z[row, start : start + layout.n_answer].float().cpu()
-                partner = self.pending.pop((layout.prompt_id, layer), None)
-                if partner is None:
-                    self.pending[(layout.prompt_id, layer)] = answer
-                    continue
-                with_z, without_z = (answer, partner) if variant == "with" else (partner, answer)
-                self.record(layout, layer, head_divergence(with_z, without_z, self.params.distance))
+                self.arrive(layout, layer, variant, answer)
 
         return [(hooks.attn(layer, "z"), on_z) for layer in range(self.info.n_layers)]
+
+    def arrive(self, layout: Layout, layer: int, variant: str, answer: torch.Tensor) -> None:
+        """One variant's answer outputs in `layer`: kept until the other variant's arrive (a
+        pair split across two batches), then scored."""
+        partner = self.pending.pop((layout.prompt_id, layer), None)
+        if partner is None:
+            self.pending[(layout.prompt_id, layer)] = (layout, variant, answer)
+            return
+        other = partner[2]
+        with_z, without_z = (answer, other) if variant == "with" else (other, answer)
+        self.record(layout, layer, head_divergence(with_z, without_z, self.params.distance))
 
     def record(self, layout: Layout, layer: int, divergence: torch.Tensor) -> None:
         scores = self.scores.get(layout.prompt_id)
@@ -180,6 +195,44 @@ class DivergenceProbe(Probe[DivergenceParams]):
             scores = self.scores[layout.prompt_id] = _Scores(layout, torch.zeros(shape))
         scores.divergence[layer] = divergence.T
         scores.layers_done.add(layer)
+
+    def take(self) -> dict[str, Any]:
+        state = super().take()
+        scores = {
+            key: {"layout": vars(s.layout), "divergence": s.divergence,
+                  "layers_done": sorted(s.layers_done)}
+            for key, s in state["scores"].items()
+        }  # fmt: skip
+        pending = [
+            {"layout": vars(layout), "layer": layer, "variant": variant, "answer": answer}
+            for (_, layer), (layout, variant, answer) in state["pending"].items()
+        ]
+        return {"scores": scores, "pending": pending}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.scores = {
+            key: _Scores(_layout(s["layout"]), s["divergence"], set(s["layers_done"]))
+            for key, s in state["scores"].items()
+        }
+        self.pending = {}
+        for entry in state["pending"]:
+            layout = _layout(entry["layout"])
+            self.pending[layout.prompt_id, entry["layer"]] = (
+                layout, entry["variant"], entry["answer"]
+            )  # fmt: skip
+
+    def combine(self, earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+        """Pairs split between the two are scored as the hook would have scored them."""
+        fold = type(self)(self.info, self.params)
+        fold.restore(earlier)
+        for entry in later["pending"]:
+            layout = _layout(entry["layout"])
+            fold.arrive(layout, entry["layer"], entry["variant"], entry["answer"])
+        state = fold.take()
+        twice = [key for key in later["scores"] if key in state["scores"]]
+        if twice:
+            raise ValueError(f"probe {self.name!r}: prompt {twice[0]!r} seen twice")
+        return {"scores": {**state["scores"], **later["scores"]}, "pending": state["pending"]}
 
     def rows(self) -> list[dict[str, Any]]:
         complete = [s for s in self.scores.values() if len(s.layers_done) == self.info.n_layers]

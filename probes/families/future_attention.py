@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from jaxtyping import Bool, Float, Int
 
-from probes.core.probe import StreamingProbe
+from probes.core.probe import StreamingProbe, totals_of
 from probes.core.reductions import attention_distance
 from probes.core.registry import register_probe
 from probes.core.types import Batch, ModelInfo, ProbeParams
@@ -183,6 +183,7 @@ class FutureAttentionProbe(StreamingProbe[FutureAttentionParams]):
     description = (
         "local/global heads by attention distance; per-token WAAD and FAI (preplan/anchor)"
     )
+    totals = totals_of(distance_sum="sum", n_scored="sum", series="dict")
 
     def __init__(self, info: ModelInfo, params: FutureAttentionParams | None = None) -> None:
         super().__init__(info, params)
@@ -242,6 +243,15 @@ class FutureAttentionProbe(StreamingProbe[FutureAttentionParams]):
             series.fai[:] = fai[:, index, :, : len(series.tokens)]
         self.n_scored += int(scored.sum())
         self._scored = self._received = None
+
+    def take(self) -> dict[str, Any]:
+        state = super().take()  # the series as plain dicts, so that a state stores as tensors
+        state["series"] = {key: vars(series) for key, series in state["series"].items()}
+        return state
+
+    def restore(self, state: dict[str, Any]) -> None:
+        super().restore(state)
+        self.series = {key: _Series(**fields) for key, fields in state["series"].items()}
 
     def mean_distance(self) -> torch.Tensor:
         """d(l,h) over every scored position seen so far, [layer, head]."""

@@ -28,7 +28,7 @@ from jaxtyping import Float
 
 from probes.core import schema
 from probes.core.errors import ConfigError
-from probes.core.probe import StreamingProbe
+from probes.core.probe import StreamingProbe, totals_of
 from probes.core.registry import register_probe
 from probes.core.types import Batch, ModelInfo, ProbeParams
 from probes.models import LoadedModel, decode_text
@@ -89,6 +89,7 @@ class PatternSnapshotProbe(StreamingProbe[PatternParams]):
     name = "pattern"
     Params = PatternParams
     description = "pooled attention patterns of a few prompts, for the dashboard's head detail"
+    totals = totals_of(snapshots="dict")
 
     def __init__(self, info: ModelInfo, params: PatternParams | None = None) -> None:
         super().__init__(info, params)
@@ -136,6 +137,24 @@ class PatternSnapshotProbe(StreamingProbe[PatternParams]):
 
     def end_batch(self, batch: Batch) -> None:
         self._rows = {}
+
+    def take(self) -> dict[str, Any]:
+        state = super().take()
+        state["snapshots"] = {key: vars(snap) for key, snap in state["snapshots"].items()}
+        return state
+
+    def combine(self, earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+        """The first `n_prompts` fed (unless named): a batch after the first few took its own
+        first ones, not knowing how many came before it."""
+        combined = super().combine(earlier, later)
+        if not self.params.prompt_ids:
+            kept = list(combined["snapshots"].items())[: self.params.n_prompts]
+            combined["snapshots"] = dict(kept)
+        return combined
+
+    def restore(self, state: dict[str, Any]) -> None:
+        super().restore(state)
+        self.snapshots = {key: _Snapshot(**fields) for key, fields in state["snapshots"].items()}
 
     def rows(self) -> list[dict[str, Any]]:
         missing = sorted(set(self.params.prompt_ids) - set(self.snapshots))

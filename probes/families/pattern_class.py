@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from jaxtyping import Bool, Float
 
-from probes.core.probe import StreamingProbe
+from probes.core.probe import StreamingProbe, totals_of
 from probes.core.registry import register_probe
 from probes.core.types import Batch, ModelInfo, ProbeParams
 
@@ -145,6 +145,7 @@ class PatternClassProbe(StreamingProbe[PatternClassParams]):
     description = (
         "sink / local / vertical-slash / block-sparse / diffuse by mask recall (MInference)"
     )
+    totals = totals_of(recall_sum="sum", n_profiled="sum")
 
     def __init__(self, info: ModelInfo, params: PatternClassParams | None = None) -> None:
         super().__init__(info, params)

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from probes import decoding as decode
 from probes.core import hook_names as hooks
 from probes.core import schema
-from probes.core.probe import GenerativeProbe
+from probes.core.probe import GenerativeProbe, totals_of
 from probes.core.registry import register_probe
 from probes.core.types import Hook, ProbeParams
 from probes.inputs import niah
@@ -192,6 +192,7 @@ class RetrievalProbe(GenerativeProbe[RetrievalParams]):
         "retrieval heads (Wu et al. 2024): greedy decoding on needle-in-a-haystack prompts, "
         "copy-from-needle score per head; NIAH accuracy per (length, depth)"
     )
+    totals = totals_of(score_sum="sum", n_answered="sum", records="list")
 
     def __init__(self, info: ModelInfo, params: RetrievalParams | None = None) -> None:
         super().__init__(info, params)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from jaxtyping import Float, Int
 
-from probes.core.probe import StreamingProbe
+from probes.core.probe import StreamingProbe, totals_of
 from probes.core.registry import register_probe
 from probes.core.types import Batch, ModelInfo, ProbeParams
 
@@ -133,6 +133,10 @@ class SinkProbe(StreamingProbe[SinkParams]):
     Params = SinkParams
     description = "attention sinks: α and Sink_k^ε (Gu et al.), hidden sinks (ACT), massive acts"
     reads = frozenset({"pattern", "resid_pre"})
+    totals = totals_of(
+        alpha_sum="sum", sink_count="sum", sequences_at="sum", hidden_count_sum="sum",
+        hidden_any_sum="sum", massive_sink_sum="sum", massive_other_sum="sum", n_sequences="sum",
+    )  # fmt: skip
 
     def __init__(self, info: ModelInfo, params: SinkParams | None = None) -> None:
         super().__init__(info, params)
