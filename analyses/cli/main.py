@@ -16,7 +16,14 @@ from typing import Any, NoReturn
 from analyses.cli import induction_check as induction_cli
 from analyses.cli import mask_retrieval as mask_cli
 from analyses.cli import sweep as sweep_cli
-from analyses.cli.fields import add_options, config_from_args, default_of, path_arg, positive_int
+from analyses.cli.fields import (
+    add_options,
+    config_from_args,
+    default_of,
+    path_arg,
+    positive_int,
+    text_arg,
+)
 from analyses.jobs.bench import BenchConfig
 from analyses.jobs.scan import ScanConfig
 from analyses.results import store, summary
@@ -96,9 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
         "scan",
         help="run probes over a prompt suite and store a run",
         description="Stream the chosen probes over a prompt suite in one pass per batch and "
-        "store per-head results as parquet under DATA/runs/<run_id>/.",
+        "store per-head results as parquet under DATA/runs/<run_id>/. Several --model flags "
+        "scan each model into a run of its own; --shards N cuts the batches into N work items "
+        "(resumable part files), computed here or on Ray actors (--executor ray).",
     )
-    add_options(scan, ScanConfig)
+    scan.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        type=text_arg,
+        metavar="MODEL",
+        help="registry name (see `headlab models`), Hugging Face id, or local dir; repeat it to "
+        "scan several models, each into a run of its own (X-MODEL with --run-id X) "
+        f"(default: {default_of(ScanConfig, 'model')})",
+    )
+    add_options(scan, ScanConfig, skip=("model",))
     scan.add_argument(
         "--param",
         action="append",
@@ -181,19 +200,25 @@ def _resolve_run(data: Path, run: str) -> str:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from analyses.jobs import scan
+    from analyses.jobs import scan_runs
 
-    config = config_from_args(ScanConfig, args, probe_params=_probe_params(args.param))
-    directory = scan.run(config)
-    table = store.load_run(config.data_dir, directory.name)
-    manifest = store.read_manifest(config.data_dir, directory.name)
-    timings = manifest["timings"]
-    print(f"\nTop heads per metric ({directory.name}):")
-    print(summary.format_top_heads(table))
-    print(
-        f"\nload {timings['load_s']:.1f} s, scan {timings['scan_s']:.1f} s; "
-        f"{len(table)} rows written to {directory}"
-    )
+    models = args.models or [default_of(ScanConfig, "model")]
+    params = _probe_params(args.param)
+    run_ids = scan_runs.run_ids(models, getattr(args, "run_id", None))
+    configs = [
+        config_from_args(ScanConfig, args, model=model, run_id=run_id, probe_params=params)
+        for model, run_id in zip(models, run_ids, strict=True)
+    ]
+    for config, directory in zip(configs, scan_runs.run(configs), strict=True):
+        table = store.load_run(config.data_dir, directory.name)
+        manifest = store.read_manifest(config.data_dir, directory.name)
+        timings = manifest["timings"]
+        print(f"\nTop heads per metric ({directory.name}):")
+        print(summary.format_top_heads(table))
+        print(
+            f"\nload {timings['load_s']:.1f} s, scan {timings['scan_s']:.1f} s; "
+            f"{len(table)} rows written to {directory}"
+        )
     return 0
 
 
@@ -330,17 +355,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"headlab: error: {one_line(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return _interrupted(args.command)
+        return _interrupted(args)
     except RuntimeError as error:  # Ctrl-C inside a class body being built (an import) is
         if not isinstance(error.__cause__, KeyboardInterrupt):  # wrapped by Python: unwrap it
             raise
-        return _interrupted(args.command)
+        return _interrupted(args)
 
 
-def _interrupted(command: str) -> int:
-    kept = (
-        "finished chunks are kept; rerun to resume" if command == "sweep" else "nothing was written"
+def _interrupted(args: argparse.Namespace) -> int:
+    sharded = args.command == "scan" and (
+        len(args.models or ()) > 1 or getattr(args, "shards", 1) > 1
     )
+    if args.command == "sweep":
+        kept = "finished chunks are kept; rerun to resume"
+    elif sharded:
+        kept = "finished shards are kept; rerun the same command to resume"
+    else:
+        kept = "nothing was written"
     print(f"headlab: interrupted; {kept}", file=sys.stderr)
     return 130
 

@@ -156,7 +156,7 @@ def add_arguments(sweep: argparse.ArgumentParser) -> None:
         help="torch threads per computing process (default: torch's own locally, "
         "--cpus-per-worker on Ray); equal threads give bit-equal tables",
     )  # fmt: skip
-    from analyses.sweeps.executors import EXECUTORS
+    from analyses.executors import EXECUTORS
 
     sweep.add_argument(
         "--executor", choices=EXECUTORS, default=unset,

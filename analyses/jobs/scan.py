@@ -1,17 +1,22 @@
-"""The scan job: load a model, stream the chosen probes over a prompt suite, store the run."""
+"""The scan job: load a model, stream the chosen probes over a prompt suite, store the run.
+
+`ScanConfig` is what one model's scan runs with (every field is a flag of `headlab scan`);
+`run` writes it through the sharded driver (analyses.jobs.scan_runs: several models, shards
+of the batches, the local or Ray executor, resumable), `table` computes the rows in memory.
+"""
 
 from __future__ import annotations
 
 import re
 import tempfile
-import time
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from analyses.results import locks, store
+from analyses import executors
 from analyses.results import manifest as manifests
+from analyses.results import store
 from probes.core.errors import ConfigError, HeadlabError
 from probes.core.options import (
     DEFAULT_MODEL,
@@ -94,9 +99,50 @@ class ScanConfig:
         default_factory=dict,
         metadata={"cli": False},  # the CLI's --param PROBE.NAME=VALUE
     )
+    shards: int = field(
+        default=1,
+        metadata={
+            "help": "cut each pass's batches into N contiguous shards, each computed as one "
+            "work item and kept as a part file: a rerun of the same command resumes from the "
+            "finished shards; the rows equal the unsharded scan's bit for bit"
+        },
+    )
+    threads: int | None = field(
+        default=None,
+        metadata={
+            "metavar": "N",
+            "help": "torch threads per computing process (none: torch's own locally, "
+            "--cpus-per-worker on Ray); equal threads give bit-equal rows",
+        },
+    )
+    executor: str = field(
+        default="local",
+        metadata={
+            "choices": executors.EXECUTORS,
+            "help": "who computes the shards: this process (local) or Ray actors (ray)",
+        },
+    )
+    address: str | None = field(
+        default=None,
+        metadata={
+            "metavar": "auto|HOST:PORT",
+            "help": "ray: join this running cluster (none: start a local one for the command)",
+        },
+    )
+    workers: int | None = field(
+        default=None,
+        metadata={"metavar": "N", "help": "ray: worker actors (none: as many as fit)"},
+    )
+    cpus_per_worker: float = field(
+        default=1.0, metadata={"metavar": "C", "help": "ray: CPUs (and torch threads) per worker"}
+    )
+    gpus_per_worker: float = field(
+        default=0.0, metadata={"metavar": "G", "help": "ray: GPUs per worker, with --device cuda"}
+    )
 
     def __post_init__(self) -> None:
         check_positive("batch_size", self.batch_size)
+        check_positive("shards", self.shards)
         if self.max_tokens is not None and self.max_tokens < 2:
             raise ConfigError(
                 f"max_tokens must be at least 2 (BOS + one token), got {self.max_tokens}"
@@ -117,6 +163,7 @@ class ScanConfig:
         check_engine_path(self.path)
         check_device(self.device)
         check_dtype(self.dtype)
+        executors.check_options(self)
         if self.run_id is not None:
             store.validate_run_id(self.run_id)
         unselected = sorted(set(self.probe_params) - set(self.probes))
@@ -157,11 +204,16 @@ def check_writable(directory: Path) -> None:
         ) from error
 
 
+def model_slug(model: str) -> str:
+    """A model name (a path, an HF id) reduced to the characters run ids allow."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(model).name or model).strip("._")
+    return slug or "model"
+
+
 def new_run_id(model: str, probes: tuple[str, ...], data_dir: Path) -> str:
     """time-model-probes, reduced to the characters run ids allow (a model may be a path)."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    model_part = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(model).name or model).strip("._")
-    base = f"{stamp}-{model_part or 'model'}-{'_'.join(probes)}"[:100]
+    base = f"{stamp}-{model_slug(model)}-{'_'.join(probes)}"[:100]
     candidate, suffix = base, 1
     while store.run_dir(data_dir, store.validate_run_id(candidate)).exists():
         suffix += 1
@@ -215,29 +267,17 @@ def run(
     """Run the scan described by `config`; return the new run directory. Everything is
     checked — config, probe parameters, prompts, output directory, run id — before the model
     loads. `model` (already loaded, named `config.model`) and `suite` (instead of
-    `config.prompts`) serve Python callers."""
-    started = time.perf_counter()
-    probe_params(config)  # unknown probes and bad parameters fail before anything else
-    suite = suite if suite is not None else prompt_suite(config)
-    runs = store.runs_root(config.data_dir)
-    check_writable(runs)
-    run_id = config.run_id or new_run_id(config.model, config.probes, config.data_dir)
-    with locks.writing(runs, run_id):  # a second scan of the same run id is refused at once
-        if store.run_dir(config.data_dir, run_id).exists():  # refused before the model loads
-            raise store.StoreError(
-                f"run {run_id!r} already exists under {runs}; pick another --run-id"
-            )
-        return _scan(config, run_id, suite, model, started)
+    `config.prompts`) serve Python callers. Several models at once: analyses.jobs.scan_runs."""
+    from analyses.jobs import scan_runs
+
+    (directory,) = scan_runs.run([config], model, suite)
+    return directory
 
 
-def table(
-    config: ScanConfig, model: LoadedModel, suite: PromptSuite | None = None
-) -> tuple[pd.DataFrame, list[Probe]]:
-    """The rows a scan of `model` writes (without the run id) and the probes that made them
-    (their side tables, their parameters); nothing is written."""
+def build_probes(config: ScanConfig, model: LoadedModel) -> list[Probe]:
+    """The probes `config` names for `model`, each checking its parameters against the model;
+    the torch seed is set first, as for every scan and every shard of one."""
     import torch
-
-    from probes import engine
 
     if model.info.name != config.model:
         raise ConfigError(
@@ -251,6 +291,17 @@ def table(
             probes.append(cls(model.info, params[cls.name]))
         except ConfigError as error:
             raise _as_flag(cls, error) from None
+    return probes
+
+
+def table(
+    config: ScanConfig, model: LoadedModel, suite: PromptSuite | None = None
+) -> tuple[pd.DataFrame, list[Probe]]:
+    """The rows a scan of `model` writes (without the run id) and the probes that made them
+    (their side tables, their parameters); nothing is written."""
+    from probes import engine
+
+    probes = build_probes(config, model)
     rows = engine.run(
         model,
         probes,
@@ -261,47 +312,3 @@ def table(
         path=config.path,
     )
     return rows.assign(model=config.model), probes
-
-
-def _scan(
-    config: ScanConfig,
-    run_id: str,
-    suite: PromptSuite,
-    model: LoadedModel | None,
-    started: float,
-) -> Path:
-    import torch
-
-    from probes.models import load
-
-    if model is None:
-        torch.manual_seed(config.seed)
-        model = load(config.model, device=config.device, dtype=config.dtype)
-    loaded = time.perf_counter()
-    rows, probes = table(config, model, suite)
-    scanned = time.perf_counter()
-    manifest = manifests.build(
-        "scan",
-        config,
-        model=model.provenance,
-        prompts={
-            "name": suite.name,
-            "source": suite.source,
-            "sha256": suite.sha256,
-            "n_prompts": len(suite),
-            "max_tokens": config.max_tokens,
-            "prompt_ids": [prompt.id for prompt in suite.prompts],
-        },
-        probes={probe.name: probe.params.as_dict() for probe in probes},
-        seed=config.seed,
-        timings={
-            "load_s": round(loaded - started, 3),
-            "scan_s": round(scanned - loaded, 3),
-            "total_s": round(time.perf_counter() - started, 3),
-        },
-        n_rows=len(rows),
-    )
-    side_tables = {  # e.g. the retrieval probe's per-sample outcomes, the pattern prompts
-        name: side for probe in probes for name, side in probe.tables().items()
-    }
-    return store.write_run(config.data_dir, run_id, rows, manifest, side_tables)

@@ -70,7 +70,7 @@ def conform(table: pd.DataFrame) -> pd.DataFrame:
     return table[COLUMNS].astype(_PANDAS_TYPES)
 
 
-def _atomic_write_bytes(path: Path, write: Any) -> None:
+def write_atomically(path: Path, write: Any) -> None:
     """`write(temporary)`, then rename into place: `path` is whole or absent, never half. A
     full disk or a refused write is a StoreError naming the file (the temporary is removed)."""
     temporary: Path | None = None
@@ -101,7 +101,7 @@ def write_table(path: Path, table: pd.DataFrame, manifest: dict[str, Any] | None
     if manifest is not None:
         metadata[MANIFEST_KEY] = json.dumps(manifest, default=str).encode()
     arrow = arrow.replace_schema_metadata(metadata)
-    _atomic_write_bytes(path, lambda temporary: pq.write_table(arrow, temporary))
+    write_atomically(path, lambda temporary: pq.write_table(arrow, temporary))
     return path
 
 
@@ -121,7 +121,7 @@ def write_side_table(
     if manifest is not None:
         metadata[MANIFEST_KEY] = json.dumps(manifest, default=str).encode()
     arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), **metadata})
-    _atomic_write_bytes(path, lambda temporary: pq.write_table(arrow, temporary))
+    write_atomically(path, lambda temporary: pq.write_table(arrow, temporary))
     return path
 
 
@@ -143,7 +143,7 @@ def read_side_table(data_dir: Path | str, run_id: str, name: str) -> pd.DataFram
 
 def write_json(path: Path, payload: dict[str, Any]) -> Path:
     text = json.dumps(payload, indent=2, default=str)
-    _atomic_write_bytes(path, lambda temporary: Path(temporary).write_text(text))
+    write_atomically(path, lambda temporary: Path(temporary).write_text(text))
     return path
 
 

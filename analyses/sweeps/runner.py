@@ -8,7 +8,7 @@ At the end the parts are merged into runs/<run>/sweep-<name>.parquet and the pla
 in the run's manifest under "sweeps".
 
 Who computes: the driver cuts the plan into items (analyses.sweeps.work: a task's clean
-measures, chunks of units, attribution estimates), an executor (analyses.sweeps.executors: this
+measures, chunks of units, attribution estimates), an executor (analyses.executors: this
 process, or Ray actors across a cluster) turns each into rows, and the driver writes each as a
 part as it comes back. The items and the passes inside them are the same on every executor, so
 the merged table is too, bit for bit.
@@ -41,13 +41,13 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from analyses import executors
 from analyses.results import locks, store
 from analyses.results import manifest as manifests
-from analyses.sweeps import executors
 from analyses.sweeps.parts import PARTS_SUFFIX, done_units, merge, table_path, write_part
 from analyses.sweeps.plan import PlanError, SweepPlan, expand, rank_heads
 from analyses.sweeps.tasks import ForwardTask, Task, make_task
-from analyses.sweeps.work import plan_items
+from analyses.sweeps.work import SweepJob, plan_items
 from probes.core.errors import HeadlabError
 from probes.core.options import check_device, check_dtype
 from probes.models import LoadedModel, ModelUnavailableError
@@ -73,7 +73,7 @@ class SweepConfig:
     # torch intra-op threads per process that computes (None: torch's default locally, the
     # worker's CPUs on Ray). Float sums depend on it: equal threads give bit-equal tables.
     threads: int | None = None
-    # Who computes the items (analyses.sweeps.executors); the rest is for executor "ray" only.
+    # Who computes the items (analyses.executors); the rest is for executor "ray" only.
     executor: str = "local"
     address: str | None = None  # join this Ray cluster (auto | HOST:PORT); None: start one
     workers: int | None = None  # Ray actors; None: as many as the cluster's CPUs (GPUs) allow
@@ -207,7 +207,8 @@ def _run(
         table, source = metrics()
         rank_heads(table, ranking, source)
 
-    with executors.start(config, model) as executor:
+    job = SweepJob(plan, config.device, config.dtype, config.prefix_reuse)
+    with executors.start(config, job, model) as executor:
         layout = executor.layout()
         loaded = time.perf_counter()
         # The whole plan is expanded and checked before the run directory exists.

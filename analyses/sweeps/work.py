@@ -8,7 +8,8 @@ the same passes (the same copies stacked together) on every executor.
 A `Worker` holds a loaded model and computes items: it prepares a task (batches, clean pass,
 kept residuals, head means) on its first item of that task and keeps it until an item of
 another task arrives. It returns rows and never writes: the driver writes every part. The local
-executor runs one `Worker` in the driver's process; the Ray executor one per actor.
+executor (analyses.executors) runs one `Worker` in the driver's process, the Ray executor one
+per actor; each builds it from a `SweepJob`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import os
 import socket
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -209,6 +210,27 @@ class _Ready:
     reuse: bool | None = None
 
 
+@dataclass(frozen=True)
+class SweepJob:
+    """What a process needs to compute a sweep's items (picklable; analyses.executors)."""
+
+    plan: SweepPlan
+    device: str
+    dtype: str
+    prefix_reuse: bool = True
+
+    def worker(self, model: LoadedModel | None = None) -> Worker:
+        """A worker on `model`, or on the plan's model loaded here."""
+        from analyses.sweeps.plan import PlanError
+        from probes.models import load
+
+        if model is None:
+            model = load(self.plan.model, device=self.device, dtype=self.dtype)
+        elif model.info.name != self.plan.model:
+            raise PlanError(f"the plan is for model {self.plan.model!r}, not {model.info.name!r}")
+        return Worker(self.plan, model, prefix_reuse=self.prefix_reuse)
+
+
 class Worker:
     """Computes items of `plan` on `model` (see the module docstring)."""
 
@@ -230,8 +252,8 @@ class Worker:
                 sizes[name] = wanted
         return Layout(self.model.info, dict(self.model.provenance), sizes)
 
-    def compute(self, item: Item) -> Outcome:
-        """The rows of `item`'s part."""
+    def compute(self, item: Item, progress: Callable[[int], None] | None = None) -> Outcome:
+        """The rows of `item`'s part (the driver counts its units: no `progress` inside)."""
         from analyses.sweeps.attribution import attribution_scores
 
         task, ready = self.tasks[item.task], self._prepare(item)

@@ -313,6 +313,22 @@ def _load_registry(spec: ModelSpec, cache_dir: Path | None, dtype: torch.dtype) 
     return hf_model, tokenizer, provenance, spec.chat
 
 
+def check_name(name: str) -> None:
+    """`name` is a registry name, a tiny test model, a local directory or a Hugging Face id:
+    told without loading anything (several models are checked before the first loads)."""
+    if not name.strip():
+        raise ModelUnavailableError("the model name is empty; give a registry name, id or dir")
+    if name in REGISTRY:
+        return
+    if name.startswith(TINY_PREFIX):
+        tiny_seed(name)
+    elif not (Path(name).expanduser().is_dir() or _HF_ID.match(name)):
+        raise ModelUnavailableError(
+            f"unknown model {name!r}: not a registry name ({', '.join(sorted(REGISTRY))}), "
+            "not a local model directory, and not a Hugging Face id of the form org/name"
+        )
+
+
 def tiny_seed(name: str) -> int:
     """The seed of a `tiny-random[-SEED]` test model name (0 when none is given)."""
     suffix = name.removeprefix(TINY_PREFIX).lstrip("-")
@@ -340,16 +356,9 @@ def hub_reachable(timeout: float = 2.0) -> bool:
 def _load_hugging_face(name: str, dtype: torch.dtype, revision: str | None) -> Loaded:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_name(name)
     path = Path(name).expanduser()
-    if path.is_dir():
-        source, local_only = str(path.resolve()), True
-    elif _HF_ID.match(name):
-        source, local_only = name, True
-    else:
-        raise ModelUnavailableError(
-            f"unknown model {name!r}: not a registry name ({', '.join(sorted(REGISTRY))}), "
-            "not a local model directory, and not a Hugging Face id of the form org/name"
-        )
+    source, local_only = (str(path.resolve()), True) if path.is_dir() else (name, True)
     # safetensors only: nothing is ever unpickled.
     kwargs = {
         "dtype": dtype,

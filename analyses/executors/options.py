@@ -1,16 +1,15 @@
-"""The executor options of a sweep (`--executor`, `--address`, `--workers`, ...) and their
-checks, torch- and ray-free: the CLI's choices, the config's validation and both executors
-(analyses.sweeps.executors, analyses.sweeps.ray_executor) read them from here."""
+"""The executor options of a sweep or scan (`--executor`, `--address`, `--workers`, ...) and
+their checks, torch- and ray-free: the CLI's choices, the configs' validation and both
+executors (analyses.executors, analyses.executors.ray_cluster) read them from here."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
-from typing import TYPE_CHECKING
+import socket
+from typing import Protocol
 
 from probes.core.errors import ConfigError
-
-if TYPE_CHECKING:
-    from analyses.sweeps.runner import SweepConfig
 
 EXECUTORS = ("local", "ray")
 RAY_ONLY = ("address", "workers", "cpus_per_worker", "gpus_per_worker")
@@ -20,9 +19,28 @@ class ExecutorError(ConfigError):
     """An executor cannot start or lost every worker; the message names the flag to change."""
 
 
-def check_options(config: SweepConfig) -> None:
-    """The executor fields of a sweep config, checked when it is built (before any model
-    loads); messages start with the field name, which the CLI turns into the flag."""
+class ExecutorOptions(Protocol):
+    """The fields a job's config has for its executor (SweepConfig, ScanConfig)."""
+
+    @property
+    def executor(self) -> str: ...
+    @property
+    def address(self) -> str | None: ...
+    @property
+    def workers(self) -> int | None: ...
+    @property
+    def cpus_per_worker(self) -> float: ...
+    @property
+    def gpus_per_worker(self) -> float: ...
+    @property
+    def threads(self) -> int | None: ...
+    @property
+    def device(self) -> str: ...
+
+
+def check_options(config: ExecutorOptions) -> None:
+    """The executor fields of a config, checked when it is built (before any model loads);
+    messages start with the field name, which the CLI turns into the flag."""
     if config.executor not in EXECUTORS:
         choices = ", ".join(EXECUTORS)
         raise ConfigError(f"executor must be one of {choices}, got {config.executor!r}")
@@ -67,3 +85,35 @@ def parse_address(address: str) -> tuple[str, int] | None:
     if colon and host and port.isdigit() and 1 <= int(port) <= 65535:
         return host.strip("[]"), int(port)
     raise ConfigError(f"address must be auto or HOST:PORT (e.g. 10.0.0.1:6379), got {address!r}")
+
+
+def preflight(config: ExecutorOptions) -> None:
+    """What only this machine can tell, checked before any work starts: Ray is installed, and
+    an address answers (Ray itself would retry for minutes)."""
+    if config.executor != "ray":
+        return
+    if importlib.util.find_spec("ray") is None:
+        raise ExecutorError(
+            "--executor ray needs Ray, which is not installed here (`make setup` installs the "
+            "pinned ray==2.60.0); use --executor local"
+        )
+    if config.address is not None:
+        check_reachable(config.address)
+
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+def check_reachable(address: str) -> None:
+    """Refuse at once an address nothing answers at (Ray itself would retry for minutes)."""
+    host_port = parse_address(address)
+    if host_port is None:
+        return
+    try:
+        socket.create_connection(host_port, timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        reason = error.strerror or str(error) or type(error).__name__
+        raise ExecutorError(
+            f"--address {address}: no Ray cluster answers there ({reason}); start one with "
+            "`ray start --head --port=PORT` or leave --address out for a local cluster"
+        ) from None

@@ -1,22 +1,25 @@
-"""The Ray executor: a sweep's items computed by Ray actors, one per worker slot.
+"""The Ray executor: a job's items computed by Ray actors, one per worker slot.
 
-Each actor loads the plan's model once (`RayWorker`, around analyses.sweeps.work.Worker) and
-pulls items from the driver, which keeps `IN_FLIGHT` items queued per actor so none waits.
-Actors return rows; the driver alone writes the parts, so the data directory lives on the
-driver's machine only and a worker node needs no shared filesystem.
+Each actor builds the job's worker once (`RayWorker`, around the job's `Worker`: a sweep's
+loads the plan's model, a scan's the model of the items it gets) and pulls items from the
+driver, which keeps `IN_FLIGHT` items queued per actor so none waits. Actors return outcomes;
+the driver alone writes the parts, so the data directory lives on the driver's machine only and
+a worker node needs no shared filesystem.
 
 Faults: an actor whose process dies is restarted (it reloads the model) and the item it was
 running is retried on it (`max_restarts`, `max_task_retries`). An actor that is gone for good
-hands its items back to the queue for the others; the run fails, keeping every finished part,
-only when no actor is left. A killed driver takes a cluster it started with it; rerunning the
-command resumes from the parts.
+hands its items back to the queue for the others; so does an actor whose node stopped (a
+raylet gone: Ray would keep its items waiting for a restart that may never find room, so the
+driver, which checks the nodes every `NODE_CHECK_S` while it waits, kills it and moves on). The
+run fails, keeping every finished part, only when no actor is left. A killed driver takes a
+cluster it started with it; rerunning the command resumes from the parts.
 
 Without `address`, a local cluster starts with the command (`ray.init(address="local")`: never
-someone else's cluster) and stops with it. With `address` (auto or HOST:PORT) the sweep joins a
+someone else's cluster) and stops with it. With `address` (auto or HOST:PORT) the job joins a
 running cluster (`ray start --head` / `ray start --address`; every node needs the same headlab
 install and model cache). A process already connected to Ray (a notebook that called
 `ray.init`) keeps its connection and `address` is not used. Ray is imported here only, when a
-ray sweep starts.
+ray job starts.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import socket
 import sys
 import tempfile
 from collections import deque
@@ -32,56 +34,53 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from analyses.sweeps.executor_options import ExecutorError, parse_address
+from analyses.executors.options import ExecutorError, ExecutorOptions, check_reachable
 from probes.core.errors import HeadlabError
 
 if TYPE_CHECKING:
-    from analyses.sweeps.plan import SweepPlan
-    from analyses.sweeps.runner import SweepConfig
-    from analyses.sweeps.work import Item, Layout, Outcome
+    from analyses.executors import Job, Progress, Then
 
 ACTOR_RESTARTS = 4  # a worker process that dies is restarted this often ...
 TASK_RETRIES = 4  # ... and the item it was on retried (items are pure: a retry is safe)
 IN_FLIGHT = 2  # items queued per actor
 OBJECT_STORE_BYTES = 256 * 2**20  # rows come back inline; a local cluster's store holds little
-CONNECT_TIMEOUT_S = 5.0
+NODE_CHECK_S = 1.0  # how often the driver looks for stopped nodes while it waits
 
 
 class RayWorker:
-    """The actor: a `Worker` on the plan's model, loaded in the actor's process."""
+    """The actor: the job's worker, built in the actor's process."""
 
-    def __init__(
-        self, plan: SweepPlan, device: str, dtype: str, prefix_reuse: bool, threads: int
-    ) -> None:
+    def __init__(self, job: Job, threads: int) -> None:
         self.error: HeadlabError | None = None
         try:
             import torch
 
-            from analyses.sweeps.work import Worker
-            from probes.models import load
-
             torch.set_num_threads(threads)
-            model = load(plan.model, device=device, dtype=dtype)
-            self.worker = Worker(plan, model, prefix_reuse=prefix_reuse)
+            self.worker: Any = job.worker()
         except HeadlabError as error:  # handed to the driver by the first call
             self.error = error
 
-    def layout(self) -> Layout:
+    def layout(self) -> Any:
         if self.error is not None:
             raise self.error
         return self.worker.layout()
 
-    def compute(self, item: Item) -> Outcome:
+    def compute(self, item: Any) -> Any:
         if self.error is not None:
             raise self.error
         return self.worker.compute(item)
+
+    def node(self) -> str:
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
 
     def pid(self) -> int:
         return os.getpid()
 
 
 class RayExecutor:
-    def __init__(self, config: SweepConfig, where: str) -> None:
+    def __init__(self, config: ExecutorOptions, job: Job, where: str) -> None:
         import ray
 
         cpus, gpus = config.cpus_per_worker, config.gpus_per_worker
@@ -101,21 +100,26 @@ class RayExecutor:
         )  # fmt: skip
         threads = config.threads or max(1, int(cpus))
         self.actors: list[Any] = [  # ActorHandles (mypy does not see their .remote)
-            actor.remote(config.plan, config.device, config.dtype, config.prefix_reuse, threads)
-            for _ in range(self.n_workers)
+            actor.remote(job, threads) for _ in range(self.n_workers)
         ]
         self.where = where
+        self.nodes: list[str] = ray.get([worker.node.remote() for worker in self.actors])
+        self.lost_nodes: set[str] = set()
 
-    def layout(self) -> Layout:
+    def layout(self) -> Any:
         return _get(self.actors[0].layout.remote())
 
-    def run(self, items: Sequence[Item]) -> Iterator[tuple[Item, Outcome]]:
+    def run(
+        self, items: Sequence[Any], *, progress: Progress | None = None, then: Then | None = None
+    ) -> Iterator[tuple[Any, Any]]:
+        """Items in completion order (`progress` is not reported from actors; `then`'s items
+        go to the front of the queue)."""
         import ray
         from ray.exceptions import RayActorError
 
         queue = deque(items)
         live = set(range(len(self.actors)))
-        pending: dict[Any, tuple[int, Item]] = {}
+        pending: dict[Any, tuple[int, Any]] = {}
 
         def fill() -> None:
             busy = [index for index, _ in pending.values()]
@@ -125,26 +129,50 @@ class RayExecutor:
                         item = queue.popleft()
                         pending[self.actors[index].compute.remote(item)] = (index, item)
 
+        def drop(index: int, why: str) -> None:
+            """Actor `index` is gone: its items go back to the queue, in order."""
+            live.discard(index)
+            mine = [ref for ref, (owner, _) in pending.items() if owner == index]
+            queue.extendleft(reversed([pending.pop(ref)[1] for ref in mine]))
+            if not live:
+                raise ExecutorError(
+                    f"every Ray worker died ({self.where}); finished parts are kept, rerun to "
+                    f"resume. Last: {why}"
+                )
+
         fill()
         while pending:
-            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=NODE_CHECK_S)
+            if not ready:
+                for index in self._on_stopped_nodes(live):
+                    ray.kill(self.actors[index], no_restart=True)
+                    drop(index, f"its node {self.nodes[index][:12]} stopped")
+                fill()
+                continue
+            (ref,) = ready
             index, item = pending.pop(ref)
             try:
                 outcome = _get(ref)
             except RayActorError as error:  # restarts used up: the others take its items
-                live.discard(index)
                 queue.appendleft(item)
-                if not live:
-                    raise ExecutorError(
-                        f"every Ray worker died ({self.where}); finished chunks are kept, "
-                        f"rerun to resume. Last: {_first_line(error)}"
-                    ) from None
+                drop(index, _first_line(error))
             else:
                 yield item, outcome
+                if then is not None:
+                    queue.extendleft(reversed(then(item, outcome)))
             fill()
 
+    def _on_stopped_nodes(self, live: set[int]) -> list[int]:
+        """The live actors whose node the cluster no longer has alive."""
+        import ray
+
+        dead = {node["NodeID"] for node in ray.nodes() if not node["Alive"]}
+        self.lost_nodes |= dead & set(self.nodes)
+        return sorted(index for index in live if self.nodes[index] in dead)
+
     def record(self) -> dict[str, Any]:
-        return {"executor": "ray", "workers": self.n_workers, "cluster": self.where}
+        lost = {"lost_nodes": len(self.lost_nodes)} if self.lost_nodes else {}
+        return {"executor": "ray", "workers": self.n_workers, "cluster": self.where, **lost}
 
 
 def _get(ref: Any) -> Any:
@@ -162,21 +190,6 @@ def _get(ref: Any) -> Any:
 
 def _first_line(error: BaseException) -> str:
     return next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
-
-
-def check_reachable(address: str) -> None:
-    """Refuse at once an address nothing answers at (Ray itself would retry for minutes)."""
-    host_port = parse_address(address)
-    if host_port is None:
-        return
-    try:
-        socket.create_connection(host_port, timeout=CONNECT_TIMEOUT_S).close()
-    except OSError as error:
-        reason = error.strerror or str(error) or type(error).__name__
-        raise ExecutorError(
-            f"--address {address}: no Ray cluster answers there ({reason}); start one with "
-            "`ray start --head --port=PORT` or leave --address out for a local cluster"
-        ) from None
 
 
 AUTH_HINT = (
@@ -221,7 +234,7 @@ def _stderr_to(file: Any) -> Iterator[None]:
 
 
 @contextmanager
-def start(config: SweepConfig) -> Iterator[RayExecutor]:
+def start(config: ExecutorOptions, job: Job) -> Iterator[RayExecutor]:
     """Join (or start) the cluster, create the actors; disconnect (or stop it) on leaving."""
     import ray
 
@@ -243,7 +256,7 @@ def start(config: SweepConfig) -> Iterator[RayExecutor]:
         _join(config.address, quiet)
         where = f"the Ray cluster at {config.address}"
     try:
-        yield RayExecutor(config, where)
+        yield RayExecutor(config, job, where)
     finally:
         if owned:
             ray.shutdown()
