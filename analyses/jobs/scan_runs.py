@@ -270,6 +270,9 @@ def _compute(
 
     left = sum(prompts_of(item) for item in items)
     desc = f"scan {first.model}" if len(plans) == 1 else f"scan {len(plans)} models"
+    total = len(open_plans) * len(suite)
+    bar = _Bar(total=total, initial=total - left, unit="prompt", desc=desc,
+               disable=not first.progress)  # fmt: skip
     ticked = [0]
 
     def tick(n: int) -> None:
@@ -282,12 +285,7 @@ def _compute(
         return [plan.merge_item()] if ready else []
 
     job = ScanJob(tuple(plan.config for plan in plans), suite)
-    total = len(open_plans) * len(suite)
-    with (
-        executors.start(first, job, model) as executor,
-        tqdm(total=total, initial=total - left, unit="prompt", desc=desc,
-             disable=not first.progress) as bar,
-    ):  # fmt: skip
+    with executors.start(first, job, model) as executor, bar:
         for item, outcome in executor.run(items, progress=tick, then=then):
             plan = plans[item.model]
             _note(plan, outcome)
@@ -298,6 +296,27 @@ def _compute(
                 bar.update(max(0, prompts_of(item) - ticked[0]))
             ticked[0] = 0
     return [paths[plan.index] for plan in plans]
+
+
+class _Bar:
+    """One tqdm bar for the whole scan, shown once the first batch or item is done (an error
+    of the first item, such as a prompt too long for the model, stays one line)."""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self.bar: Any = None
+
+    def update(self, n: int) -> None:
+        if self.bar is None:
+            self.bar = tqdm(**self.options)
+        self.bar.update(n)
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _note(plan: ModelRun, outcome: ScanOutcome) -> None:
