@@ -167,14 +167,13 @@ class ScanWorker:
     ) -> list[engine.BatchStates]:
         passes = engine.prepare(model, probes, self.job.suite, config.max_tokens,
                                 config.batch_size)  # fmt: skip
-        suite_ids = {prompt.id for prompt in self.job.suite.prompts}
         states = []
         shard = Shard(index, config.shards)
-        for batch, batch_states in engine.stream(
+        for each, batch, batch_states in engine.stream(
             model, probes, passes, batch_size=config.batch_size, path=config.path, shard=shard
         ):
             states.append(batch_states)
-            if progress is not None and set(batch.prompt_ids) <= suite_ids:
+            if progress is not None and each.of_suite:
                 progress(len(batch.prompt_ids))
         return states
 

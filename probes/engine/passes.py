@@ -94,6 +94,7 @@ class Pass:
     prompts: list[TokenizedPrompt]
     keep_order: bool
     probes: list[Probe]
+    of_suite: bool = False  # the scan's own prompts (not ones a probe made)
 
 
 def plan_passes(
@@ -123,5 +124,6 @@ def plan_passes(
         else:
             match.probes.append(probe)
     if suite_readers:
-        own.insert(0, Pass(tokenize_suite(model, suite, max_tokens), False, suite_readers))
+        tokenized = tokenize_suite(model, suite, max_tokens)
+        own.insert(0, Pass(tokenized, False, suite_readers, of_suite=True))
     return own

@@ -117,7 +117,7 @@ def run(
         desc=f"scan {model.info.name}",
         disable=not progress or not n_tokens,
     ) as bar:
-        for batch, states in stream(model, probes, passes, batch_size=batch_size, path=path):
+        for _, batch, states in stream(model, probes, passes, batch_size=batch_size, path=path):
             fold(probes, totals, states)
             bar.update(int(batch.lengths.sum()))
     restore(probes, totals)
@@ -152,9 +152,9 @@ def stream(
     batch_size: int,
     path: str = "auto",
     shard: Shard | None = None,
-) -> Iterator[tuple[Batch, BatchStates]]:
+) -> Iterator[tuple[Pass, Batch, BatchStates]]:
     """Each batch of the passes (of `shard`'s share of each pass, if given) through its probes;
-    yields the batch and every probe's state after it (`Probe.take`), in batch order."""
+    yields its pass, the batch and every probe's state after it (`Probe.take`), in order."""
     index = {id(probe): number for number, probe in enumerate(probes)}
     for each in passes:
         chosen = choose_path(model, each.probes, path)
@@ -163,7 +163,7 @@ def stream(
             each.prompts, batch_size, model.pad_id, model.device, each.keep_order, select
         ):
             run_batch(model, batch, each.probes, path=chosen)
-            yield batch, {index[id(probe)]: probe.take() for probe in each.probes}
+            yield each, batch, {index[id(probe)]: probe.take() for probe in each.probes}
 
 
 def fold(probes: Sequence[Probe], totals: BatchStates, states: BatchStates) -> None:
