@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analyses.results import locks
+from analyses.results import contents, locks
 from probes.core import schema
 from probes.core.errors import HeadlabError
 
@@ -364,7 +364,7 @@ def list_runs(data_dir: Path | str) -> pd.DataFrame:
                 "probes": ",".join(manifest.get("probes") or {}),
                 "prompts": (prompts or {}).get("name"),
                 "created": _created(data_dir, run_id, manifest),
-                "rows": manifest.get("n_rows"),
+                "rows": contents.run_rows(run_dir(data_dir, run_id)) if status == "ok" else None,
             }
         )
     columns = ["run_id", "status", "kind", "model", "probes", "prompts", "created", "rows"]

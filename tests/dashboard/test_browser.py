@@ -103,7 +103,7 @@ def test_the_head_map_renders_in_a_real_browser(dashboard_url, browser, tmp_path
         "return Array.from(document.querySelectorAll('.js-plotly-plot'))"
         ".map(plot => (plot.data || []).map(trace => trace.type))"
     )
-    assert traces == [["heatmap"]]
+    assert traces == [["heatmap", "scatter"]]  # the map and its click targets
 
     def ticks(axis: str) -> list[str]:
         """Tick labels of an axis, in screen order (left to right, top to bottom)."""
