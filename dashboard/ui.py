@@ -17,6 +17,7 @@ RUN_KEY = "run"
 MODEL_KEY = "model"
 HEAD_PAGE = "views/head.py"
 HEAD_KEY = "selected_head"  # (layer, head) picked on one page, shown on another
+PENDING_RUN_KEY = "open_run"  # the run a click asked for (Compare's second map)
 PENDING_HEAD_KEY = "open_head"  # the head a click asked for, applied before the pickers render
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -73,6 +74,10 @@ def sidebar_run_picker(root: Path) -> str | None:
         return None
     ids = list(runs["run_id"])
     wanted = st.query_params.get(RUN_KEY)
+    pending = st.session_state.pop(PENDING_RUN_KEY, None)
+    if pending in ids:  # a click on another run's map (Compare) opens the head in that run
+        st.session_state[RUN_KEY] = pending
+        st.session_state.pop(MODEL_KEY, None)
     if st.session_state.get(RUN_KEY) not in ids:
         st.session_state[RUN_KEY] = wanted if wanted in ids else default_run(runs)
     models = list(dict.fromkeys(str(model) for model in runs["model"]))
@@ -107,19 +112,24 @@ def _run_label(runs: pd.DataFrame):
     return lambda run: f"{run} ({kinds[run]}{'' if heads[run] else ', no per-head rows'})"
 
 
-def open_head(layer: int, head: int) -> None:
-    """Go to the head's page in the current run (a shareable URL: ?model&run&layer&head)."""
+def open_head(layer: int, head: int, run: str | None = None) -> None:
+    """Go to the head's page in the current run, or in `run` (a shareable URL:
+    ?run&layer&head)."""
     st.session_state[HEAD_KEY] = st.session_state[PENDING_HEAD_KEY] = (layer, head)
     params = {key: st.query_params[key] for key in (MODEL_KEY, RUN_KEY) if key in st.query_params}
+    if run is not None and run != params.get(RUN_KEY):
+        st.session_state[PENDING_RUN_KEY] = run
+        params = {RUN_KEY: run}
     st.switch_page(HEAD_PAGE, query_params={**params, "layer": str(layer), "head": str(head)})
 
 
-def head_map_chart(figure: Any, key: str) -> None:
-    """A layer × head heatmap where clicking a cell opens that head's page."""
+def head_map_chart(figure: Any, key: str, run: str | None = None) -> None:
+    """A layer × head heatmap where clicking a cell opens that head's page (in `run`, by
+    default the current one)."""
     event = st.plotly_chart(figure, key=key, on_select="rerun", selection_mode="points")
     points = (event.selection.points if event else None) or []
     if points:
-        open_head(int(points[0]["y"]), int(points[0]["x"]))
+        open_head(int(points[0]["y"]), int(points[0]["x"]), run)
 
 
 def head_table(table: pd.DataFrame, key: str) -> None:

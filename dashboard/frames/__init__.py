@@ -38,6 +38,7 @@ from dashboard.frames.series import (
     paired_heads,
     select,
     series_label,
+    settings_differences,
     top_heads,
 )
 from dashboard.frames.sinks import (
@@ -89,6 +90,7 @@ __all__ = [
     "prompt_series",
     "select",
     "series_label",
+    "settings_differences",
     "sink_map",
     "sink_percent_by_layer",
     "strength_curves",

@@ -141,3 +141,27 @@ def in_probe_order(series: pd.DataFrame, probes: list[str]) -> pd.DataFrame:
     rank = {probe: index for index, probe in enumerate(probes)}
     key = series["probe"].map(lambda probe: rank.get(probe, len(rank)))
     return series.assign(_order=key).sort_values("_order", kind="stable").drop(columns="_order")
+
+
+def settings_differences(a: dict, b: dict, probe: str) -> list[str]:
+    """What differs between two runs' manifests that changes `probe`'s numbers: its parameters,
+    the prompt suite and its length cap, the dtype. Model differences are stated elsewhere."""
+
+    def prompts(manifest: dict) -> dict:
+        return manifest.get("prompts") or {}
+
+    def model(manifest: dict) -> dict:
+        found = manifest.get("model")
+        return found if isinstance(found, dict) else {}
+
+    checks = {
+        f"{probe} parameters": (
+            (a.get("probes") or {}).get(probe),
+            (b.get("probes") or {}).get(probe),
+        ),
+        "prompt suite": (prompts(a).get("sha256"), prompts(b).get("sha256")),
+        "max tokens": (prompts(a).get("max_tokens"), prompts(b).get("max_tokens")),
+        "dtype": (model(a).get("dtype"), model(b).get("dtype")),
+    }
+    return [f"{name}: {left!r} vs {right!r}" for name, (left, right) in checks.items()
+            if left != right]  # fmt: skip

@@ -233,3 +233,13 @@ def test_locality_map_colours_each_class_and_hovers_the_distance():
 )
 def test_figures_serialise_to_json(build):
     assert build().to_json()  # what st.plotly_chart sends to the browser
+
+
+def test_a_long_prompts_token_axis_labels_at_most_forty_tokens_with_their_positions():
+    tokens = [f" tok{i}" for i in range(256)]
+    figure = figures.token_series({"FAI_s": [0.1] * 256}, tokens)
+    ticks = list(figure.layout.xaxis.ticktext)
+    assert 20 <= len(ticks) <= 40
+    assert ticks[1] == "7:  tok7"  # every 7th token, with its position
+    assert figure.layout.xaxis.rangeslider.visible
+    assert len(figure.data[0].customdata) == 256  # the hover still names every token
