@@ -128,7 +128,11 @@ def profile_bars(profile: pd.DataFrame, title: str = "") -> go.Figure:
         ),
         layout={"template": TEMPLATE, "title": title},
     )
-    figure.update_xaxes(title="percentile among heads (value shown on the bar)", range=[0, 100])
+    figure.update_xaxes(  # room past 100 for the value printed beyond the bar
+        title="percentile among heads (value shown on the bar)",
+        range=[0, 112],
+        tickvals=[0, 25, 50, 75, 100],
+    )
     figure.update_yaxes(autorange="reversed")
     figure.update_layout(height=max(260, 26 * len(profile) + 120))
     return figure

@@ -33,7 +33,7 @@ for run_id in ids:
         st.caption(f"skipped run `{run_id}`: {error}")
 st.caption(
     f"{len(tables)} run(s) of {context.model}; the selected run `{context.run_id}` first. "
-    "Percentile = share of the run's heads at or below this one."
+    "Percentile among the run's heads: 100 = highest, 0 = lowest, ties share their mean."
 )
 
 labels = heads.classes(tables, layer, head)

@@ -123,3 +123,87 @@ def test_the_head_map_renders_in_a_real_browser(dashboard_url, browser, tmp_path
     with Image.open(screenshot) as image:
         assert image.size[0] >= 1000
         assert len(image.convert("RGB").getcolors(maxcolors=1 << 20)) > 50  # not a blank page
+
+
+def save_shot(browser, tmp_path: Path, name: str) -> Path:
+    """A screenshot under the test's tmp_path, copied to $HEADLAB_SCREENSHOTS when set (so a
+    person can look at them after `make test`)."""
+    path = tmp_path / f"{name}.png"
+    assert browser.save_screenshot(str(path))
+    if os.environ.get("HEADLAB_SCREENSHOTS"):
+        target = Path(os.environ["HEADLAB_SCREENSHOTS"])
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target / path.name)
+    return path
+
+
+def click_cell(browser, layer: int, head: int) -> None:
+    """Click the centre of a heatmap cell, located through plotly's own axes."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    plot = browser.find_element(By.CSS_SELECTOR, ".js-plotly-plot .nsewdrag")
+    x, y, width, height = browser.execute_script(
+        "const gd = document.querySelector('.js-plotly-plot'), l = gd._fullLayout;"
+        "const r = arguments[0].getBoundingClientRect();"
+        f"return [l.xaxis.l2p({head}), l.yaxis.l2p({layer}), r.width, r.height];",
+        plot,
+    )
+    ActionChains(browser).move_to_element_with_offset(
+        plot, int(x - width / 2), int(y - height / 2)
+    ).click().perform()
+
+
+def test_clicking_a_head_map_cell_opens_that_head_in_the_same_run(dashboard_url, browser, tmp_path):
+    from urllib.parse import parse_qs, urlparse
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{dashboard_url}/head_map?run=toy-b")  # not the default run (toy-a)
+    heatmap = ".js-plotly-plot .heatmaplayer image"
+    WebDriverWait(browser, STARTUP_S).until(lambda d: d.find_elements(By.CSS_SELECTOR, heatmap))
+    save_shot(browser, tmp_path, "head_map_toy_b")
+    click_cell(browser, layer=1, head=2)
+    WebDriverWait(browser, 60).until(lambda d: urlparse(d.current_url).path == "/head")
+    title = WebDriverWait(browser, 60).until(
+        lambda d: [h.text for h in d.find_elements(By.TAG_NAME, "h1") if h.text.startswith("L")]
+    )
+    assert title == ["L1H2 of toy"]
+    query = parse_qs(urlparse(browser.current_url).query)
+    assert (query["run"], query["layer"], query["head"]) == (["toy-b"], ["1"], ["2"])
+    WebDriverWait(browser, 60).until(
+        lambda d: d.find_elements(By.XPATH, "//*[contains(text(), 'Heads most like it')]")
+    )
+    shot = save_shot(browser, tmp_path, "head_page_L1H2")
+    with Image.open(shot) as image:
+        assert len(image.convert("RGB").getcolors(maxcolors=1 << 20)) > 50
+
+
+def test_selecting_a_top_k_row_opens_that_head_in_the_same_run(dashboard_url, browser, tmp_path):
+    from urllib.parse import parse_qs, urlparse
+
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{dashboard_url}/head_map?run=toy-b")
+    tables = '[data-testid="stDataFrame"]'
+    (grid,) = WebDriverWait(browser, STARTUP_S).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, tables)
+    )
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", grid)
+    time.sleep(1)
+    box = grid.rect
+    # the first data row's selection box: the row-marker column, below the 35 px header row
+    ActionChains(browser).move_to_element_with_offset(
+        grid, int(18 - box["width"] / 2), int(35 + 17 - box["height"] / 2)
+    ).click().perform()
+    WebDriverWait(browser, 60).until(lambda d: urlparse(d.current_url).path == "/head")
+    query = parse_qs(urlparse(browser.current_url).query)
+    # toy-b reverses α: L0H0 is its top head at k = 0
+    assert (query["run"], query["layer"], query["head"]) == (["toy-b"], ["0"], ["0"])
+    WebDriverWait(browser, 60).until(
+        lambda d: [h for h in d.find_elements(By.TAG_NAME, "h1") if h.text == "L0H0 of toy"]
+    )
+    save_shot(browser, tmp_path, "head_page_from_top_k")
