@@ -32,7 +32,10 @@ def sink_by_layer(percent: pd.DataFrame, epsilon: float | None = None) -> go.Fig
                 + "</extra>",
             )
         )
-    figure.update_xaxes(title="layer", dtick=1 if percent["layer"].nunique() <= 32 else None)
+    last = int(percent["layer"].max()) if len(percent) else 0
+    figure.update_xaxes(  # exactly the model's layers: no −1 or one past the last
+        title="layer", dtick=1 if last < 32 else None, range=[-0.5, last + 0.5]
+    )
     figure.update_yaxes(title="% of heads that sink (α > ε)", range=[0, 101])
     return figure
 
@@ -76,7 +79,8 @@ def massive_activation_lines(ratios: pd.DataFrame) -> go.Figure:
                 name=names.get(condition, condition),
             )
         )
-    figure.update_xaxes(title="layer")
+    last = int(ratios["layer"].max()) if len(ratios) else 0
+    figure.update_xaxes(title="layer", range=[-0.5, last + 0.5])
     figure.update_yaxes(title="max |h| / median |h|", type="log")
     return figure
 
