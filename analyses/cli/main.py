@@ -16,7 +16,13 @@ from typing import Any, NoReturn
 from analyses.cli import induction_check as induction_cli
 from analyses.cli import mask_retrieval as mask_cli
 from analyses.cli import sweep as sweep_cli
-from analyses.cli.fields import add_options, config_from_args, default_of, path_arg, positive_int
+from analyses.cli.fields import (
+    add_data_option,
+    add_options,
+    config_from_args,
+    default_of,
+    positive_int,
+)
 from analyses.jobs.bench import BenchConfig
 from analyses.jobs.scan import ScanConfig
 from analyses.results import store, summary
@@ -28,15 +34,9 @@ DEFAULT_DATA: Path = default_of(ScanConfig, "data_dir")
 
 
 def _add_data(parser: argparse.ArgumentParser) -> None:
-    """`--data` for the verbs without a config (runs, show, dashboard); dest as in the configs."""
-    parser.add_argument(
-        "--data",
-        dest="data_dir",
-        metavar="DATA",
-        type=path_arg,
-        default=DEFAULT_DATA,
-        help=f"data directory (default: {DEFAULT_DATA})",
-    )
+    """`--data` (alias `--out`) for the verbs without a config (runs, show, dashboard): flags,
+    dest and help as the configs' `data_dir` fields give them."""
+    add_data_option(parser, default=DEFAULT_DATA)
 
 
 def _probe_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:

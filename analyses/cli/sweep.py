@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from analyses.cli.fields import (
+    add_data_option,
     config_from_args,
     default_of,
     path_arg,
@@ -140,10 +141,7 @@ def add_arguments(sweep: argparse.ArgumentParser) -> None:
     sweep.add_argument(
         "--metrics-run", default=unset, help="run whose metrics rank heads (default: --run)"
     )
-    sweep.add_argument(
-        "--data", "--out", dest="data_dir", metavar="DATA", type=path_arg, default=unset,
-        help="data directory",
-    )  # fmt: skip
+    add_data_option(sweep, default=unset)
     sweep.add_argument("--device", default=unset, help="torch device: cpu, cuda, cuda:N, mps")
     sweep.add_argument(
         "--dtype", default=unset, choices=DTYPES, help="model dtype (default: float32)"

@@ -14,6 +14,8 @@ from analyses.results import locks, store
 from analyses.results import manifest as manifests
 from probes.core.errors import ConfigError, HeadlabError
 from probes.core.options import (
+    DATA_OPTION,
+    DEFAULT_DATA,
     DEFAULT_MODEL,
     DTYPES,
     ENGINE_PATHS,
@@ -65,10 +67,7 @@ class ScanConfig:
         metadata={"help": "truncate each prompt to N tokens (BOS included); none = no truncation"},
     )
     batch_size: int = field(default=4, metadata={"help": "prompts per forward pass"})
-    data_dir: Path = field(
-        default=Path("data"),
-        metadata={"flag": "--data", "aliases": ("--out",), "help": "data directory"},
-    )
+    data_dir: Path = field(default=DEFAULT_DATA, metadata=DATA_OPTION)
     device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda, cuda:N, mps"})
     dtype: str = field(
         default="float32",

@@ -49,7 +49,7 @@ from analyses.sweeps.plan import PlanError, SweepPlan, expand, rank_heads
 from analyses.sweeps.tasks import ForwardTask, Task, make_task
 from analyses.sweeps.work import plan_items
 from probes.core.errors import HeadlabError
-from probes.core.options import check_device, check_dtype
+from probes.core.options import DEFAULT_DATA, check_device, check_dtype
 from probes.models import LoadedModel, ModelUnavailableError
 
 
@@ -61,7 +61,7 @@ class SweepConfig:
     # The CLI (analyses/cli/sweep.py) sets the fields without {"cli": False} from flags of the
     # same dest, so config_from_args builds this; the others come from the plan it reads.
     plan: SweepPlan = field(metadata={"cli": False})
-    data_dir: Path = Path("data")
+    data_dir: Path = DEFAULT_DATA
     run_id: str | None = None  # the run to merge into; default: one named after the plan
     metrics_run: str | None = None  # where rankings read stored metrics; default: run_id
     device: str = "cpu"

@@ -30,9 +30,7 @@ def run_cli(args, capsys):
     ],
 )
 def test_bad_input_gives_one_clear_line_and_exit_2(tmp_path, capsys, args, message):
-    code, _, err = run_cli(
-        [*args, *(["--data"] if args[0] == "show" else ["--out"]), str(tmp_path)], capsys
-    )
+    code, _, err = run_cli([*args, "--data", str(tmp_path)], capsys)
     assert code == 2
     assert err.startswith("headlab: error: ") and message in err
     assert "Traceback" not in err
@@ -42,12 +40,13 @@ def test_bad_input_gives_one_clear_line_and_exit_2(tmp_path, capsys, args, messa
 def test_empty_and_malformed_prompt_files(tmp_path, capsys):
     empty = prompt_file(tmp_path, [""])
     code, _, err = run_cli(
-        ["scan", "--model", "tiny-random", "--prompts", str(empty), "--out", str(tmp_path)], capsys
+        ["scan", "--model", "tiny-random", "--prompts", str(empty), "--data", str(tmp_path)], capsys
     )
     assert code == 2 and "holds no prompts" in err
     broken = prompt_file(tmp_path, [json.dumps({"text": "fine"}), "{oops"])
     code, _, err = run_cli(
-        ["scan", "--model", "tiny-random", "--prompts", str(broken), "--out", str(tmp_path)], capsys
+        ["scan", "--model", "tiny-random", "--prompts", str(broken), "--data", str(tmp_path)],
+        capsys,
     )
     assert code == 2 and f"{broken}:2: not valid JSON" in err
 
@@ -56,7 +55,7 @@ def test_unwritable_output_directory_is_named_before_any_work(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     code, _, err = run_cli(
-        ["scan", "--model", "tiny-random", "--out", str(blocker / "data")], capsys
+        ["scan", "--model", "tiny-random", "--data", str(blocker / "data")], capsys
     )
     assert code == 2 and f"output directory {blocker}/data/runs is not writable" in err
 
@@ -76,7 +75,7 @@ def test_scan_runs_show_on_the_tiny_model(tmp_path, capsys):
             "tiny-random",
             "--prompts",
             str(prompts),
-            "--out",
+            "--data",
             str(tmp_path),
             "--run-id",
             "t1",
@@ -119,7 +118,7 @@ def test_scan_of_the_real_default_model_covers_all_270_heads(tmp_path):
             "sink",
             "--max-tokens",
             "64",
-            "--out",
+            "--data",
             str(tmp_path),
             "--run-id",
             "real",

@@ -216,11 +216,11 @@ def test_ranking_reports_what_the_run_holds():
 
 def test_cli_sweep_from_flags(tmp_path, capsys):
     code = main(["sweep", "--model", "tiny-random", "--tasks", "lm", "--single-head", "zero",
-                 "--attribution", "zero", "--out", str(tmp_path), "--quiet"])  # fmt: skip
+                 "--attribution", "zero", "--data", str(tmp_path), "--quiet"])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
     assert "clean lm.loss" in out and "Spearman(attribution, exact) lm.loss.harm [zero]" in out
-    assert main(["sweep", "--plan", "x.toml", "--tasks", "lm", "--out", str(tmp_path)]) == 2
+    assert main(["sweep", "--plan", "x.toml", "--tasks", "lm", "--data", str(tmp_path)]) == 2
     assert "either --plan or plan flags" in capsys.readouterr().err
 
 
@@ -228,7 +228,7 @@ def test_cli_sweep_from_flags(tmp_path, capsys):
 
 
 def sweep_command(plan: Path, data: Path) -> list[str]:
-    return [sys.executable, "-m", "analyses.cli", "sweep", "--plan", str(plan), "--out",
+    return [sys.executable, "-m", "analyses.cli", "sweep", "--plan", str(plan), "--data",
             str(data), "--quiet"]  # fmt: skip
 
 

@@ -220,7 +220,7 @@ def test_scan_cli_runs_the_retrieval_probe(tmp_path, capsys):
         "tiny-random",
         "--probes",
         "retrieval",
-        "--out",
+        "--data",
         str(tmp_path),
         "--run-id",
         "niah",
