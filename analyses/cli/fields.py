@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from probes.core.errors import ConfigError
-from probes.core.options import DATA_OPTION, DEFAULT_DATA
+from probes.core.options import DATA_ALIASES, DATA_FLAG, DATA_HELP, DEFAULT_DATA
 
 C = TypeVar("C")
 NONE = "none"  # the word that means None for an optional field
@@ -226,13 +226,12 @@ def add_named(
 
 
 def add_data_option(parser: argparse.ArgumentParser, default: Any) -> None:
-    """The data directory option (`DATA_OPTION`: `--data`, alias `--out`) for a verb without a
-    config field for it, spelled as the configs' `data_dir` fields are; its help shows
-    `DEFAULT_DATA` (a `default` of argparse.SUPPRESS leaves the config's default, the same)."""
-    flags = (DATA_OPTION["flag"], *DATA_OPTION["aliases"])
+    """The data directory option (`--data`, alias `--out`) for a verb without a config field
+    for it, spelled as the configs' `data_dir` fields are (probes.core.options.DATA_OPTION); its
+    help shows `DEFAULT_DATA` (a `default` of argparse.SUPPRESS leaves the config's, the same)."""
     add_named(
-        parser, flags, dest="data_dir", metavar="DATA", type=path_arg, default=default,
-        help_text=_help(DATA_OPTION["help"], str(DEFAULT_DATA), aliases=flags[1:]),
+        parser, (DATA_FLAG, *DATA_ALIASES), dest="data_dir", metavar="DATA", type=path_arg,
+        default=default, help_text=_help(DATA_HELP, str(DEFAULT_DATA), aliases=DATA_ALIASES),
     )  # fmt: skip
 
 

@@ -4,8 +4,10 @@ check them before anything heavy is imported)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from probes.core.errors import ConfigError
 
@@ -18,8 +20,9 @@ DTYPES = ("float32", "bfloat16", "float16")
 # `--out`, the older name of some verbs, kept as an alias (metadata of the configs' data_dir
 # fields, read by analyses/cli/fields.py; the verbs without a config use the same).
 DEFAULT_DATA = Path("data")
-DATA_OPTION = MappingProxyType(
-    {"flag": "--data", "aliases": ("--out",), "help": "data directory, holding runs/"}
+DATA_FLAG, DATA_ALIASES, DATA_HELP = "--data", ("--out",), "data directory, holding runs/"
+DATA_OPTION: Mapping[str, Any] = MappingProxyType(
+    {"flag": DATA_FLAG, "aliases": DATA_ALIASES, "help": DATA_HELP}
 )
 _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
