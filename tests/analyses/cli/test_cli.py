@@ -159,7 +159,7 @@ def test_scans_started_in_the_same_second_get_short_ids_of_their_own(tmp_path, c
         "tiny-random-sink-20261202-043116",
         "tiny-random-sink-20261202-043116-2",  # the first is never overwritten
     ]
-    assert "(tiny-random-sink-20261202-043116-2)" in out
+    assert "run tiny-random-sink-20261202-043116-2:" in out
     assert store.read_manifest(tmp_path, "tiny-random-sink-20261202-043116-2")["config"][
         "probes"
     ] == ["sink"]  # the manifest keeps what the id leaves out
