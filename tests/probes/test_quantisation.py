@@ -12,7 +12,7 @@ import pytest
 
 from probes.models import REGISTRY
 from probes.models.gguf_cache import converted_dir, default_cache_dir
-from probes.models.loading import package_dir
+from probes.models.loading import locate_gguf, prepare
 
 # GGUF tensor role -> Hugging Face parameter of layer N
 HF_NAMES = {
@@ -37,18 +37,11 @@ EXPECTED = {
 
 
 def gguf_file(name: str) -> Path:
-    spec = REGISTRY[name]
-    if spec.source.assemble:
-        path = default_cache_dir() / "gguf" / spec.source.filename
-    else:
-        directory = package_dir(spec.source.module)
-        path = (directory or Path("/nonexistent")) / spec.source.filename
-    if (
-        not path.is_file()
-        or converted_dir(default_cache_dir(), name).joinpath("model.safetensors").is_file() is False
-    ):
-        pytest.skip(f"{name} is not prepared here (`headlab prepare {name}`)")
-    return path
+    """The registry model's GGUF file, its float32 copy made if missing (as `make setup` does)."""
+    spec, cache = REGISTRY[name], default_cache_dir()
+    prepare(name, install=False)
+    assembled = cache / "gguf" / spec.source.filename  # where a split file was put together
+    return assembled if spec.source.assemble and assembled.is_file() else locate_gguf(spec, cache)
 
 
 @pytest.mark.slow
