@@ -33,7 +33,7 @@ def data_dir(argv: list[str] | None = None) -> Path:
 
 def scan_command(root: Path, probes: str | None = None) -> str:
     probes_flag = f" --probes {probes}" if probes else ""
-    return f"headlab scan{probes_flag} --out {root}"
+    return f"headlab scan{probes_flag} --data {root}"
 
 
 def missing(what: str, command: str) -> None:

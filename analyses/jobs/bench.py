@@ -34,6 +34,8 @@ import pandas as pd
 from analyses.results import store
 from probes.core.errors import ConfigError
 from probes.core.options import (
+    DATA_OPTION,
+    DEFAULT_DATA,
     DEFAULT_MODEL,
     DTYPES,
     ENGINE_PATHS,
@@ -79,8 +81,7 @@ class BenchConfig:
         default="auto", metadata={"choices": ENGINE_PATHS, "help": "headlab engine path"}
     )
     data_dir: Path = field(
-        default=Path("data"),
-        metadata={"flag": "--data", "aliases": ("--out",), "help": "data directory"},
+        default=DEFAULT_DATA, metadata={**DATA_OPTION, "help": "data directory, holding bench/"}
     )
     device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda, cuda:N, mps"})
     dtype: str = field(

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import re
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from analyses.results import locks, store
+from analyses.results import locks, run_ids, store
 from analyses.results import manifest as manifests
 from probes.core.errors import ConfigError, HeadlabError
 from probes.core.options import (
+    DATA_OPTION,
+    DEFAULT_DATA,
     DEFAULT_MODEL,
     DTYPES,
     ENGINE_PATHS,
@@ -65,10 +67,7 @@ class ScanConfig:
         metadata={"help": "truncate each prompt to N tokens (BOS included); none = no truncation"},
     )
     batch_size: int = field(default=4, metadata={"help": "prompts per forward pass"})
-    data_dir: Path = field(
-        default=Path("data"),
-        metadata={"flag": "--data", "aliases": ("--out",), "help": "data directory"},
-    )
+    data_dir: Path = field(default=DEFAULT_DATA, metadata=DATA_OPTION)
     device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda, cuda:N, mps"})
     dtype: str = field(
         default="float32",
@@ -76,7 +75,7 @@ class ScanConfig:
     )
     seed: int = field(default=0, metadata={"help": "torch seed, set before the model loads"})
     run_id: str | None = field(
-        default=None, metadata={"help": "name of the run; none = time-model-probes"}
+        default=None, metadata={"help": "name of the run; none = MODEL-PROBES-YYYYMMDD-HHMMSS"}
     )
     progress: bool = field(
         default=True, metadata={"flag": "--quiet", "invert": True, "help": "no progress bar"}
@@ -157,16 +156,22 @@ def check_writable(directory: Path) -> None:
         ) from error
 
 
-def new_run_id(model: str, probes: tuple[str, ...], data_dir: Path) -> str:
-    """time-model-probes, reduced to the characters run ids allow (a model may be a path)."""
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    model_part = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(model).name or model).strip("._")
-    base = f"{stamp}-{model_part or 'model'}-{'_'.join(probes)}"[:100]
-    candidate, suffix = base, 1
-    while store.run_dir(data_dir, store.validate_run_id(candidate)).exists():
-        suffix += 1
-        candidate = f"{base}-{suffix}"
-    return candidate
+@contextmanager
+def claimed_run(config: ScanConfig, runs: Path) -> Iterator[str]:
+    """The run id the scan writes, held under its write lock: `config.run_id`, refused when
+    that run exists or is being written, or a new id no other process holds (locks.claim_new),
+    so two scans started at once never share or overwrite a run."""
+    if config.run_id is None:
+        base = run_ids.scan_run_id(config.model, config.probes, DEFAULT_PROBES)
+        with locks.claim_new(runs, store.validate_run_id(base)) as run_id:
+            yield run_id
+        return
+    with locks.writing(runs, config.run_id):  # a second scan of the same run id is refused
+        if (runs / config.run_id).exists():  # refused before the model loads
+            raise store.StoreError(
+                f"run {config.run_id!r} already exists under {runs}; pick another --run-id"
+            )
+        yield config.run_id
 
 
 def _as_flag(cls: type[Probe], error: ConfigError) -> ConfigError:
@@ -221,12 +226,7 @@ def run(
     suite = suite if suite is not None else prompt_suite(config)
     runs = store.runs_root(config.data_dir)
     check_writable(runs)
-    run_id = config.run_id or new_run_id(config.model, config.probes, config.data_dir)
-    with locks.writing(runs, run_id):  # a second scan of the same run id is refused at once
-        if store.run_dir(config.data_dir, run_id).exists():  # refused before the model loads
-            raise store.StoreError(
-                f"run {run_id!r} already exists under {runs}; pick another --run-id"
-            )
+    with claimed_run(config, runs) as run_id:
         return _scan(config, run_id, suite, model, started)
 
 

@@ -14,7 +14,7 @@ root, run_id = context.root, context.run_id
 units = frames.sweep_units(context.table)
 example = (
     f"headlab sweep --tasks ioi --top-metric alpha --top-probe sink --top-position 0 "
-    f"--k 1,2,4,8 --seeds 0,1,2 --run {run_id} --out {root}"
+    f"--k 1,2,4,8 --seeds 0,1,2 --run {run_id} --data {root}"
 )
 if units.empty:
     ui.missing("sweep results", example)
