@@ -82,7 +82,7 @@ if effects.empty:
     ui.missing(
         f"single-head ablation of L{layer}H{head}",
         f"headlab sweep --tasks ioi --single-head zero --model {context.model} "
-        f"--out {context.root}",
+        f"--data {context.root}",
     )
 else:
     st.caption("harm = how much worse the task got than clean; positive = the edit hurt")
