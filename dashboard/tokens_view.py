@@ -112,11 +112,7 @@ def render(
         "(the colour is the attention weight A[query, key]; weights outside a query's top "
         f"{prompt.k} are not stored)"
     )
-    st.iframe(
-        view_html(prompt, heads, panel_height),
-        height=frame_height(len(heads), panel_height),
-        alt="token-level attention view",
-    )
+    st.iframe(view_html(prompt, heads, panel_height), alt="token-level attention view")
 
 
 def token_view(
@@ -137,9 +133,12 @@ def token_view(
             ui.scan_command(root, "top_keys") + " --param top_keys.n_prompts=2",
         )
         return False
-    if prompt is None:
+    if prompt is None:  # a picker, starting from `?prompt=` when the URL names a stored one
         names = sorted(prompts)
-        prompt = names[0] if len(names) == 1 else st.selectbox("prompt", names, key=f"{key}_p")
+        wanted = st.query_params.get("prompt")
+        index = names.index(wanted) if wanted in names else 0
+        prompt = str(st.selectbox("stored prompt", names, index=index, key=f"{key}_prompt"))
+        st.query_params["prompt"] = prompt
     if prompt not in prompts:
         st.info(f"Run {run_id!r} stores no top keys for prompt {prompt!r}.")
         return False

@@ -21,8 +21,10 @@
   let lit = []; // [panel, span] pairs coloured now
 
   function shown(text) {
-    // Whitespace a reader must see: newlines as ↵ (and a real break), tabs as →.
-    return text.replace(/\t/g, "→\t").replace(/\r?\n/g, "↵\n");
+    // Whitespace a reader must see: newlines as ↵ (the line then breaks after the token), tabs
+    // as ⇥, an empty token as ∅.
+    if (text === "") return "\u2205";
+    return text.replace(/\t/g, "\u21e5").replace(/\r?\n/g, "\u21b5");
   }
 
   function colour(weight) {
@@ -52,9 +54,11 @@
       const span = document.createElement("span");
       span.className = "tv-tok";
       span.dataset.i = String(i);
-      span.textContent = tokens[i] === "" ? "\u2205" : shown(tokens[i]);
+      span.textContent = shown(tokens[i]);
       spans[i] = span;
       fragment.appendChild(span);
+      const breaks = (tokens[i].match(/\n/g) || []).length;
+      for (let b = 0; b < breaks; b++) fragment.appendChild(document.createElement("br"));
     }
     body.appendChild(fragment);
     panel.append(title, info, body);

@@ -21,7 +21,11 @@ if n_layers == 0:
 layer, head = ui.select_head(n_layers, n_heads, "tokens")
 st.query_params.update({"layer": str(layer), "head": str(head)})
 first = Head(layer, head)
-others = [str(h) for h in map(Head._make, product(range(n_layers), range(n_heads))) if h != first]
+others = [str(Head(a, b)) for a, b in product(range(n_layers), range(n_heads)) if (a, b) != first]
+chosen = st.session_state.get("tokens_more")
+if chosen is None:  # `?more=L1H2,L3H0` in a shared link
+    chosen = str(st.query_params.get("more", "")).split(",")
+st.session_state["tokens_more"] = [name for name in chosen if name in others]  # e.g. now first
 more = st.multiselect(
     "more heads side by side",
     others,
@@ -30,6 +34,7 @@ more = st.multiselect(
     help="every panel shows the same tokens; hovering a token in one lights all of them",
 )
 heads = [first, *(Head.of(name) for name in more)]
+st.query_params["more"] = ",".join(more)
 source = st.radio("prompt", SOURCES, horizontal=True, key="tokens_source")
 
 if source == SOURCES[0]:
