@@ -8,9 +8,7 @@ Model "toy": 3 layers × 4 heads. Head (l, h) gets index i = 4·l + h, and:
   retrieval/retrieval_score = 0.2 on L1H2 and L2H0, 0.01 elsewhere
   future_attention/mean_attention_distance = i; locality: i < 4 local, i ≥ 8 global
   pattern: L2H3 is a BOS head; every other head attends to the previous token
-  top_keys (k = 2): L2H3 puts 0.8 on BOS and 0.2 on itself; every other head 0.75 on the
-    previous token and 0.25 on itself (query 0: 1.0 on itself); prompts "html" (token text that
-    is markup, to be shown as text) and "prose" (a few hundred word tokens)
+  top_keys: see fixture_top_keys.py
 Runs, newest first: "toy-a" (everything), "toy-b" (sinks only, α reversed), "duo" (another
 model, 2 × 2).
 """
@@ -23,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from analyses.results import store
+from tests.dashboard.fixture_top_keys import TOP_KEYS_K, top_keys_tables
 
 N_LAYERS, N_HEADS = 3, 4
 EPSILON = 0.3
@@ -33,17 +32,6 @@ TOKENS = {
 }
 BLOCK_STARTS = {"p0": [0, 1, 2, 3, 4, 5], "p1": [0, 2, 4, 6, 8]}
 BOS_HEAD = (2, 3)
-TOP_KEYS_K = 2
-HTML_TOKENS = ["<s>", "</script><img src=x onerror=alert(1)>", " a", " <b>bold</b>", " &amp;",
-               " b", "\n", " c", "<!--", " d", " e", " f"]  # fmt: skip
-PROSE_TOKENS = ["<s>"] + [
-    f" {word}"
-    for word in (
-        "the cat sat on the mat and the dog ran to the "
-        "park while the bird sang in the tree and the sun rose over the hill " * 12
-    ).split()
-]
-TOP_KEYS_TOKENS = {"html": HTML_TOKENS, "prose": PROSE_TOKENS}
 RETRIEVAL_HEADS = {(1, 2), (2, 0)}
 NIAH = {(64, 0): 1.0, (64, 50): 1.0, (64, 100): 0.5, (128, 0): 1.0, (128, 50): 0.0, (128, 100): 0.5}
 WAAD = [None, 1.0, 2.0, 3.0, 2.5, 1.5]  # position 0 is not scored
@@ -161,41 +149,6 @@ def pattern_prompts() -> pd.DataFrame:
             for prompt, text in TOKENS.items()
         ]
     )
-
-
-def top_key_entries(layer: int, head: int, query: int) -> list[tuple[int, float]]:
-    """(key, weight) pairs of a query as the top_keys probe stores them: largest first."""
-    if query == 0:
-        return [(0, 1.0)]
-    if (layer, head) == BOS_HEAD:
-        return [(0, 0.8), (query, 0.2)]
-    return [(query - 1, 0.75), (query, 0.25)]
-
-
-def top_keys_tables() -> dict[str, pd.DataFrame]:
-    """The top_keys probe's side tables: keys and weight bytes (round(255 · w)) per head."""
-    from probes.core import schema
-
-    records = []
-    for prompt, text in TOP_KEYS_TOKENS.items():
-        for layer, head in heads():
-            entries = [e for q in range(len(text)) for e in top_key_entries(layer, head, q)]
-            records.append(
-                {
-                    "prompt": prompt,
-                    "layer": layer,
-                    "head": head,
-                    "keys": [key for key, _ in entries],
-                    "weights": [round(w * schema.TOP_KEYS_WEIGHT_STEPS) for _, w in entries],
-                }
-            )
-    prompts = pd.DataFrame(
-        [
-            {"prompt": p, "ids": list(range(len(t))), "text": t, "length": len(t), "k": TOP_KEYS_K}
-            for p, t in TOP_KEYS_TOKENS.items()
-        ]
-    )
-    return {schema.TOP_KEYS_TABLE: pd.DataFrame(records), schema.TOP_KEYS_PROMPTS_TABLE: prompts}
 
 
 def retrieval_rows():

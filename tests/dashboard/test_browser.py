@@ -196,7 +196,7 @@ def test_hovering_a_token_colours_where_it_attends_in_a_real_browser(
     token and 0.25 on itself; L2H3 0.8 on BOS and 0.2 on itself."""
     from selenium.webdriver.common.by import By
 
-    from tests.dashboard.fixture_runs import HTML_TOKENS
+    from tests.dashboard.fixture_top_keys import HTML_TOKENS
 
     open_token_view(
         browser, f"{dashboard_url}/tokens?run=toy-a&layer=0&head=0&more=L2H3&prompt=html"
