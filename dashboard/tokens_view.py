@@ -14,7 +14,6 @@ is what a head page calls; `render(prompt, heads)` draws data already loaded.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -28,7 +27,6 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 PANEL_HEIGHT = 480  # px of scrolling text per panel
 MAX_COLUMNS = 3  # panels side by side; more heads wrap to a new row
 MAX_HEADS = 8
-_CHROME_HEIGHT = 110  # the bar above the panels, a panel's title and its info line
 
 
 @cache
@@ -62,12 +60,6 @@ def payload(prompt: TopKeysPrompt, heads: Sequence[HeadTopKeys]) -> dict[str, ob
 
 def columns(n_heads: int) -> int:
     return max(1, min(n_heads, MAX_COLUMNS))
-
-
-def frame_height(n_heads: int, panel_height: int = PANEL_HEIGHT) -> int:
-    """Pixels the iframe needs for `n_heads` panels in rows of `columns(n_heads)`."""
-    rows = math.ceil(max(n_heads, 1) / columns(n_heads))
-    return 40 + rows * (panel_height + _CHROME_HEIGHT - 30)
 
 
 def view_html(
@@ -134,10 +126,10 @@ def token_view(
         )
         return False
     if prompt is None:  # a picker, starting from `?prompt=` when the URL names a stored one
-        names = sorted(prompts)
-        wanted = st.query_params.get("prompt")
-        index = names.index(wanted) if wanted in names else 0
-        prompt = str(st.selectbox("stored prompt", names, index=index, key=f"{key}_prompt"))
+        ids = sorted(prompts)
+        named = st.query_params.get("prompt")
+        index = ids.index(named) if named in ids else 0
+        prompt = str(st.selectbox("stored prompt", ids, index=index, key=f"{key}_prompt"))
         st.query_params["prompt"] = prompt
     if prompt not in prompts:
         st.info(f"Run {run_id!r} stores no top keys for prompt {prompt!r}.")
@@ -146,7 +138,7 @@ def token_view(
     found = data.head_top_keys(root, run_id, prompts[prompt], wanted)
     absent = sorted(set(wanted) - {(h.layer, h.head) for h in found})
     if absent:
-        names = ", ".join(f"L{layer}H{head}" for layer, head in absent)
-        st.info(f"No top keys stored for {names} on {prompt!r}.")
+        missing = ", ".join(f"L{layer}H{head}" for layer, head in absent)
+        st.info(f"No top keys stored for {missing} on {prompt!r}.")
     render(prompts[prompt], found)
     return True

@@ -182,7 +182,7 @@ class TopKeysProbe(StreamingProbe[TopKeysParams]):
             mask = kept(len(stored.ids), stored.k)
             for layer, weights in stored.weights.items():
                 mass.setdefault(layer, []).append((weights * mask).sum(-1))
-        rows = []
+        rows: list[dict[str, Any]] = []
         for layer, per_prompt in sorted(mass.items()):
             means = torch.cat(per_prompt, dim=1).double().mean(dim=1).tolist()
             rows.extend(
@@ -195,7 +195,7 @@ class TopKeysProbe(StreamingProbe[TopKeysParams]):
         """The stored top keys (side table "top_keys") and the prompts' tokens
         ("top_keys_prompts")."""
         self._check_fed()
-        records = []
+        records: list[dict[str, Any]] = []
         for prompt_id, stored in self.stored.items():
             length = len(stored.ids)
             mask = kept(length, stored.k).bool().numpy()
