@@ -36,7 +36,9 @@
   const panels = data.heads.map(function (head) {
     const byKey = Array.from({ length: n }, function () { return []; });
     for (let q = 0; q < n; q++) {
-      for (let e = offsets[q]; e < offsets[q + 1]; e++) byKey[head.keys[e]].push([q, head.weights[e]]);
+      for (let e = offsets[q]; e < offsets[q + 1]; e++) {
+        if (head.weights[e] > 0) byKey[head.keys[e]].push([q, head.weights[e]]);
+      }
     }
     byKey.forEach(function (list) { list.sort(function (a, b) { return b[1] - a[1]; }); });
     const panel = document.createElement("section");
@@ -48,6 +50,13 @@
     info.textContent = "\u00a0";
     const body = document.createElement("div");
     body.className = "tv-text";
+    const rail = document.createElement("canvas"); // where the lit tokens are in the whole text
+    rail.className = "tv-rail";
+    rail.width = 10;
+    rail.title = "where the coloured tokens are in the whole prompt (click to go there)";
+    const scroller = document.createElement("div");
+    scroller.className = "tv-scroll";
+    scroller.append(body, rail);
     const spans = new Array(n);
     const fragment = document.createDocumentFragment();
     for (let i = 0; i < n; i++) {
@@ -61,9 +70,9 @@
       for (let b = 0; b < breaks; b++) fragment.appendChild(document.createElement("br"));
     }
     body.appendChild(fragment);
-    panel.append(title, info, body);
+    panel.append(title, info, scroller);
     grid.appendChild(panel);
-    return { head: head, byKey: byKey, spans: spans, info: info, body: body };
+    return { head: head, byKey: byKey, spans: spans, info: info, body: body, rail: rail, marks: [] };
   });
 
   function quote(i) {
@@ -81,7 +90,32 @@
     panels.forEach(function (p) {
       if (focus !== null) p.spans[focus].classList.remove("tv-focus");
       p.info.textContent = "\u00a0";
+      p.marks = [];
+      drawRail(p);
     });
+  }
+
+  function drawRail(p) {
+    const canvas = p.rail;
+    const height = p.body.clientHeight;
+    if (canvas.height !== height) canvas.height = height;
+    const context = canvas.getContext("2d");
+    context.clearRect(0, 0, canvas.width, height);
+    const total = Math.max(p.body.scrollHeight, 1);
+    context.fillStyle = "rgba(38, 39, 48, 0.10)"; // the part of the text in sight
+    context.fillRect(0, (p.body.scrollTop / total) * height, canvas.width,
+      Math.max(3, (p.body.clientHeight / total) * height));
+    function mark(i, style) {
+      const span = p.spans[i];
+      const y = ((span.offsetTop + span.offsetHeight / 2) / total) * height;
+      context.fillStyle = style;
+      context.fillRect(0, Math.max(0, y - 1.5), canvas.width, 3);
+    }
+    p.marks.forEach(function (pair) {
+      const a = Math.max(0.25, sqrtBox.checked ? Math.sqrt(pair[1]) : pair[1]);
+      mark(pair[0], "rgba(217, 72, 1, " + Math.min(1, a).toFixed(3) + ")");
+    });
+    if (focus !== null) mark(focus, "#1f5fbf");
   }
 
   function light(p, i, weight, label) {
@@ -90,6 +124,17 @@
     if ((sqrtBox.checked ? Math.sqrt(weight) : weight) > 0.55) span.style.color = "#fff";
     span.title = label + " " + weight.toFixed(3);
     lit.push([p, span]);
+    p.marks.push([i, weight]);
+  }
+
+  function weightText(weight) {
+    return weight >= 0.01 ? weight.toFixed(2) : weight > 0 ? "<0.01" : "0";
+  }
+
+  function listed(pairs, count) {
+    return pairs.slice(0, count).map(function (pair) {
+      return quote(pair[0]) + "@" + pair[0] + " " + weightText(pair[1]);
+    }).join(", ");
   }
 
   function show(i) {
@@ -98,22 +143,29 @@
     panels.forEach(function (p) {
       p.spans[i].classList.add("tv-focus");
       const head = p.head;
-      let pairs;
       if (mode === "query") {
-        pairs = [];
-        for (let e = offsets[i]; e < offsets[i + 1]; e++) pairs.push([head.keys[e], head.weights[e]]);
-        pairs.forEach(function (pair) { light(p, pair[0], pair[1], "key " + pair[0] + " \u2190 query " + i + ":"); });
-        p.info.textContent = "query " + i + " " + quote(i) + " \u2192 " + pairs.slice(0, 4)
-          .map(function (pair) { return quote(pair[0]) + "@" + pair[0] + " " + pair[1].toFixed(2); }).join(", ");
+        const pairs = [];
+        for (let e = offsets[i]; e < offsets[i + 1]; e++) {
+          if (head.weights[e] > 0) pairs.push([head.keys[e], head.weights[e]]); // 0: below 1/510
+        }
+        pairs.forEach(function (pair) {
+          light(p, pair[0], pair[1], "key " + pair[0] + " \u2190 query " + i + ":");
+        });
+        p.info.textContent = "query " + i + " " + quote(i) + " \u2192 " + listed(pairs, 4);
       } else {
-        pairs = p.byKey[i];
-        pairs.forEach(function (pair) { light(p, pair[0], pair[1], "query " + pair[0] + " \u2192 key " + i + ":"); });
-        p.info.textContent = "key " + i + " " + quote(i) + " \u2190 " + pairs.length + " queries keep it in their top " + k
-          + (pairs.length ? "; strongest " + pairs.slice(0, 3)
-            .map(function (pair) { return quote(pair[0]) + "@" + pair[0] + " " + pair[1].toFixed(2); }).join(", ") : "");
+        const pairs = p.byKey[i];
+        pairs.forEach(function (pair) {
+          light(p, pair[0], pair[1], "query " + pair[0] + " \u2192 key " + i + ":");
+        });
+        const some = pairs.length === 1 ? " query" : " queries";
+        p.info.textContent = "key " + i + " " + quote(i) + " \u2190 in the top " + k + " of "
+          + pairs.length + some + (pairs.length ? "; strongest " + listed(pairs, 3) : "");
       }
     });
-    status.textContent = (pinned ? "pinned at token " + i + " (click it again to unpin)" : "token " + i + " (click to pin)");
+    panels.forEach(drawRail);
+    status.textContent = pinned
+      ? "pinned at token " + i + " (click it again to unpin)"
+      : "token " + i + " (click to pin)";
   }
 
   function reset() {
@@ -134,7 +186,12 @@
       pinned = !(pinned && focus === i);
       show(i);
     });
+    p.rail.addEventListener("click", function (event) {
+      const fraction = event.offsetY / Math.max(p.rail.clientHeight, 1);
+      p.body.scrollTop = fraction * p.body.scrollHeight - p.body.clientHeight / 2;
+    });
     p.body.addEventListener("scroll", function () {
+      drawRail(p);
       if (!syncBox.checked || p.syncing) return;
       panels.forEach(function (other) {
         if (other !== p && Math.abs(other.body.scrollTop - p.body.scrollTop) > 1) {
@@ -153,5 +210,7 @@
     });
   });
   sqrtBox.addEventListener("change", function () { if (focus !== null) show(focus); });
+  panels.forEach(drawRail);
+  window.addEventListener("resize", function () { panels.forEach(drawRail); });
   document.body.dataset.ready = "1";
 }());

@@ -237,5 +237,22 @@ def test_hovering_a_token_colours_where_it_attends_in_a_real_browser(
     hover(browser, 2, 40)
     assert lit(alphas(browser, 2)) == {39: 0.75, 40: 0.25}
     assert lit(alphas(browser, 1)) == {0: 0.8, 40: 0.2}
+    # Far down the text BOS is out of sight: the rail beside the text still marks it, on top.
+    browser.execute_script(
+        "document.querySelectorAll('.tv-panel')[1].querySelectorAll('.tv-tok')[300]"
+        ".scrollIntoView({block: 'center'})"
+    )
+    hover(browser, 1, 300)
+    assert lit(alphas(browser, 1)) == {0: 0.8, 300: 0.2}
+    scrolled = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.tv-text')).map(t => t.scrollTop)"
+    )
+    assert min(scrolled) > 100 and max(scrolled) - min(scrolled) <= 2  # scrolled together
+    rail = browser.execute_script(  # RGBA of the rail's top 16 pixels, top to bottom
+        "return Array.from(document.querySelectorAll('.tv-rail')[1].getContext('2d')"
+        ".getImageData(5, 0, 1, 16).data)"
+    )
+    top = [rail[i : i + 4] for i in range(0, len(rail), 4)]
+    assert [217, 72, 1, 204] in top  # BOS's mark (weight 0.8), in the key colour
     browser.switch_to.default_content()
     shoot(browser, tmp_path, "token_view_prose.png")
