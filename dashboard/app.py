@@ -13,6 +13,7 @@ PAGES = [
     st.Page("views/overview.py", title="Overview", default=True),
     st.Page("views/head_map.py", title="Head map"),
     st.Page("views/head.py", title="Head"),
+    st.Page("views/tokens.py", title="Token view"),
     st.Page("views/sinks.py", title="Sinks"),
     st.Page("views/retrieval.py", title="Retrieval"),
     st.Page("views/future_attention.py", title="Future attention"),

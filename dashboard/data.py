@@ -19,7 +19,7 @@ import streamlit as st
 from analyses.results import contents, store
 from analyses.results.store import StoreError
 from dashboard import frames
-from dashboard.frames import PATTERN_PROBE, PromptTokens
+from dashboard.frames import PATTERN_PROBE, HeadTopKeys, PromptTokens, TopKeysPrompt
 from probes.core import schema
 
 DEFAULT_DATA = Path("data")
@@ -88,6 +88,28 @@ def load_head_pattern(
         ("head", "==", head),
     ]
     return frames.pattern_cells(_read_run(data_dir, run_id, filters), layer, head, prompt)
+
+
+def load_top_keys_prompts(data_dir: Path, run_id: str) -> dict[str, TopKeysPrompt]:
+    """The prompts whose top keys per query the run stores (the token view's), by prompt id."""
+    table = load_side_table(data_dir, run_id, schema.TOP_KEYS_PROMPTS_TABLE)
+    return {} if table is None else frames.top_keys_prompts(table)
+
+
+def load_head_top_keys(
+    data_dir: Path, run_id: str, prompt: TopKeysPrompt, heads: Sequence[tuple[int, int]]
+) -> list[HeadTopKeys]:
+    """The stored top keys of `heads` on `prompt` (only their rows are read), in that order."""
+    if (
+        not heads
+        or not store.side_table_path(
+            run_directory(data_dir, run_id), schema.TOP_KEYS_TABLE
+        ).exists()
+    ):
+        return []
+    filters = frames.head_filters(prompt.prompt, heads)
+    table = store.read_side_table(data_dir, run_id, schema.TOP_KEYS_TABLE, filters)
+    return frames.head_top_keys(table, prompt, heads)
 
 
 def load_side_table(data_dir: Path, run_id: str, name: str) -> pd.DataFrame | None:
@@ -182,6 +204,20 @@ def _cached_head_pattern(
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
+def _cached_top_keys_prompts(
+    data_dir: str, run_id: str, signature: tuple
+) -> dict[str, TopKeysPrompt]:
+    return load_top_keys_prompts(Path(data_dir), run_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _cached_head_top_keys(
+    data_dir: str, run_id: str, prompt: TopKeysPrompt, heads: tuple, signature: tuple
+) -> list[HeadTopKeys]:
+    return load_head_top_keys(Path(data_dir), run_id, prompt, list(heads))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
 def _cached_side_table(
     data_dir: str, run_id: str, name: str, signature: tuple
 ) -> pd.DataFrame | None:
@@ -208,6 +244,17 @@ def pattern_prompts(data_dir: Path, run_id: str) -> dict[str, PromptTokens]:
 def head_pattern(data_dir: Path, run_id: str, layer: int, head: int, prompt: str) -> pd.DataFrame:
     signature = _signature(data_dir, run_id)
     return _cached_head_pattern(str(data_dir), run_id, layer, head, prompt, signature)
+
+
+def top_keys_prompts(data_dir: Path, run_id: str) -> dict[str, TopKeysPrompt]:
+    return _cached_top_keys_prompts(str(data_dir), run_id, _signature(data_dir, run_id))
+
+
+def head_top_keys(
+    data_dir: Path, run_id: str, prompt: TopKeysPrompt, heads: Sequence[tuple[int, int]]
+) -> list[HeadTopKeys]:
+    signature = _signature(data_dir, run_id)
+    return _cached_head_top_keys(str(data_dir), run_id, prompt, tuple(heads), signature)
 
 
 def runs(data_dir: Path) -> pd.DataFrame:

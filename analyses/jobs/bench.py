@@ -53,7 +53,14 @@ METHODS = ("plain", "naive", "headlab")
 OPTIONAL_METHODS = ("body",)
 DEFAULT_TOKENS = (512, 1024, 2048, 4096, 8192)
 # What the default scan streams (analyses.jobs.scan.DEFAULT_PROBES, which all stream).
-DEFAULT_PROBES = ("sink", "attention_stats", "future_attention", "pattern_class", "detectors")
+DEFAULT_PROBES = (
+    "sink",
+    "attention_stats",
+    "future_attention",
+    "pattern_class",
+    "detectors",
+    "top_keys",
+)
 # Fraction of physical memory the naive way's cached patterns may take before we skip it.
 NAIVE_MEMORY_FRACTION = 0.5
 

@@ -34,8 +34,16 @@ if TYPE_CHECKING:
     from probes.models import LoadedModel
 
 # The streaming probes: one fast-path pass over the prompts (+ a short one for the detectors'
-# repeated random tokens). Retrieval (generation) and divergence (two passes) are opt-in.
-DEFAULT_PROBES = ("sink", "attention_stats", "future_attention", "pattern_class", "detectors")
+# repeated random tokens); top_keys keeps the first prompt's top keys per query for the token
+# view (~1 MB). Retrieval (generation) and divergence (two passes) are opt-in.
+DEFAULT_PROBES = (
+    "sink",
+    "attention_stats",
+    "future_attention",
+    "pattern_class",
+    "detectors",
+    "top_keys",
+)
 
 
 class OutputNotWritableError(HeadlabError, RuntimeError):

@@ -125,15 +125,19 @@ def write_side_table(
     return path
 
 
-def read_side_table(data_dir: Path | str, run_id: str, name: str) -> pd.DataFrame:
-    """Side table `name` of a run; names the file when it is missing or not headlab's."""
+def read_side_table(
+    data_dir: Path | str, run_id: str, name: str, filters: list | None = None
+) -> pd.DataFrame:
+    """Side table `name` of a run (only rows matching `filters`, pyarrow's form: a list of
+    (column, op, value), or a list of such lists meaning any of them); names the file when it
+    is missing or not headlab's."""
     directory = existing_run_dir(data_dir, run_id)
     path = side_table_path(directory, name)
     if not path.is_file():
         raise StoreError(f"run {run_id!r} has no table {name!r} (looked for {path})")
     path = inside(path, directory)
     try:
-        arrow = pq.read_table(path)
+        arrow = pq.read_table(path, filters=filters or None)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
         raise StoreError(f"{path} is not a readable parquet file: {error}") from error
     if TABLE_KEY not in (arrow.schema.metadata or {}):

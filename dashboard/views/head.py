@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from analyses.results.store import StoreError
-from dashboard import data, figures, frames, ui
+from dashboard import data, figures, frames, tokens_view, ui
 from dashboard.frames import heads
 
 title = st.empty()
@@ -97,10 +97,12 @@ else:
     ui.head_table(similar, key="head_similar")
 
 st.subheader("Attention on stored prompts")
+st.caption("Hover a token to colour the keys this head attends to from it (the Token view page "
+           "puts several heads side by side).")  # fmt: skip
+tokens_view.token_view(context.root, context.run_id, [(layer, head)], key="head_tokens")
 prompts = data.pattern_prompts(context.root, context.run_id)
 if not prompts:
-    ui.missing("stored attention patterns", ui.scan_command(context.root, "sink,pattern"))
-    st.stop()
+    st.stop()  # the pooled pattern needs `--probes …,pattern`; the token view said what to run
 prompt_id = st.selectbox("prompt", sorted(prompts), key="head_prompt")
 tokens = prompts[prompt_id]
 cells = data.head_pattern(context.root, context.run_id, layer, head, prompt_id)

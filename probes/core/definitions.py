@@ -134,6 +134,12 @@ DEFINITIONS: dict[tuple[str, str], Definition] = {
         "pooled attention from a query block to a key block on a stored prompt",
         "the query block attends to the key block",
     ),
+    ("top_keys", "top_k_mass"): Definition(
+        "top-k mass",
+        "mean share of a query's attention that its k most-attended keys hold, on the stored "
+        "prompts (k = 8 by default)",
+        "the head attends to a few keys",
+    ),
     ("divergence", "vhd"): Definition(
         "VHD",
         "distance between the head's output with and without the segment (the image) in "

@@ -137,7 +137,7 @@ def test_every_page_draws_its_charts_and_tables_on_a_full_run(fixture_data, page
 @pytest.mark.parametrize(
     ("page", "command"),
     [
-        ("head", "headlab scan --probes sink,pattern"),
+        ("head", "headlab scan --probes top_keys"),
         ("retrieval", "headlab scan --probes retrieval"),
         ("future_attention", "headlab scan --probes future_attention"),
         ("sweeps", "headlab sweep"),
