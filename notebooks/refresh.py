@@ -56,9 +56,12 @@ def execute(book: NotebookNode) -> NotebookNode:
         )
         try:
             client.execute()
-        finally:
-            if manager.has_kernel:  # the client shuts down only kernels it started itself
-                manager.shutdown_kernel()
+        finally:  # what nbclient does for a kernel it started itself: close every socket
+            if client.kc is not None:
+                client.kc.stop_channels()
+            if manager.has_kernel:
+                manager.shutdown_kernel(now=True)
+            manager.context.destroy()
     return normalise(book)
 
 
