@@ -55,8 +55,8 @@ def test_a_running_sweeps_finished_chunks_are_shown_and_counted(data_dir):
     parts = data_dir / "runs" / "toy-b" / "sweep-live.parts"
     parts.mkdir()
     rows = [{"probe": "sweep", "metric": "ioi.logit_diff.harm", "condition": "zero",
-             "layer": l, "head": h, "value": 0.1 * (4 * l + h)}
-            for l in range(fx.N_LAYERS) for h in range(fx.N_HEADS)]  # fmt: skip
+             "layer": layer, "head": h, "value": 0.1 * (4 * layer + h)}
+            for layer in range(fx.N_LAYERS) for h in range(fx.N_HEADS)]  # fmt: skip
     write_part(parts, rows[:6], ["u0"])
     write_part(parts, rows[6:], ["u1"])
     app = open_page(data_dir, "sweeps", query={"run": "toy-b"})
