@@ -41,9 +41,8 @@ def checked_image(value: Any, text: str, where: str, base: Path) -> Path:
     try:
         with Image.open(path) as image:
             image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise PromptFileError(f"{where}: {path} is not an image PIL can read ({reason})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise PromptFileError(f"{where}: image file {path} is not an image PIL can read") from None
     return path
 
 
