@@ -122,3 +122,13 @@ def test_image_prompts_are_refused_for_a_text_model_and_on_the_fast_path(llava):
 def test_an_image_scan_is_deterministic(llava):
     first, second = (per_head(scan(llava, probes=("sink",)), "visual_sink_alpha") for _ in "ab")
     assert first == second
+
+
+def test_text_prompts_on_the_vlm_give_equal_sinks_on_both_engine_paths(llava):
+    texts = ["the cat went to the park and the dog", "mary gave the ball to john"]
+    fast, bridge = (
+        hl.scan(llava, texts, probes=["sink"], path=path).set_index(["metric", "layer", "head"])
+        for path in ("fast", "bridge")
+    )
+    alpha = ("alpha", slice(None), slice(None))
+    assert (fast.loc[alpha].value - bridge.loc[alpha].value).abs().max() < 1e-5
