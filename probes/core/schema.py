@@ -49,7 +49,15 @@ REQUIRED: frozenset[str] = frozenset({"run_id", "model", "probe", "metric", "val
 ROW_FIELDS: tuple[str, ...] = tuple(c for c in COLUMNS if c not in ("run_id", "model", "probe"))
 
 PROBE_METRICS: dict[str, tuple[str, ...]] = {
-    "sink": ("alpha", "sink_rate", "hidden_sink_count", "hidden_sink_rate", "massive_ratio"),
+    "sink": (
+        "alpha",
+        "sink_rate",
+        "hidden_sink_count",
+        "hidden_sink_rate",
+        "massive_ratio",
+        "visual_sink_alpha",
+        "visual_sink",
+    ),
     "attention_stats": ("entropy", "entropy_normalized", "mean_attention_distance"),
     "detectors": ("previous_token", "duplicate_token", "induction"),
     "future_attention": ("mean_attention_distance", "locality", "waad", "fai"),
