@@ -2,12 +2,13 @@
 #   make scan   create .venv, install, prepare the default model, scan it, print the top heads
 #   make test   the same set-up (+ Debian's chromium for the browser test), then lint, the
 #               layer contracts, the type checker and the whole test suite (what CI runs)
+#   make notebooks  execute notebooks/*.ipynb in place (their PNGs need the same chromium)
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.headlab-installed
 
-.PHONY: setup browser scan test bench clean-venv
+.PHONY: setup browser scan test notebooks bench clean-venv
 
 setup: $(STAMP)
 
@@ -31,11 +32,16 @@ scan: setup
 	$(BIN)/headlab scan
 
 test: setup browser
-	$(BIN)/ruff check headlab probes analyses dashboard tests
-	$(BIN)/ruff format --check headlab probes analyses dashboard tests
+	$(BIN)/ruff check headlab probes analyses dashboard notebooks tests
+	$(BIN)/ruff format --check headlab probes analyses dashboard notebooks tests
 	$(BIN)/lint-imports --no-logo
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+# Run every notebook top to bottom and save it executed, with a PNG beside each figure;
+# `python -m notebooks.refresh NAME ...` refreshes some.
+notebooks: setup browser
+	$(BIN)/python -m notebooks.refresh
 
 clean-venv:
 	rm -rf $(VENV)

@@ -12,7 +12,8 @@ st.set_page_config(page_title="headlab", layout="wide")
 PAGES = [
     st.Page("views/overview.py", title="Overview", default=True),
     st.Page("views/head_map.py", title="Head map"),
-    st.Page("views/head_detail.py", title="Head detail"),
+    st.Page("views/head.py", title="Head"),
+    st.Page("views/tokens.py", title="Token view"),
     st.Page("views/sinks.py", title="Sinks"),
     st.Page("views/retrieval.py", title="Retrieval"),
     st.Page("views/future_attention.py", title="Future attention"),

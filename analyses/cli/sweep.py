@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from analyses.cli.fields import (
+    add_data_option,
     config_from_args,
     default_of,
     path_arg,
@@ -140,10 +141,7 @@ def add_arguments(sweep: argparse.ArgumentParser) -> None:
     sweep.add_argument(
         "--metrics-run", default=unset, help="run whose metrics rank heads (default: --run)"
     )
-    sweep.add_argument(
-        "--data", "--out", dest="data_dir", metavar="DATA", type=path_arg, default=unset,
-        help="data directory",
-    )  # fmt: skip
+    add_data_option(sweep, default=unset)
     sweep.add_argument("--device", default=unset, help="torch device: cpu, cuda, cuda:N, mps")
     sweep.add_argument(
         "--dtype", default=unset, choices=DTYPES, help="model dtype (default: float32)"
@@ -267,6 +265,46 @@ def format_sweep(table: pd.DataFrame, k: int = 5) -> str:
             rho = spearman(pairs, group.set_index(["layer", "head"])["value"])
             lines.append(f"  Spearman(attribution, exact) {metric} [{condition}] = {rho:.3f}")
     multi = table[table["metric"].str.endswith(".harm") & table["head"].isna()]
-    for row in multi[multi["condition"] != "clean"].itertuples():
+    multi = multi[multi["condition"] != "clean"]
+    ranked = multi["condition"].map(_top_or_random)
+    lines += _top_versus_random(multi[ranked.notna()], ranked.dropna())
+    for row in multi[ranked.isna()].itertuples():
         lines.append(f"  {row.metric} [{row.condition}] = {row.value:.4g}")
+    if len(lines) > len(clean):
+        lines.insert(len(clean), "  (harm: how much worse than clean; > 0 is worse)")
     return "\n".join(lines)
+
+
+def _top_or_random(condition: str) -> tuple[str, str, int, str] | None:
+    """(intervention, ranking, k, "top" | "random") of a top-k or random-k unit, else None."""
+    from probes.core.schema import SweepCondition
+
+    decoded = SweepCondition.decode(condition)
+    if decoded.selection not in ("top", "random") or decoded.k is None:
+        return None
+    kind = decoded.kind + ("" if decoded.strength is None else f"={decoded.strength:g}")
+    return kind, str(decoded.ranking), decoded.k, str(decoded.selection)
+
+
+def _top_versus_random(rows: pd.DataFrame, keys: pd.Series) -> list[str]:
+    """One line per (measure, intervention, ranking): the harm of the top-k heads against the
+    mean of the layer-matched random-k controls (their range over seeds), for each k."""
+    if rows.empty:
+        return []
+    frame = rows.assign(
+        kind=[key[0] for key in keys], ranking=[key[1] for key in keys],
+        k=[key[2] for key in keys], selection=[key[3] for key in keys],
+    )  # fmt: skip
+    lines = []
+    for (metric, kind, ranking), group in frame.groupby(["metric", "kind", "ranking"], sort=True):
+        seeds = int((group["selection"] == "random").groupby(group["k"]).sum().max())
+        lines.append(f"  {metric} [{kind}], top-k heads by {ranking} vs k layer-matched random "
+                     f"heads (mean and range over {seeds} seed{'s' * (seeds != 1)}):")  # fmt: skip
+        for k, cell in group.groupby("k", sort=True):
+            top = cell.loc[cell["selection"] == "top", "value"]
+            randoms = cell.loc[cell["selection"] == "random", "value"]
+            text = f"    k={k:<3} top {top.iloc[0]:<10.4g}" if len(top) else f"    k={k:<3}"
+            if len(randoms):
+                text += f" random {randoms.mean():.4g} ({randoms.min():.3g}..{randoms.max():.3g})"
+            lines.append(text.rstrip())
+    return lines

@@ -34,6 +34,8 @@ import pandas as pd
 from analyses.results import store
 from probes.core.errors import ConfigError
 from probes.core.options import (
+    DATA_OPTION,
+    DEFAULT_DATA,
     DEFAULT_MODEL,
     DTYPES,
     ENGINE_PATHS,
@@ -51,7 +53,14 @@ METHODS = ("plain", "naive", "headlab")
 OPTIONAL_METHODS = ("body",)
 DEFAULT_TOKENS = (512, 1024, 2048, 4096, 8192)
 # What the default scan streams (analyses.jobs.scan.DEFAULT_PROBES, which all stream).
-DEFAULT_PROBES = ("sink", "attention_stats", "future_attention", "pattern_class", "detectors")
+DEFAULT_PROBES = (
+    "sink",
+    "attention_stats",
+    "future_attention",
+    "pattern_class",
+    "detectors",
+    "top_keys",
+)
 # Fraction of physical memory the naive way's cached patterns may take before we skip it.
 NAIVE_MEMORY_FRACTION = 0.5
 
@@ -79,8 +88,7 @@ class BenchConfig:
         default="auto", metadata={"choices": ENGINE_PATHS, "help": "headlab engine path"}
     )
     data_dir: Path = field(
-        default=Path("data"),
-        metadata={"flag": "--data", "aliases": ("--out",), "help": "data directory"},
+        default=DEFAULT_DATA, metadata={**DATA_OPTION, "help": "data directory, holding bench/"}
     )
     device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda, cuda:N, mps"})
     dtype: str = field(

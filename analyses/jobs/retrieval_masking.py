@@ -32,7 +32,15 @@ from analyses.results import manifest as manifests
 from analyses.results import store
 from analyses.results.ranking import rank_heads
 from probes.core.errors import ConfigError, HeadlabError
-from probes.core.options import DTYPES, check_choices, check_device, check_dtype, check_positive
+from probes.core.options import (
+    DATA_OPTION,
+    DEFAULT_DATA,
+    DTYPES,
+    check_choices,
+    check_device,
+    check_dtype,
+    check_positive,
+)
 
 Head = tuple[int, int]
 SUMMARY_TABLE = "retrieval_masking"
@@ -52,10 +60,7 @@ class MaskingConfig:
             "help": "a run made with `headlab scan --probes retrieval`, or 'latest'",
         }
     )
-    data_dir: Path = field(
-        default=Path("data"),
-        metadata={"flag": "--data", "aliases": ("--out",), "help": "data directory"},
-    )
+    data_dir: Path = field(default=DEFAULT_DATA, metadata=DATA_OPTION)
     ks: tuple[int, ...] = field(default=(5, 10, 20), metadata={"help": "numbers of heads to mask"})
     seeds: tuple[int, ...] = field(
         default=(0, 1, 2), metadata={"help": "random-head seeds, one random set per seed and k"}

@@ -7,18 +7,18 @@ of the batches, the local or Ray executor, resumable), `table` computes the rows
 
 from __future__ import annotations
 
-import re
 import tempfile
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from analyses import executors
-from analyses.results import manifest as manifests
 from analyses.results import store
+from analyses.results import manifest as manifests
 from probes.core.errors import ConfigError, HeadlabError
 from probes.core.options import (
+    DATA_OPTION,
+    DEFAULT_DATA,
     DEFAULT_MODEL,
     DTYPES,
     ENGINE_PATHS,
@@ -37,8 +37,16 @@ if TYPE_CHECKING:
     from probes.models import LoadedModel
 
 # The streaming probes: one fast-path pass over the prompts (+ a short one for the detectors'
-# repeated random tokens). Retrieval (generation) and divergence (two passes) are opt-in.
-DEFAULT_PROBES = ("sink", "attention_stats", "future_attention", "pattern_class", "detectors")
+# repeated random tokens); top_keys keeps the first prompt's top keys per query for the token
+# view (~1 MB). Retrieval (generation) and divergence (two passes) are opt-in.
+DEFAULT_PROBES = (
+    "sink",
+    "attention_stats",
+    "future_attention",
+    "pattern_class",
+    "detectors",
+    "top_keys",
+)
 
 
 class OutputNotWritableError(HeadlabError, RuntimeError):
@@ -61,8 +69,9 @@ class ScanConfig:
     prompts: Path | None = field(
         default=None,
         metadata={
-            "help": 'JSONL file, one {"text": ..., "id": ...} per line; none = prose from the '
-            "Python standard library's documentation"
+            "help": 'JSONL file, one {"text": ..., "id": ...} per line (image prompts add '
+            '"image": a file relative to the JSONL\'s directory, and the text holds <image> once); '
+            "none = prose from the Python standard library's documentation"
         },
     )
     max_tokens: int | None = field(
@@ -70,10 +79,7 @@ class ScanConfig:
         metadata={"help": "truncate each prompt to N tokens (BOS included); none = no truncation"},
     )
     batch_size: int = field(default=4, metadata={"help": "prompts per forward pass"})
-    data_dir: Path = field(
-        default=Path("data"),
-        metadata={"flag": "--data", "aliases": ("--out",), "help": "data directory"},
-    )
+    data_dir: Path = field(default=DEFAULT_DATA, metadata=DATA_OPTION)
     device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda, cuda:N, mps"})
     dtype: str = field(
         default="float32",
@@ -81,7 +87,7 @@ class ScanConfig:
     )
     seed: int = field(default=0, metadata={"help": "torch seed, set before the model loads"})
     run_id: str | None = field(
-        default=None, metadata={"help": "name of the run; none = time-model-probes"}
+        default=None, metadata={"help": "name of the run; none = MODEL-PROBES-YYYYMMDD-HHMMSS"}
     )
     progress: bool = field(
         default=True, metadata={"flag": "--quiet", "invert": True, "help": "no progress bar"}
@@ -204,21 +210,6 @@ def check_writable(directory: Path) -> None:
         ) from error
 
 
-def model_slug(model: str) -> str:
-    """A model name (a path, an HF id) reduced to the characters run ids allow."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(model).name or model).strip("._")
-    return slug or "model"
-
-
-def new_run_id(model: str, probes: tuple[str, ...], data_dir: Path) -> str:
-    """time-model-probes, reduced to the characters run ids allow (a model may be a path)."""
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    base = f"{stamp}-{model_slug(model)}-{'_'.join(probes)}"[:100]
-    candidate, suffix = base, 1
-    while store.run_dir(data_dir, store.validate_run_id(candidate)).exists():
-        suffix += 1
-        candidate = f"{base}-{suffix}"
-    return candidate
 
 
 def _as_flag(cls: type[Probe], error: ConfigError) -> ConfigError:
@@ -259,6 +250,18 @@ def prompt_suite(config: ScanConfig) -> PromptSuite:
     from probes.inputs.prompts import load_jsonl, stdlib_docs_suite
 
     return load_jsonl(config.prompts) if config.prompts else stdlib_docs_suite()
+
+
+def check_image_scan(config: ScanConfig) -> None:
+    """Image prompts need a vision-language model and the bridge path (checked before loading)."""
+    from probes.models.vision import check_reads_images
+
+    check_reads_images(config.model)
+    if config.path == "fast":
+        raise ConfigError(
+            "the fast path does not take image prompts; use --path bridge or auto "
+            f"(prompts: {config.prompts})"
+        )
 
 
 def run(

@@ -36,14 +36,15 @@ from tqdm.auto import tqdm
 
 from analyses import executors
 from analyses.jobs.scan import (
+    DEFAULT_PROBES,
     ScanConfig,
+    check_image_scan,
     check_writable,
-    model_slug,
-    new_run_id,
     probe_params,
     prompt_suite,
 )
 from analyses.results import locks, store
+from analyses.results import run_ids as naming
 from analyses.results import manifest as manifests
 from probes.core.errors import ConfigError
 from probes.core.probe import GenerativeProbe
@@ -111,6 +112,9 @@ def run(
     first = _check_together(configs, model)
     classes, _ = probe_params(first)  # unknown probes and bad parameters fail first
     suite = suite if suite is not None else prompt_suite(first)
+    if suite.has_images:
+        for config in configs:
+            check_image_scan(config)
     streaming = any(not issubclass(cls, GenerativeProbe) for cls in classes)
     _check_shards(first, suite, streaming)
     if model is None:
@@ -125,13 +129,14 @@ def run(
     with ExitStack() as stack:
         plans: list[ModelRun] = []
         for index, config in enumerate(configs):
-            run_id = config.run_id or _unfinished(config, suite) or new_run_id(
-                config.model, config.probes, config.data_dir)  # fmt: skip
-            if run_id in [plan.run_id for plan in plans]:
-                if config.run_id is not None:
+            run_id = config.run_id or _unfinished(config, suite)
+            if run_id is None:  # a new id no other process holds (two scans in one second)
+                base = naming.scan_run_id(config.model, config.probes, DEFAULT_PROBES)
+                run_id = stack.enter_context(locks.claim_new(runs, store.validate_run_id(base)))
+            else:
+                if run_id in [plan.run_id for plan in plans]:
                     raise ConfigError(f"two models would be written to run {run_id!r}")
-                run_id = f"{run_id}-{index + 1}"
-            stack.enter_context(locks.writing(runs, run_id, f"scan run {run_id!r}"))
+                stack.enter_context(locks.writing(runs, run_id, f"scan run {run_id!r}"))
             plans.append(_plan(index, config, run_id, suite, streaming, generative))
         try:
             return _compute(plans, suite, model, started)
@@ -390,4 +395,4 @@ def run_ids(models: Sequence[str], run_id: str | None) -> list[str | None]:
     (None: each gets a new one, or resumes its unfinished scan)."""
     if run_id is None or len(models) == 1:
         return [run_id] * len(models)
-    return [f"{run_id}-{model_slug(model)}" for model in models]
+    return [f"{run_id}-{naming.model_part(model)}" for model in models]

@@ -25,13 +25,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import filelock
 
 from probes.core.errors import HeadlabError
 
+CLAIM_ATTEMPTS = 1000  # names `claim_new` tries: base, base-2, …
 _LEFTOVER = re.compile(r"^\..+\.(?P<pid>\d+)\.tmp-[^/]+$")
 
 
@@ -97,6 +98,30 @@ def writing(runs_root: Path, run_id: str, what: str | None = None) -> Iterator[N
     finally:
         holder.unlink(missing_ok=True)
         lock.release()
+
+
+@contextmanager
+def claim_new(runs_root: Path, base: str) -> Iterator[str]:
+    """Hold the write lock of a new run named `base`, or else `base-2`, `base-3`, …: the first
+    whose lock is free and which does not exist under `runs_root`. Two processes that pick the
+    same name at the same time get different ids, and an existing run is never taken."""
+    lock_directory(runs_root)  # a lock directory that cannot be made fails here, once
+    for n in range(1, CLAIM_ATTEMPTS + 1):
+        run_id = base if n == 1 else f"{base}-{n}"
+        lock = ExitStack()
+        try:
+            lock.enter_context(writing(runs_root, run_id))
+        except RunLockedError:  # another process is creating this one right now
+            continue
+        with lock:
+            if (runs_root / run_id).exists():
+                continue
+            yield run_id
+            return
+    raise RunLockedError(
+        f"runs {base!r} to {base}-{CLAIM_ATTEMPTS} all exist or are being written under "
+        f"{runs_root}; give a --run-id"
+    )
 
 
 def lock_directory(runs_root: Path) -> Path:

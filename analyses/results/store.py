@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analyses.results import locks
+from analyses.results import contents, locks
 from probes.core import schema
 from probes.core.errors import HeadlabError
 
@@ -125,15 +125,19 @@ def write_side_table(
     return path
 
 
-def read_side_table(data_dir: Path | str, run_id: str, name: str) -> pd.DataFrame:
-    """Side table `name` of a run; names the file when it is missing or not headlab's."""
+def read_side_table(
+    data_dir: Path | str, run_id: str, name: str, filters: list | None = None
+) -> pd.DataFrame:
+    """Side table `name` of a run (only rows matching `filters`, pyarrow's form: a list of
+    (column, op, value), or a list of such lists meaning any of them); names the file when it
+    is missing or not headlab's."""
     directory = existing_run_dir(data_dir, run_id)
     path = side_table_path(directory, name)
     if not path.is_file():
         raise StoreError(f"run {run_id!r} has no table {name!r} (looked for {path})")
     path = inside(path, directory)
     try:
-        arrow = pq.read_table(path)
+        arrow = pq.read_table(path, filters=filters or None)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
         raise StoreError(f"{path} is not a readable parquet file: {error}") from error
     if TABLE_KEY not in (arrow.schema.metadata or {}):
@@ -364,7 +368,7 @@ def list_runs(data_dir: Path | str) -> pd.DataFrame:
                 "probes": ",".join(manifest.get("probes") or {}),
                 "prompts": (prompts or {}).get("name"),
                 "created": _created(data_dir, run_id, manifest),
-                "rows": manifest.get("n_rows"),
+                "rows": contents.run_rows(run_dir(data_dir, run_id)) if status == "ok" else None,
             }
         )
     columns = ["run_id", "status", "kind", "model", "probes", "prompts", "created", "rows"]

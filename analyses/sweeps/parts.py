@@ -15,12 +15,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from analyses.results import store
+from analyses.results import contents, store
 from analyses.sweeps.plan import Unit
 from analyses.sweeps.tasks import Task
 from probes.core import schema
 
-PARTS_SUFFIX = ".parts"
+PARTS_SUFFIX = contents.SWEEP_PARTS_SUFFIX
 
 
 def table_path(run_directory: Path, name: str) -> Path:
@@ -52,7 +52,7 @@ def part_units(path: Path) -> list[str]:
 
 def done_units(parts: Path) -> set[str]:
     """Unit ids recorded in the finished parts (half-written temporaries start with '.')."""
-    return {unit for path in sorted(parts.glob("part-*.parquet")) for unit in part_units(path)}
+    return {unit for path in sorted(parts.glob(contents.PART_GLOB)) for unit in part_units(path)}
 
 
 def write_part(parts: Path, rows: list[dict[str, Any]], unit_ids: Sequence[str]) -> Path:
@@ -98,7 +98,7 @@ def attribution_rows(task: Task, estimate: torch.Tensor, mode: str) -> list[dict
 def merge(parts: Path, expected: Sequence[str]) -> pd.DataFrame:
     """All parts as one table, after checking every unit is there exactly once."""
     frames, seen = [], []
-    for path in sorted(parts.glob("part-*.parquet")):
+    for path in sorted(parts.glob(contents.PART_GLOB)):
         seen.extend(part_units(path))
         frames.append(store.read_table(path))
     missing = sorted(set(expected) - set(seen))

@@ -42,14 +42,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from analyses import executors
-from analyses.results import locks, store
+from analyses.results import locks, run_ids, store
 from analyses.results import manifest as manifests
 from analyses.sweeps.parts import PARTS_SUFFIX, done_units, merge, table_path, write_part
 from analyses.sweeps.plan import PlanError, SweepPlan, expand, rank_heads
 from analyses.sweeps.tasks import ForwardTask, Task, make_task
 from analyses.sweeps.work import SweepJob, plan_items
 from probes.core.errors import HeadlabError
-from probes.core.options import check_device, check_dtype
+from probes.core.options import DEFAULT_DATA, check_device, check_dtype
 from probes.models import LoadedModel, ModelUnavailableError
 
 
@@ -61,7 +61,7 @@ class SweepConfig:
     # The CLI (analyses/cli/sweep.py) sets the fields without {"cli": False} from flags of the
     # same dest, so config_from_args builds this; the others come from the plan it reads.
     plan: SweepPlan = field(metadata={"cli": False})
-    data_dir: Path = Path("data")
+    data_dir: Path = DEFAULT_DATA
     run_id: str | None = None  # the run to merge into; default: one named after the plan
     metrics_run: str | None = None  # where rankings read stored metrics; default: run_id
     device: str = "cpu"
@@ -94,8 +94,14 @@ class SweepConfig:
         return manifests.config_from_record(cls, sweeps[name]["config"])
 
 
-def default_run_id(plan: SweepPlan) -> str:
-    return f"sweep-{plan.model.replace('/', '_')}-{plan.sha256[:10]}"[:120]
+def default_run_id(plan: SweepPlan, data_dir: Path | None = None) -> str:
+    """The run a plan merges into without --run: `<model>-sweep-<plan hash>` (the same plan,
+    the same run, so a rerun resumes), or the longer id of older versions where `data_dir`
+    holds a run of that name."""
+    legacy = run_ids.legacy_sweep_run_id(plan.model, plan.sha256)
+    if data_dir is not None and (store.runs_root(data_dir) / legacy).is_dir():
+        return legacy
+    return run_ids.sweep_run_id(plan.model, plan.sha256)
 
 
 # --- the job ----------------------------------------------------------------------------------
@@ -147,7 +153,7 @@ def run(config: SweepConfig, model: LoadedModel | None = None) -> Path:
     whose `info.name` is the plan's model).
     """
     plan = config.plan
-    run_id = store.validate_run_id(config.run_id or default_run_id(plan))
+    run_id = store.validate_run_id(config.run_id or default_run_id(plan, config.data_dir))
     tasks = {name: make_task(name, params, f"{config.plan_source}: ") for name, params in
              plan.tasks.items()}  # fmt: skip
     what = f"sweep {plan.name!r} of run {run_id!r}"

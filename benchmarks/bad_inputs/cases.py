@@ -73,6 +73,10 @@ scan run-id empty             | scan --run-id ''                     | run id,--
 scan run-id 'latest'          | scan --run-id latest                 | latest
 scan data is a file           | scan --data {root}/afile             | afile
 scan data/runs is a file      | scan --data {root}/runs_file         | runs_file
+scan data empty               | scan --data ''                       | --data
+scan data and out             | scan --out {data}                    | --data,--out
+runs out empty                | runs --out ''                        | --out
+show data and out             | show latest --out {store}            | --data,--out
 scan unknown flag             | scan --nope                          | --nope
 no verb                       | ''
 unknown verb                  | frobnicate                           | frobnicate

@@ -32,7 +32,10 @@ def sink_by_layer(percent: pd.DataFrame, epsilon: float | None = None) -> go.Fig
                 + "</extra>",
             )
         )
-    figure.update_xaxes(title="layer", dtick=1 if percent["layer"].nunique() <= 32 else None)
+    last = int(percent["layer"].max()) if len(percent) else 0
+    figure.update_xaxes(  # exactly the model's layers: no −1 or one past the last
+        title="layer", dtick=1 if last < 32 else None, range=[-0.5, last + 0.5]
+    )
     figure.update_yaxes(title="% of heads that sink (α > ε)", range=[0, 101])
     return figure
 
@@ -76,7 +79,8 @@ def massive_activation_lines(ratios: pd.DataFrame) -> go.Figure:
                 name=names.get(condition, condition),
             )
         )
-    figure.update_xaxes(title="layer")
+    last = int(ratios["layer"].max()) if len(ratios) else 0
+    figure.update_xaxes(title="layer", range=[-0.5, last + 0.5])
     figure.update_yaxes(title="max |h| / median |h|", type="log")
     return figure
 
@@ -189,6 +193,9 @@ def spread_lines(
     return figure
 
 
+MAX_TOKEN_TICKS = 40
+
+
 def token_series(
     series: Mapping[str, Sequence[float | None]],
     tokens: Sequence[str],
@@ -196,9 +203,14 @@ def token_series(
     title: str = "",
     y_label: str = "value",
 ) -> go.Figure:
-    """Per-token values (e.g. WAAD_t, FAI_s) along one prompt, the tokens on the x axis."""
+    """Per-token values (e.g. WAAD_t, FAI_s) along one prompt, the tokens on the x axis.
+
+    At most `MAX_TOKEN_TICKS` tokens are labelled (every n-th, with its position), so the axis
+    stays legible on long prompts; the hover names every token, and the range slider zooms.
+    """
     figure = go.Figure(layout={"template": TEMPLATE, "title": title})
     positions = list(range(len(tokens)))
+    step = max(1, -(-len(tokens) // MAX_TOKEN_TICKS))
     for name, values in series.items():
         figure.add_trace(
             go.Scatter(
@@ -210,13 +222,18 @@ def token_series(
                 hovertemplate="%{x}: %{customdata}<br>%{y:.4g}<extra>" + name + "</extra>",
             )
         )
+    labelled = positions[::step]
     figure.update_xaxes(
-        title="token",
+        title="token (position: text)" + (f", every {step}th labelled" if step > 1 else ""),
         tickmode="array",
-        tickvals=positions,
-        ticktext=[short(token, 10) for token in tokens],
-        tickangle=-60,
-        tickfont={"size": 9 if len(tokens) > 48 else 11},
+        tickvals=labelled,
+        ticktext=[
+            f"{p}: {short(tokens[p], 10)}" if step > 1 else short(tokens[p], 12) for p in labelled
+        ],
+        tickangle=-50,
+        tickfont={"size": 11},
+        rangeslider={"visible": len(tokens) > MAX_TOKEN_TICKS, "thickness": 0.06},
     )
     figure.update_yaxes(title=y_label)
+    figure.update_layout(height=460, showlegend=len(series) > 1)
     return figure

@@ -16,6 +16,7 @@ from dashboard.figures.style import (
     escape,
     head_grid,
     short,
+    wrap,
 )
 
 
@@ -28,11 +29,16 @@ def head_heatmap(
     n_heads: int | None = None,
     zmin: float | None = None,
     zmax: float | None = None,
+    value_label: str = "value",
+    definition: str = "",
 ) -> go.Figure:
     """Layer × head heatmap of `values` (layer, head, value); unscored heads stay blank.
 
     Heads at or above `threshold` are ringed. Values of both signs get a diverging scale
-    centred on 0.
+    centred on 0. The colour bar is named `value_label`; `definition` is shown on hover. An
+    invisible marker sits on every cell so a click selects that head (plotly heatmaps have no
+    point selection of their own); the axes are fixed to the grid, so neither the markers nor
+    the rings add phantom layers or heads.
     """
     figure = go.Figure(layout={"template": TEMPLATE, "title": title})
     if values.empty:
@@ -50,9 +56,24 @@ def head_heatmap(
             zmax=zmax,
             xgap=1,
             ygap=1,
-            name="value",
-            hovertemplate="L%{y} H%{x}<br>value %{z:.4g}<extra></extra>",
-            colorbar={"title": {"text": "value"}},
+            name=value_label,
+            hoverinfo="skip",
+            colorbar={"title": {"text": escape(value_label), "side": "right"}},
+        )
+    )
+    layers, heads = np.meshgrid(range(grid.shape[0]), range(grid.shape[1]), indexing="ij")
+    about = f"<br><i>{escape(wrap(definition))}</i>" if definition else ""
+    figure.add_trace(
+        go.Scatter(
+            x=heads.ravel(),
+            y=layers.ravel(),
+            customdata=grid.ravel(),
+            mode="markers",
+            marker={"symbol": "square", "size": 12, "opacity": 0},
+            showlegend=False,
+            name="heads",
+            hovertemplate=f"L%{{y}} H%{{x}}<br>{escape(value_label)} %{{customdata:.4g}}"
+            f"{about}<br>click to open this head<extra></extra>",
         )
     )
     if threshold is not None:
@@ -64,20 +85,23 @@ def head_heatmap(
                 mode="markers",
                 name=f"≥ {threshold:.3g}",
                 marker={"symbol": "square-open", "size": 14, "color": "red", "line": {"width": 2}},
-                hovertemplate="L%{y} H%{x} ≥ threshold<extra></extra>",
+                hoverinfo="skip",
             )
         )
-    figure.update_xaxes(title="head", dtick=1, showgrid=False)
+    figure.update_xaxes(title="head", dtick=1, showgrid=False, zeroline=False,
+                        range=[-0.5, grid.shape[1] - 0.5])  # fmt: skip
     figure.update_yaxes(
         title="layer",
-        autorange="reversed",
+        range=[grid.shape[0] - 0.5, -0.5],  # layer 0 on top, and no layer beyond the model's
         showgrid=False,
+        zeroline=False,
         dtick=1 if grid.shape[0] <= 32 else None,
     )
     figure.update_layout(
         height=max(320, 18 * grid.shape[0] + 140),
         showlegend=threshold is not None,
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"},
+        clickmode="event+select",
     )
     return figure
 
@@ -104,7 +128,11 @@ def profile_bars(profile: pd.DataFrame, title: str = "") -> go.Figure:
         ),
         layout={"template": TEMPLATE, "title": title},
     )
-    figure.update_xaxes(title="percentile among heads (value shown on the bar)", range=[0, 100])
+    figure.update_xaxes(  # room past 100 for the value printed beyond the bar
+        title="percentile among heads (value shown on the bar)",
+        range=[0, 112],
+        tickvals=[0, 25, 50, 75, 100],
+    )
     figure.update_yaxes(autorange="reversed")
     figure.update_layout(height=max(260, 26 * len(profile) + 120))
     return figure

@@ -27,6 +27,13 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def wrap(text: str, width: int = 60) -> str:
+    """Long hover text broken into lines of about `width` characters (plotly's `<br>`)."""
+    import textwrap
+
+    return "<br>".join(textwrap.wrap(text, width)) if text else text
+
+
 def short(text: str, width: int = 14) -> str:
     """A tick label: newlines visible, at most `width` characters, markup escaped."""
     text = text.replace("\n", "⏎")

@@ -9,6 +9,7 @@ additionally pick a position. Heads that were not scored have no row; NaN stays 
     retrieval.py  NIAH grids and masking curves
     sweeps.py     sweep units decoded from their conditions; curves
     tokens.py     per-token rows (WAAD, FAI, T-VHD)
+    top_keys.py   stored top keys of each query, for the token view
 """
 
 from dashboard.frames.patterns import (
@@ -38,6 +39,7 @@ from dashboard.frames.series import (
     paired_heads,
     select,
     series_label,
+    settings_differences,
     top_heads,
 )
 from dashboard.frames.sinks import (
@@ -59,6 +61,15 @@ from dashboard.frames.tokens import (
     prompt_series,
     token_rows,
 )
+from dashboard.frames.top_keys import (
+    TOP_KEYS_PROBE,
+    HeadTopKeys,
+    TopKeysPrompt,
+    entry_offset,
+    head_filters,
+    head_top_keys,
+    top_keys_prompts,
+)
 
 __all__ = [
     "FUTURE_PROBE",
@@ -70,10 +81,16 @@ __all__ = [
     "SERIES_KEYS",
     "SWEEP_COLUMNS",
     "SWEEP_PROBE",
+    "TOP_KEYS_PROBE",
+    "HeadTopKeys",
     "PromptTokens",
+    "TopKeysPrompt",
     "clean_value",
+    "entry_offset",
+    "head_filters",
     "head_profile",
     "head_series",
+    "head_top_keys",
     "head_values",
     "in_probe_order",
     "layer_profile",
@@ -89,12 +106,14 @@ __all__ = [
     "prompt_series",
     "select",
     "series_label",
+    "settings_differences",
     "sink_map",
     "sink_percent_by_layer",
     "strength_curves",
     "sweep_units",
     "token_rows",
     "top_heads",
+    "top_keys_prompts",
     "topk_curves",
     "unmasked",
 ]

@@ -86,7 +86,8 @@ def top_heads(values: pd.DataFrame, k: int, threshold: float | None = None) -> p
 def head_profile(table: pd.DataFrame, layer: int, head: int) -> pd.DataFrame:
     """One head's value on every per-head series and position, with its rank among all heads.
 
-    rank 1 = highest value of that series; percentile = share of heads at or below this one.
+    rank 1 = highest value of that series (ties share the best rank); percentile: see
+    `percentile`.
     """
     heads = table[table["head"].notna()]
     keys = [*SERIES_KEYS, "position"]
@@ -108,10 +109,19 @@ def head_profile(table: pd.DataFrame, layer: int, head: int) -> pd.DataFrame:
                 value,
                 int((values > value).sum()) + 1,
                 len(values),
-                float((values <= value).mean() * 100),
+                percentile(values, value),
             ]
         )
     return pd.DataFrame(rows, columns=columns)
+
+
+def percentile(values: pd.Series, value: float) -> float:
+    """Where `value` sits among `values`: 100 = the highest head, 0 = the lowest; tied heads get
+    their mean position, so a metric on which every head scores the same puts each at 50."""
+    if len(values) < 2:
+        return 50.0
+    below, equal = int((values < value).sum()), int((values == value).sum())
+    return float((below + (equal - 1) / 2) / (len(values) - 1) * 100)
 
 
 def paired_heads(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
@@ -141,3 +151,27 @@ def in_probe_order(series: pd.DataFrame, probes: list[str]) -> pd.DataFrame:
     rank = {probe: index for index, probe in enumerate(probes)}
     key = series["probe"].map(lambda probe: rank.get(probe, len(rank)))
     return series.assign(_order=key).sort_values("_order", kind="stable").drop(columns="_order")
+
+
+def settings_differences(a: dict, b: dict, probe: str) -> list[str]:
+    """What differs between two runs' manifests that changes `probe`'s numbers: its parameters,
+    the prompt suite and its length cap, the dtype. Model differences are stated elsewhere."""
+
+    def prompts(manifest: dict) -> dict:
+        return manifest.get("prompts") or {}
+
+    def model(manifest: dict) -> dict:
+        found = manifest.get("model")
+        return found if isinstance(found, dict) else {}
+
+    checks = {
+        f"{probe} parameters": (
+            (a.get("probes") or {}).get(probe),
+            (b.get("probes") or {}).get(probe),
+        ),
+        "prompt suite": (prompts(a).get("sha256"), prompts(b).get("sha256")),
+        "max tokens": (prompts(a).get("max_tokens"), prompts(b).get("max_tokens")),
+        "dtype": (model(a).get("dtype"), model(b).get("dtype")),
+    }
+    return [f"{name}: {left!r} vs {right!r}" for name, (left, right) in checks.items()
+            if left != right]  # fmt: skip

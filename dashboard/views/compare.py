@@ -7,6 +7,7 @@ import streamlit as st
 
 from analyses.results.store import StoreError
 from dashboard import data, figures, frames, ui
+from probes.core import definitions
 
 st.title("Compare runs")
 root = ui.data_dir()
@@ -60,11 +61,32 @@ def name(run: str) -> str:
     return f"{run} ({model.get('model') if isinstance(model, dict) else model})"
 
 
+differences = frames.settings_differences(manifests[run_a], manifests[run_b], chosen["probe"])
+if differences:
+    st.warning("The runs used different settings, so differences below may come from them: "
+               + "; ".join(differences))  # fmt: skip
+# one colour scale for both maps, so the same colour is the same number
+both = pd.concat([values[run_a]["value"], values[run_b]["value"]]).dropna()
+low, high = (float(both.min()), float(both.max())) if len(both) else (None, None)
+if low is not None and high is not None and low < 0 < high:
+    low, high = -max(-low, high), max(-low, high)
+st.caption(
+    definitions.hover(chosen["probe"], chosen["metric"]) + " Both maps share one colour scale."
+)
 columns = st.columns(2)
 for column, run, side in zip(columns, (run_a, run_b), "ab", strict=True):
-    column.plotly_chart(
-        figures.head_heatmap(values[run], title=name(run)), key=f"compare_map_{side}"
-    )
+    with column:
+        ui.head_map_chart(
+            figures.head_heatmap(
+                values[run],
+                title=name(run),
+                zmin=low,
+                zmax=high,
+                value_label=definitions.label(chosen["probe"], chosen["metric"]),
+            ),
+            key=f"compare_map_{side}",
+            run=run,
+        )
 
 paired = frames.paired_heads(values[run_a], values[run_b])
 same_shape = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import figures, frames, ui
+from probes.core import definitions
 
 st.title("Head map")
 context = ui.run_context()
@@ -15,8 +16,17 @@ if series.empty:
     ui.missing("per-head scores", ui.scan_command(context.root))
     st.stop()
 
-label = st.selectbox("metric", list(series["label"]), key="map_series")
+_names = {
+    row.label: definitions.label(row.probe, row.metric) for row in series.itertuples(index=False)
+}
+label = st.selectbox(
+    "metric",
+    list(series["label"]),
+    key="map_series",
+    format_func=lambda label: f"{label} — {_names[label]}",
+)
 chosen = series[series["label"] == label].iloc[0]
+st.caption(definitions.hover(chosen["probe"], chosen["metric"]))
 position = None
 if chosen["positions"]:
     position = st.selectbox(
@@ -44,9 +54,15 @@ k = right.number_input(
 
 n_layers, n_heads = context.shape
 title = label + (f" @ k={position}" if position is not None else "")
-st.plotly_chart(
+ui.head_map_chart(
     figures.head_heatmap(
-        values, title=title, threshold=threshold, n_layers=n_layers, n_heads=n_heads
+        values,
+        title=title + " — click a head to open it",
+        threshold=threshold,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        value_label=definitions.label(chosen["probe"], chosen["metric"]),
+        definition=definitions.hover(chosen["probe"], chosen["metric"]),
     ),
     key="map_heatmap",
 )
@@ -54,13 +70,6 @@ top = frames.top_heads(values, int(k), threshold)
 st.markdown(
     f"**Top {len(top)} heads**"
     + (f" with value ≥ {threshold:.4g}" if threshold else "")
-    + " — select a row to open it in head detail"
+    + " — select a row to open that head's page"
 )
-selection = st.dataframe(
-    top, hide_index=True, key="map_top", on_select="rerun", selection_mode="single-row"
-)
-rows = selection.selection.rows if selection else []
-if rows:
-    picked = top.iloc[rows[0]]
-    st.session_state[ui.HEAD_KEY] = (int(picked["layer"]), int(picked["head"]))
-    st.switch_page("views/head_detail.py")
+ui.head_table(top, key="map_top")

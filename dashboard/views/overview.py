@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import data, ui
+from probes.core import definitions
 
 st.title("headlab")
 root = ui.data_dir()
@@ -21,7 +22,7 @@ manifest = context.manifest
 st.subheader(f"Run `{context.run_id}`")
 model = manifest.get("model") or {}
 prompts = manifest.get("prompts") or {}
-columns = st.columns(4)
+columns = st.columns([2, 1, 1, 1])
 columns[0].metric("model", context.model)
 n_layers, n_heads = context.shape
 columns[1].metric("layers × heads", f"{n_layers} × {n_heads}")
@@ -48,6 +49,10 @@ counts = (
     )
     .reset_index()
 )
+counts["meaning"] = [
+    definitions.hover(probe, metric)
+    for probe, metric in zip(counts["probe"], counts["metric"], strict=True)
+]
 st.dataframe(counts, hide_index=True, key="overview_counts")
 
 st.markdown("**Provenance**")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import figures, frames, ui
+from probes.core import definitions
 
 st.title("Attention sinks")
 context = ui.run_context()
@@ -57,12 +58,14 @@ hidden = frames.head_values(table, "sink", "hidden_sink_count")
 if not hidden.empty:
     n_layers, n_heads = context.shape
     threshold = params.get("hidden_threshold")
-    st.plotly_chart(
+    ui.head_map_chart(
         figures.head_heatmap(
             hidden,
             n_layers=n_layers,
             n_heads=n_heads,
             title=f"hidden sinks beyond position 0 per sequence (ACT: α > {threshold})",
+            value_label=definitions.label("sink", "hidden_sink_count"),
+            definition=definitions.hover("sink", "hidden_sink_count"),
         ),
         key="sinks_hidden",
     )

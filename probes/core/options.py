@@ -4,6 +4,10 @@ check them before anything heavy is imported)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 from probes.core.errors import ConfigError
 
@@ -12,6 +16,14 @@ DEFAULT_MODEL = "smollm2-135m"
 ENGINE_PATHS = ("auto", "bridge", "fast")
 # The dtypes a model may run in; every probe's sums accumulate in float32 or float64 regardless.
 DTYPES = ("float32", "bfloat16", "float16")
+# Every job's data directory (it holds runs/), and how every verb spells it: `--data`, with
+# `--out`, the older name of some verbs, kept as an alias (metadata of the configs' data_dir
+# fields, read by analyses/cli/fields.py; the verbs without a config use the same).
+DEFAULT_DATA = Path("data")
+DATA_FLAG, DATA_ALIASES, DATA_HELP = "--data", ("--out",), "data directory, holding runs/"
+DATA_OPTION: Mapping[str, Any] = MappingProxyType(
+    {"flag": DATA_FLAG, "aliases": DATA_ALIASES, "help": DATA_HELP}
+)
 _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
 

@@ -49,7 +49,15 @@ REQUIRED: frozenset[str] = frozenset({"run_id", "model", "probe", "metric", "val
 ROW_FIELDS: tuple[str, ...] = tuple(c for c in COLUMNS if c not in ("run_id", "model", "probe"))
 
 PROBE_METRICS: dict[str, tuple[str, ...]] = {
-    "sink": ("alpha", "sink_rate", "hidden_sink_count", "hidden_sink_rate", "massive_ratio"),
+    "sink": (
+        "alpha",
+        "sink_rate",
+        "hidden_sink_count",
+        "hidden_sink_rate",
+        "massive_ratio",
+        "visual_sink_alpha",
+        "visual_sink",
+    ),
     "attention_stats": ("entropy", "entropy_normalized", "mean_attention_distance"),
     "detectors": ("previous_token", "duplicate_token", "induction"),
     "future_attention": ("mean_attention_distance", "locality", "waad", "fai"),
@@ -61,6 +69,7 @@ PROBE_METRICS: dict[str, tuple[str, ...]] = {
         "recall_block_sparse",
     ),
     "pattern": ("attention",),
+    "top_keys": ("top_k_mass",),
     "divergence": ("vhd", "t_vhd"),
     "retrieval": ("retrieval_score", "niah_accuracy", "niah_recall"),
 }
@@ -68,9 +77,19 @@ PROBE_METRICS: dict[str, tuple[str, ...]] = {
 # Side tables: tables/<name>.parquet beside a run's results, any shape.
 NIAH_SAMPLES_TABLE = "niah_samples"  # the retrieval probe's per-sample outcomes
 PATTERN_PROMPTS_TABLE = "pattern_prompts"  # the pattern probe's prompts: ids, text, blocks
+TOP_KEYS_TABLE = "top_keys"  # the top_keys probe: per prompt, layer, head the top keys per query
+TOP_KEYS_PROMPTS_TABLE = "top_keys_prompts"  # the top_keys probe's prompts: ids, text, length, k
+TOP_KEYS_WEIGHT_STEPS = 255  # a stored top-key weight is the byte round(255 · A)
 MASKING_TABLE = "retrieval_masking"  # mask-retrieval: accuracy per condition
 MASKING_SAMPLES_TABLE = "retrieval_masking_samples"  # mask-retrieval: per sample and condition
-SIDE_TABLES = (NIAH_SAMPLES_TABLE, PATTERN_PROMPTS_TABLE, MASKING_TABLE, MASKING_SAMPLES_TABLE)
+SIDE_TABLES = (
+    NIAH_SAMPLES_TABLE,
+    PATTERN_PROMPTS_TABLE,
+    TOP_KEYS_TABLE,
+    TOP_KEYS_PROMPTS_TABLE,
+    MASKING_TABLE,
+    MASKING_SAMPLES_TABLE,
+)
 
 # Probe names of rows that sweeps write (not registered probe families).
 SWEEP_PROBE = "sweep"  # exact ablation / strength effects, task measures

@@ -24,6 +24,11 @@ class Batch:
     tokens: torch.Tensor  # [batch, pos]
     lengths: torch.Tensor  # [batch]
     prompt_ids: tuple[str, ...]
+    images: tuple[str | None, ...] = ()  # per row: the image file of an image prompt, or None
+
+    @property
+    def has_images(self) -> bool:
+        return any(image is not None for image in self.images)
 
     @property
     def attention_mask(self) -> torch.Tensor:
@@ -107,10 +112,12 @@ def _conformed(value: Any, hint: Any, where: str) -> Any:
 
 @dataclass(frozen=True)
 class TokenizedPrompt:
-    """A prompt's id and its token ids (BOS first)."""
+    """A prompt's id and its token ids (BOS first); an image prompt's `image` is its image file,
+    and its tokens hold the model's image tokens where the image goes."""
 
     id: str
     tokens: tuple[int, ...]
+    image: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """The streaming engine: plan passes over prompts, run them on a backend, collect tidy rows.
+Image prompts (a batch's `images`) run on the bridge path with their pixel values.
 
 passes.py   which prompts run together, tokenized and right-padded into batches
 runner.py   run() = prepare, stream (per-batch probe states), fold, restore, table; path choice
 fast.py     the fast backend: exact pattern rows from queries and keys, in query chunks
-images.py   image prompts through a vision-language model (head divergence with/without)
 """
 
 from probes.engine.passes import batches, plan_passes, tokenize_suite

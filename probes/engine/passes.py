@@ -10,6 +10,7 @@ import torch
 from probes.core.errors import ConfigError, PromptTooLongError
 from probes.core.probe import GenerativeProbe, Probe
 from probes.core.types import Batch, TokenizedPrompt
+from probes.inputs.images import tokenize_image_prompt
 from probes.inputs.prompts import PromptSuite
 from probes.models import LoadedModel
 
@@ -28,6 +29,10 @@ def tokenize_suite(
         raise ConfigError(f"prompt suite {suite.name!r} ({suite.source}) holds no prompts")
     tokenized = []
     for prompt in suite.prompts:
+        if prompt.image is not None:
+            where = f"prompt {prompt.id!r} of {suite.source}"
+            tokenized.append(tokenize_image_prompt(model, prompt, max_tokens, where))
+            continue
         limit = max_tokens if max_tokens is not None else n_ctx
         ids, whole = tokenize_prefix(model, prompt.text, limit)
         if max_tokens is not None:
@@ -84,7 +89,8 @@ def batches(
         for row, prompt in enumerate(chunk):
             tokens[row, : len(prompt.tokens)] = torch.tensor(prompt.tokens)
         lengths = torch.tensor([len(prompt.tokens) for prompt in chunk])
-        yield Batch(tokens.to(device), lengths.to(device), tuple(p.id for p in chunk))
+        images = tuple(p.image for p in chunk) if any(p.image for p in chunk) else ()
+        yield Batch(tokens.to(device), lengths.to(device), tuple(p.id for p in chunk), images)
 
 
 @dataclass

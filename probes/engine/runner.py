@@ -26,6 +26,7 @@ from probes.core.shards import Shard, n_batches
 from probes.core.types import Batch, Hook
 from probes.engine import fast
 from probes.engine.passes import Pass, batches, plan_passes
+from probes.inputs.images import image_kwargs, vision_of
 from probes.inputs.prompts import PromptSuite
 from probes.models import LoadedModel
 
@@ -74,17 +75,23 @@ def run_batch(
     """One batch through every probe: their hooks in one forward pass, then `end_batch`.
 
     `extra_hooks` run before the probes' hooks on the same hook point (tests plant patterns so);
-    they need the bridge path.
+    they need the bridge path, and so do image prompts (their pixels go to the bridge).
     """
-    if choose_path(model, probes, path) == "fast" and not extra_hooks:
+    if not batch.has_images and choose_path(model, probes, path) == "fast" and not extra_hooks:
         streaming = [probe for probe in probes if isinstance(probe, StreamingProbe)]
         if len(streaming) != len(probes):  # choose_path never picks "fast" for other probes
             raise RuntimeError("the fast path was chosen for probes that are not StreamingProbes")
         fast.run_batch(model, batch, streaming)
         return
     fwd_hooks = list(extra_hooks) + [hook for probe in probes for hook in probe.hooks(batch)]
+    images: dict[str, Any] = image_kwargs(model, batch.images)  # pixel_values, if any
     bridge.forward(
-        model, batch.tokens, fwd_hooks, attention_mask=batch.attention_mask, return_type=None
+        model,
+        batch.tokens,
+        fwd_hooks,
+        attention_mask=batch.attention_mask,
+        return_type=None,
+        **images,
     )
     for probe in probes:
         probe.end_batch(batch)
@@ -141,6 +148,8 @@ def prepare(
         probe.claim()
     for probe in probes:
         probe.bind(model)
+    if suite.has_images:
+        vision_of(model)  # a text model is refused before any pass
     return plan_passes(model, probes, suite, max_tokens)
 
 
@@ -157,7 +166,7 @@ def stream(
     yields its pass, the batch and every probe's state after it (`Probe.take`), in order."""
     index = {id(probe): number for number, probe in enumerate(probes)}
     for each in passes:
-        chosen = choose_path(model, each.probes, path)
+        chosen = pass_path(model, each, path)
         select = shard.batches(n_batches(len(each.prompts), batch_size)) if shard else None
         for batch in batches(
             each.prompts, batch_size, model.pad_id, model.device, each.keep_order, select
@@ -187,6 +196,19 @@ def table(probes: Sequence[Probe]) -> pd.DataFrame:
         if column not in rows:
             rows[column] = None
     return rows[RESULT_COLUMNS]
+
+
+def pass_path(model: LoadedModel, each: Pass, path: str) -> str:
+    """The engine path of one pass: image prompts take the bridge (their pixels go through the
+    bridge's vision tower; the fast path would also hand it the vision tower's attention)."""
+    if not any(prompt.image for prompt in each.prompts):
+        return choose_path(model, each.probes, path)
+    if path == "fast":
+        raise ConfigError(
+            "the fast path does not take image prompts; use the bridge path (--path bridge; "
+            "path='bridge' in Python) or auto"
+        )
+    return "bridge"
 
 
 def checked_rows(probe: Probe) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ def _register_builtins() -> None:
         pattern_class,
         retrieval,
         sink,
+        top_keys,
     )
 
 

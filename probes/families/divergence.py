@@ -7,8 +7,10 @@ where z_{l,h}(t) is head h's output at answer token t before the output projecti
 and d is the Euclidean distance (the paper's choice; "cosine" = 1 − cos is offered since L2
 favours heads with large outputs). The paper removes the image; here the segment is any marked
 span: `<segment>…</segment>` in the prompt text, or by default the first `segment_fraction` of
-each prompt after BOS. Answer tokens are the last `answer_tokens` tokens after the segment,
-teacher-forced (the paper scores tokens the model generates).
+each prompt after BOS; for image prompts (a vision-language model) the segment is the image, as
+in the paper: "without" drops its image tokens and pixels. Answer tokens are the last
+`answer_tokens` tokens after the segment, teacher-forced (the paper scores tokens the model
+generates).
 
 Each prompt runs twice, with and without the segment. `prompts()` interleaves the two variants
 and the engine keeps that order, so a pair usually shares a batch; a pair split across two
@@ -28,6 +30,7 @@ from probes.core import hook_names as hooks
 from probes.core.probe import Probe, totals_of
 from probes.core.registry import register_probe
 from probes.core.types import Batch, Hook, ModelInfo, ProbeParams, TokenizedPrompt
+from probes.inputs.images import image_layout
 from probes.inputs.prompts import PromptSuite
 from probes.inputs.segments import Layout, SegmentError, split_segment
 from probes.models import LoadedModel, decode_text
@@ -144,22 +147,27 @@ class DivergenceProbe(Probe[DivergenceParams]):
     def prompts(
         self, model: LoadedModel, suite: PromptSuite, max_tokens: int | None
     ) -> list[TokenizedPrompt]:
-        layouts = [
-            self.layout(
-                model, prompt.id, prompt.text, f"prompt {prompt.id!r} of {suite.source}", max_tokens
-            )
-            for prompt in suite.prompts
-        ]
-        layouts.sort(key=lambda layout: len(layout.with_segment))  # similar lengths share batches
+        layouts = []
+        for prompt in suite.prompts:
+            where = f"prompt {prompt.id!r} of {suite.source}"
+            if prompt.image is None:
+                layout = self.layout(model, prompt.id, prompt.text, where, max_tokens)
+            else:
+                answers = self.params.answer_tokens
+                layout = image_layout(model, prompt, answers, max_tokens, where)
+            layouts.append((layout, None if prompt.image is None else str(prompt.image)))
+        layouts.sort(key=lambda pair: len(pair[0].with_segment))  # similar lengths share batches
         prompts = []
-        for layout in layouts:
+        for layout, image in layouts:
             for variant, tokens in (
                 ("with", layout.with_segment),
                 ("without", layout.without_segment),
             ):
                 engine_id = f"{layout.prompt_id}#{variant}"
                 self.variants[engine_id] = (layout, variant)
-                prompts.append(TokenizedPrompt(engine_id, tokens))
+                prompts.append(
+                    TokenizedPrompt(engine_id, tokens, image if variant == "with" else None)
+                )
         return prompts
 
     def hooks(self, batch: Batch) -> list[Hook]:

@@ -4,6 +4,11 @@
 see it, the diagonal included (sail-sg/Attention-Sink, compute_attention_sink). A head sinks on
 k in one sequence when α > ε; Sink_k^ε is the percentage of (sequence, layer, head) that do.
 ACT (Yu et al. 2024) calls any k > 0 with α > 0.1 a hidden sink of that head on that input.
+
+Visual sink tokens, on image prompts of a vision-language model: per head the largest α over the
+image's tokens ("visual_sink_alpha"), and per prompt the `visual_sinks` image tokens with the
+largest α averaged over every head and layer ("visual_sink"). (The visual-sink paper picks them
+by massive activation in the sink dimensions instead; that selection is not made here.)
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from jaxtyping import Float, Int
 from probes.core.probe import StreamingProbe, totals_of
 from probes.core.registry import register_probe
 from probes.core.types import Batch, ModelInfo, ProbeParams
+from probes.models import LoadedModel, decode_text
 
 
 def sink_alpha(
@@ -115,8 +121,10 @@ class SinkParams(ProbeParams):
     epsilon: float = 0.3  # Gu et al.'s threshold on α
     hidden_threshold: float = 0.1  # ACT's threshold for hidden sinks beyond position 0
     n_positions: int = 16  # α and Sink_k^ε are stored for the first n key positions
+    visual_sinks: int = 3  # image prompts: the top image tokens stored per prompt
 
     def check(self) -> None:
+        self.require(self.visual_sinks >= 1, "visual_sinks", "at least 1")
         self.require(0 <= self.epsilon < 1, "epsilon", "in [0, 1)")
         self.require(0 <= self.hidden_threshold < 1, "hidden_threshold", "in [0, 1)")
         self.require(self.n_positions >= 1, "n_positions", "at least 1")
@@ -150,6 +158,16 @@ class SinkProbe(StreamingProbe[SinkParams]):
         self.massive_other_sum = torch.zeros(n_layers, dtype=torch.float64)
         self.n_sequences = 0
         self._received: torch.Tensor | None = None  # [layer, batch, head, k_pos], this batch only
+        self.image_token_id: int | None = None  # set by `bind` for a vision-language model
+        self.image_token = ""
+        self.visual_alpha_sum = torch.zeros(n_layers, n_heads, dtype=torch.float64)
+        self.n_image_sequences = 0
+        self.visual_rows: list[dict[str, Any]] = []
+
+    def bind(self, model: LoadedModel) -> None:
+        if model.vision is not None:
+            self.image_token_id = model.vision.image_token_id
+            self.image_token = decode_text(model.tokenizer, [self.image_token_id])
 
     def start_batch(self, batch: Batch) -> None:
         n_batch, n_positions = batch.tokens.shape
@@ -179,7 +197,33 @@ class SinkProbe(StreamingProbe[SinkParams]):
         hidden = hidden_sink_mask(alpha, self.params.hidden_threshold)
         self.hidden_count_sum += hidden.sum(-1).double().sum(1)
         self.hidden_any_sum += hidden.any(-1).double().sum(1)
+        if self.image_token_id is not None:
+            self.add_visual_sinks(alpha, batch, self.image_token_id)
         self._received = None
+
+    def add_visual_sinks(self, alpha: torch.Tensor, batch: Batch, image_token_id: int) -> None:
+        """Fold the image tokens' α (alpha [layer, batch, head, k_pos]) into the visual rows."""
+        is_image = batch.tokens.eq(image_token_id).cpu()
+        for row, prompt_id in enumerate(batch.prompt_ids):
+            positions = is_image[row].nonzero().flatten()
+            if not positions.numel():
+                continue
+            image_alpha = alpha[:, row][..., positions]  # [layer, head, image token]
+            self.visual_alpha_sum += image_alpha.amax(-1)
+            self.n_image_sequences += 1
+            overall = image_alpha.mean((0, 1))
+            top = overall.topk(min(self.params.visual_sinks, overall.numel()))
+            for value, index in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+                position = int(positions[index])
+                self.visual_rows.append(
+                    {
+                        "metric": "visual_sink",
+                        "prompt": prompt_id,
+                        "position": position,
+                        "token": self.image_token,
+                        "value": value,
+                    }
+                )
 
     def rows(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -198,6 +242,9 @@ class SinkProbe(StreamingProbe[SinkParams]):
                         {**base, "metric": "sink_rate", "value": sink_rate[layer, head, k].item()}
                     )
                 base = {"layer": layer, "head": head}
+                if self.n_image_sequences:
+                    visual = self.visual_alpha_sum[layer, head] / self.n_image_sequences
+                    rows.append({**base, "metric": "visual_sink_alpha", "value": visual.item()})
                 rows.append(
                     {
                         **base,
@@ -231,4 +278,4 @@ class SinkProbe(StreamingProbe[SinkParams]):
                     "value": (self.massive_other_sum[layer] / n).item(),
                 }
             )
-        return rows
+        return rows + self.visual_rows

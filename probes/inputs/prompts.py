@@ -83,10 +83,12 @@ class PromptFileError(HeadlabError, ValueError):
 
 @dataclass(frozen=True)
 class Prompt:
-    """One prompt: its text and an `id` unique within its suite (rows of a scan name it)."""
+    """One prompt: its text and an `id` unique within its suite (rows of a scan name it); an
+    image prompt also names its image file, and its text holds the placeholder `<image>` once."""
 
     id: str
     text: str
+    image: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,16 @@ class PromptSuite:
         digest = hashlib.sha256()
         for prompt in self.prompts:
             digest.update(json.dumps([prompt.id, prompt.text]).encode())
+            if prompt.image is not None:  # text suites hash as they always did
+                from probes.inputs.image_files import file_sha256
+
+                digest.update(file_sha256(prompt.image).encode())
         return digest.hexdigest()
+
+    @property
+    def has_images(self) -> bool:
+        """Whether the suite's prompts are image prompts (a suite is all or none)."""
+        return any(prompt.image is not None for prompt in self.prompts)
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -240,9 +251,14 @@ def bounded_lines(path: Path | str, what: str) -> Iterator[tuple[str, int, str]]
 
 
 def load_jsonl(path: Path | str) -> PromptSuite:
-    """Prompts from a JSONL file: one object per line with a "text" field and an optional "id"."""
+    """Prompts from a JSONL file: one object per line with a "text" field and an optional "id";
+    image prompts add "image", a file path relative to the JSONL file's directory (all lines or
+    none; probes/inputs/image_files.py)."""
+    from probes.inputs.image_files import checked_image
+
     path = Path(path)
     prompts = []
+    kinds: dict[bool, str] = {}  # image prompt or not -> the first line of that kind
     for where, number, record in jsonl_objects(path, "prompt file"):
         if not isinstance(record.get("text"), str):
             raise PromptFileError(f'{where}: expected an object with a "text" string')
@@ -251,7 +267,17 @@ def load_jsonl(path: Path | str) -> PromptSuite:
         given = record.get("id", f"line-{number}")
         if isinstance(given, bool) or not isinstance(given, str | int) or str(given) == "":
             raise PromptFileError(f'{where}: "id" must be text or a whole number, got {given!r}')
-        prompts.append(Prompt(id=str(given), text=record["text"]))
+        image = None
+        if "image" in record:
+            image = checked_image(record["image"], record["text"], where, path.parent)
+        kinds.setdefault(image is not None, where)
+        if len(kinds) == 2:
+            raise PromptFileError(
+                f"{where}: {'an image' if image else 'a text'} prompt, but {kinds[image is None]} "
+                f"is {'a text' if image else 'an image'} prompt; a prompt file holds image "
+                "prompts only or text prompts only"
+            )
+        prompts.append(Prompt(id=str(given), text=record["text"], image=image))
     if not prompts:
         raise PromptFileError(f"prompt file {path} holds no prompts")
     ids = [prompt.id for prompt in prompts]

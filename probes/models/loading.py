@@ -18,12 +18,21 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from probes.core.errors import HeadlabError
-from probes.core.options import check_device, check_dtype
+from probes.core.options import check_dtype
 from probes.core.types import ModelInfo
 from probes.models import gguf_cache
+from probes.models.devices import ModelUnavailableError, check_device_available
 from probes.models.registry import REGISTRY, ModelSpec
 from probes.models.tiny import TinyConfig, tiny_llama
+from probes.models.vision import (
+    TINY_LLAVA,
+    VisionInputs,
+    is_vision_config,
+    read_preprocessor,
+    tiny_llava,
+    vision_inputs,
+    without_processor_loading,
+)
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -37,15 +46,12 @@ _HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 HUB_HOST = ("huggingface.co", 443)
 
 
-class ModelUnavailableError(HeadlabError, RuntimeError):
-    """A model cannot be loaded here; the message names the model and what to do."""
-
-
 @dataclass
 class LoadedModel:
     """A loaded model: the TransformerLens `bridge` that runs it (hooks, forward passes), its
     `tokenizer`, its shape (`info`: layers, heads, KV heads, context), where it came from
-    (`provenance`, recorded in every run's manifest) and whether it is a `chat` model.
+    (`provenance`, recorded in every run's manifest), whether it is a `chat` model, and for a
+    vision-language model how it reads images (`vision`; None for a text model).
 
     Made by `load` (or `wrap` around a Hugging Face model you built); never built by hand.
     """
@@ -55,6 +61,7 @@ class LoadedModel:
     info: ModelInfo
     provenance: dict[str, Any] = field(default_factory=dict)
     chat: bool = False
+    vision: VisionInputs | None = None
 
     def tokenize(self, text: str, prepend_bos: bool = True) -> list[int]:
         """Token ids of `text`; BOS is prepended explicitly (never by tokenizer defaults)."""
@@ -207,34 +214,24 @@ def _load(
     revision: str | None,
     started: float,
 ) -> LoadedModel:
+    vision = None
     if name in REGISTRY:
         hf_model, tokenizer, provenance, chat = _load_registry(REGISTRY[name], cache_dir, dtype)
+    elif name == TINY_LLAVA or name.startswith(f"{TINY_LLAVA}-"):
+        seed = tiny_seed(name, TINY_LLAVA)
+        hf_model, tokenizer, vision = tiny_llava(seed)
+        provenance, chat = {"source": "random", "seed": seed, "weights_sha256": None}, False
     elif name.startswith(TINY_PREFIX):
         hf_model, tokenizer, provenance, chat = _load_tiny(name)
     else:
         hf_model, tokenizer, provenance, chat = _load_hugging_face(name, dtype, revision)
-    loaded = wrap(hf_model, tokenizer, name, provenance, device=device, dtype=dtype)
+        if is_vision_config(hf_model.config):
+            source = str(Path(name).expanduser()) if Path(name).expanduser().is_dir() else name
+            vision = vision_inputs(hf_model.config, read_preprocessor(source, revision), name)
+    loaded = wrap(hf_model, tokenizer, name, provenance, device=device, dtype=dtype, vision=vision)
     loaded.chat = chat
     loaded.provenance["load_seconds"] = round(time.perf_counter() - started, 3)
     return loaded
-
-
-def check_device_available(device: str) -> None:
-    """`device` is a torch device this machine has (checked before any weights load)."""
-    check_device(device)
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ModelUnavailableError(
-                f"device {device!r}: no CUDA GPU is visible here (torch {torch.__version__}, "
-                f"CUDA build {torch.version.cuda or 'none'}); use --device cpu"
-            )
-        index = int(device.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
-            raise ModelUnavailableError(
-                f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
-            )
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise ModelUnavailableError("device 'mps': Apple's Metal backend is not available here")
 
 
 def wrap(
@@ -245,15 +242,18 @@ def wrap(
     *,
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
+    vision: VisionInputs | None = None,
 ) -> LoadedModel:
-    """Wrap an eager-attention Hugging Face causal LM in TransformerLens 4.3's TransformerBridge."""
+    """Wrap an eager-attention Hugging Face causal LM (or vision-language model, with `vision`:
+    how it reads images) in TransformerLens 4.3's TransformerBridge."""
     from transformer_lens.model_bridge import TransformerBridge
 
     hf_model = hf_model.to(device=device, dtype=dtype).eval()  # type: ignore[call-arg]  # HF to() is @wraps(Module.to): self unbound
     label = (provenance or {}).get("hf_id") or name
-    bridge = TransformerBridge.boot_transformers(
-        label, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
-    )
+    with without_processor_loading():  # a VLM's processor: a hub request, a torchvision install
+        bridge = TransformerBridge.boot_transformers(
+            label, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
+        )
     bridge.eval()
     config = hf_model.config
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
@@ -279,7 +279,9 @@ def wrap(
         "n_ctx": info.n_ctx,
         **(provenance or {}),
     }
-    return LoadedModel(bridge=bridge, tokenizer=tokenizer, info=info, provenance=record)
+    if vision is not None:
+        record["image_tokens"] = vision.n_image_tokens
+    return LoadedModel(bridge, tokenizer, info, record, vision=vision)
 
 
 def _registry_spec(name: str) -> ModelSpec:
@@ -320,7 +322,9 @@ def check_name(name: str) -> None:
         raise ModelUnavailableError("the model name is empty; give a registry name, id or dir")
     if name in REGISTRY:
         return
-    if name.startswith(TINY_PREFIX):
+    if name.startswith(TINY_LLAVA):
+        tiny_seed(name, TINY_LLAVA)
+    elif name.startswith(TINY_PREFIX):
         tiny_seed(name)
     elif not (Path(name).expanduser().is_dir() or _HF_ID.match(name)):
         raise ModelUnavailableError(
@@ -329,11 +333,14 @@ def check_name(name: str) -> None:
         )
 
 
-def tiny_seed(name: str) -> int:
-    """The seed of a `tiny-random[-SEED]` test model name (0 when none is given)."""
-    suffix = name.removeprefix(TINY_PREFIX).lstrip("-")
+def tiny_seed(name: str, prefix: str = TINY_PREFIX) -> int:
+    """The seed of a `tiny-random[-SEED]` (or `tiny-random-llava[-SEED]`) test model name (0
+    when none is given)."""
+    suffix = name.removeprefix(prefix).lstrip("-")
     if suffix and not suffix.isdigit():
-        raise ModelUnavailableError(f"tiny model name {name!r} must be {TINY_PREFIX}[-SEED]")
+        raise ModelUnavailableError(
+            f"tiny model name {name!r} must be {TINY_PREFIX}[-SEED] or {TINY_LLAVA}[-SEED]"
+        )
     return int(suffix) if suffix else 0
 
 
@@ -354,7 +361,9 @@ def hub_reachable(timeout: float = 2.0) -> bool:
 
 
 def _load_hugging_face(name: str, dtype: torch.dtype, revision: str | None) -> Loaded:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from probes.models.vision import model_class
 
     check_name(name)
     path = Path(name).expanduser()
@@ -367,7 +376,8 @@ def _load_hugging_face(name: str, dtype: torch.dtype, revision: str | None) -> L
         "use_safetensors": True,
     }
     try:
-        hf_model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True, **kwargs)
+        cls = model_class(source, revision, local_files_only=True)
+        hf_model = cls.from_pretrained(source, local_files_only=True, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, revision=revision)
     except Exception as error:  # a user's directory may hold anything: name it and what failed
         if path.is_dir():
@@ -384,7 +394,7 @@ def _load_hugging_face(name: str, dtype: torch.dtype, revision: str | None) -> L
                 "unreachable; copy the model to a local directory and pass its path"
             ) from error
         local_only = False
-        hf_model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        hf_model = model_class(source, revision).from_pretrained(source, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
     provenance = {
         "source": f"local:{source}" if path.is_dir() else f"hf:{name}",

@@ -8,6 +8,7 @@ Model "toy": 3 layers × 4 heads. Head (l, h) gets index i = 4·l + h, and:
   retrieval/retrieval_score = 0.2 on L1H2 and L2H0, 0.01 elsewhere
   future_attention/mean_attention_distance = i; locality: i < 4 local, i ≥ 8 global
   pattern: L2H3 is a BOS head; every other head attends to the previous token
+  top_keys: see fixture_top_keys.py
 Runs, newest first: "toy-a" (everything), "toy-b" (sinks only, α reversed), "duo" (another
 model, 2 × 2).
 """
@@ -20,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from analyses.results import store
+from tests.dashboard.fixture_top_keys import TOP_KEYS_K, top_keys_tables
 
 N_LAYERS, N_HEADS = 3, 4
 EPSILON = 0.3
@@ -341,6 +343,7 @@ def write_fixture_runs(data_dir: Path) -> Path:
     probes = {
         "sink": sink_params,
         "pattern": {"max_blocks": 5},
+        "top_keys": {"k": TOP_KEYS_K, "n_prompts": 2, "prompt_ids": []},
         "retrieval": {},
         "future_attention": {"window": 10, "horizon_low": 10, "horizon_high": 50},
     }
@@ -349,7 +352,11 @@ def write_fixture_runs(data_dir: Path) -> Path:
         "toy-a",
         everything.assign(model="toy"),
         manifest("toy", N_LAYERS, N_HEADS, probes),
-        side_tables={**masking_tables(), "pattern_prompts": pattern_prompts()},
+        side_tables={
+            **masking_tables(),
+            "pattern_prompts": pattern_prompts(),
+            **top_keys_tables(),
+        },
     )
     later = manifest("toy", N_LAYERS, N_HEADS, {"sink": sink_params})
     store.write_run(

@@ -21,7 +21,7 @@ APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 PAGES = [
     "overview",
     "head_map",
-    "head_detail",
+    "head",
     "sinks",
     "retrieval",
     "future_attention",
@@ -100,7 +100,7 @@ def texts(app: AppTest) -> str:
 EXPECTED_CHARTS = {
     "overview": set(),
     "head_map": {"map_heatmap"},
-    "head_detail": {"detail_profile", "detail_pattern"},
+    "head": {"head_profile", "head_pattern"},
     "sinks": {"sinks_by_layer", "sinks_map", "sinks_hidden", "sinks_massive"},
     "retrieval": {"retrieval_grid", "retrieval_heads", "retrieval_masking", "retrieval_sweep"},
     "future_attention": {"future_waad", "future_fai", "future_locality"},
@@ -115,7 +115,7 @@ EXPECTED_TABLES = {  # the columns that identify each table
         ("field", "value"),
     ],
     "head_map": [("rank", "name", "value")],
-    "head_detail": [("label", "rank", "percentile")],
+    "head": [("label", "rank", "percentile", "definition"), ("name", "similarity")],
     "sinks": [],
     "retrieval": [("rank", "name", "value"), ("question", "response", "recall")],
     "future_attention": [("position", "token", "value")],
@@ -137,7 +137,7 @@ def test_every_page_draws_its_charts_and_tables_on_a_full_run(fixture_data, page
 @pytest.mark.parametrize(
     ("page", "command"),
     [
-        ("head_detail", "headlab scan --probes sink,pattern"),
+        ("head", "headlab scan --probes top_keys"),
         ("retrieval", "headlab scan --probes retrieval"),
         ("future_attention", "headlab scan --probes future_attention"),
         ("sweeps", "headlab sweep"),
@@ -147,7 +147,8 @@ def test_pages_say_what_to_run_when_the_run_lacks_their_data(fixture_data, page,
     app = open_page(fixture_data, page, query={"run": "toy-b"})
     assert app.session_state["run"] == "toy-b"
     codes = [code.value for code in app.code]
-    assert any(code.startswith(command) and str(fixture_data) in code for code in codes), codes
+    flag = f"--data {fixture_data}"  # the data directory's one documented flag
+    assert any(code.startswith(command) and flag in code for code in codes), codes
     assert "in this run" in texts(app)
 
 
@@ -212,10 +213,14 @@ def alpha_grid(position: int) -> list[list[float]]:
 def test_head_map_follows_metric_position_threshold_and_k(fixture_data):
     app = open_page(fixture_data, "head_map")
     assert app.selectbox(key="map_series").value == "sink/alpha"  # the scan's first probe
-    assert app.selectbox(key="map_series").options[-1] == "sweep/ioi.logit_diff.harm [zero]"
+    last = app.selectbox(key="map_series").options[-1]  # offered with its definition's name
+    assert last == "sweep/ioi.logit_diff.harm [zero] — harm of ioi.logit_diff"
     app.selectbox(key="map_series").set_value("sink/alpha")
     rerun(app)
     assert_grid(z_of(charts(app)["map_heatmap"]), alpha_grid(0))
+    heatmap = charts(app)["map_heatmap"]["data"][0]
+    assert heatmap["colorbar"]["title"]["text"] == "α (attention to key k)"
+    assert "mean attention queries i ≥ k pay to key k" in texts(app)
     app.selectbox(key="map_position").set_value(2)
     rerun(app)
     assert_grid(z_of(charts(app)["map_heatmap"]), alpha_grid(2))
@@ -235,7 +240,7 @@ def test_head_map_follows_metric_position_threshold_and_k(fixture_data):
     app.number_input(key="map_k").set_value(3)
     rerun(app)
     figure = charts(app)["map_heatmap"]
-    ring = figure["data"][1]
+    ring = figure["data"][2]
     assert sorted(zip(ring["y"], ring["x"], strict=True)) == [(2, 0), (2, 1), (2, 2), (2, 3)]
     assert list(table(app, "rank", "name")["name"]) == ["L2H3", "L2H2", "L2H1"]
     app.number_input(key="map_k").set_value(12)
@@ -243,16 +248,18 @@ def test_head_map_follows_metric_position_threshold_and_k(fixture_data):
     assert list(table(app, "rank", "name")["name"]) == ["L2H3", "L2H2", "L2H1", "L2H0"]  # ≥ 0.75
 
 
-def test_head_detail_shows_the_chosen_heads_scores_and_pattern(fixture_data):
-    app = open_page(fixture_data, "head_detail")
-    app.selectbox(key="detail_layer").set_value(2)
-    app.selectbox(key="detail_head").set_value(3)
+def test_the_head_page_shows_the_chosen_heads_scores_and_pattern(fixture_data):
+    app = open_page(fixture_data, "head")
+    app.selectbox(key="head_layer").set_value(2)
+    app.selectbox(key="head_head").set_value(3)
     rerun(app)
     scores = table(app, "label", "rank")
-    alpha = scores[(scores["label"] == "sink/alpha") & (scores["position"] == 0)].iloc[0]
+    alpha = scores[(scores["metric"] == "sink/alpha") & (scores["position"] == 0)].iloc[0]
     assert alpha["value"] == pytest.approx(1.0) and alpha["rank"] == 1
-    pattern = charts(app)["detail_pattern"]
-    assert app.selectbox(key="detail_prompt").value == "p0"
+    assert alpha["label"] == "α (attention to key k)"
+    assert alpha["definition"].startswith("mean attention queries i ≥ k pay to key k")
+    pattern = charts(app)["head_pattern"]
+    assert app.selectbox(key="head_prompt").value == "p0"
     causal = [
         [v if k <= q else math.nan for k, v in enumerate(row)]
         for q, row in enumerate(fx.pooled(2, 3, "p0"))
@@ -260,11 +267,11 @@ def test_head_detail_shows_the_chosen_heads_scores_and_pattern(fixture_data):
     assert_grid(z_of(pattern), causal)
     assert pattern["layout"]["xaxis"]["ticktext"] == escaped(fx.TOKENS["p0"])
 
-    app.selectbox(key="detail_prompt").set_value("p1")
-    app.selectbox(key="detail_layer").set_value(0)
-    app.selectbox(key="detail_head").set_value(0)
+    app.selectbox(key="head_prompt").set_value("p1")
+    app.selectbox(key="head_layer").set_value(0)
+    app.selectbox(key="head_head").set_value(0)
     rerun(app)
-    pattern = charts(app)["detail_pattern"]
+    pattern = charts(app)["head_pattern"]
     blocks = escaped(["<s> a", " b c", " d e", " f g", " h i"])
     assert pattern["layout"]["yaxis"]["ticktext"] == blocks
     grid = z_of(pattern)
@@ -276,13 +283,10 @@ def test_head_detail_shows_the_chosen_heads_scores_and_pattern(fixture_data):
     assert "pooled into 5 blocks" in texts(app)
 
 
-def test_head_detail_starts_from_the_head_in_the_url(fixture_data):
-    app = open_page(fixture_data, "head_detail", query={"layer": "1", "head": "2"})
-    assert (app.selectbox(key="detail_layer").value, app.selectbox(key="detail_head").value) == (
-        1,
-        2,
-    )
-    assert "L1H2" in " ".join(header.value for header in app.subheader)
+def test_the_head_page_starts_from_the_head_in_the_url(fixture_data):
+    app = open_page(fixture_data, "head", query={"layer": "1", "head": "2"})
+    assert (app.selectbox(key="head_layer").value, app.selectbox(key="head_head").value) == (1, 2)
+    assert app.title[0].value == "L1H2 of toy"
 
 
 def test_sinks_page_plots_sink_percent_by_layer_for_the_chosen_positions(fixture_data):
@@ -315,12 +319,12 @@ def test_retrieval_page_shows_the_niah_grid_scores_and_masking(fixture_data):
         for col, x in enumerate(grid["x"])
     }
     assert cells == fx.NIAH
-    ring = charts(app)["retrieval_heads"]["data"][1]
+    ring = charts(app)["retrieval_heads"]["data"][2]
     assert set(zip(ring["y"], ring["x"], strict=True)) == fx.RETRIEVAL_HEADS
     assert "2 of 12 heads" in texts(app)
     app.number_input(key="retrieval_threshold").set_value(0.5)
     rerun(app)
-    assert len(charts(app)["retrieval_heads"]["data"][1]["x"]) == 0
+    assert len(charts(app)["retrieval_heads"]["data"][2]["x"]) == 0
     assert "0 of 12 heads" in texts(app)
     masking = charts(app)["retrieval_masking"]  # from the masking experiment's side table
     by_name = {trace["name"]: trace for trace in masking["data"]}

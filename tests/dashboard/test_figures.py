@@ -18,7 +18,7 @@ def values_frame(cells: dict[tuple[int, int], float]) -> pd.DataFrame:
 def test_head_heatmap_places_each_value_at_its_layer_and_head():
     cells = {(0, 0): 0.1, (0, 2): 0.5, (1, 1): 0.9, (2, 0): 0.3}
     figure = figures.head_heatmap(values_frame(cells), n_layers=3, n_heads=3)
-    (heatmap,) = figure.data
+    heatmap, targets = figure.data
     z = np.array(heatmap.z, dtype=float)
     assert z.shape == (3, 3)
     for (layer, head), value in cells.items():
@@ -27,18 +27,39 @@ def test_head_heatmap_places_each_value_at_its_layer_and_head():
         (layer, head) for layer in range(3) for head in range(3) if (layer, head) not in cells
     ]
     assert all(math.isnan(z[cell]) for cell in unscored)  # not scored stays blank, never 0
-    assert figure.layout.yaxis.autorange == "reversed"  # layer 0 on top
-    assert "%{z" in heatmap.hovertemplate
+    assert tuple(figure.layout.yaxis.range) == (2.5, -0.5)  # layer 0 on top, layers 0-2 only
+    assert tuple(figure.layout.xaxis.range) == (-0.5, 2.5)
+    # one click target per cell, carrying the cell's value for the hover
+    assert sorted(zip(targets.y, targets.x, strict=True)) == [
+        (a, b) for a in range(3) for b in range(3)
+    ]
+    for layer, head, value in zip(targets.y, targets.x, targets.customdata, strict=True):
+        assert value == z[layer, head] or (math.isnan(value) and math.isnan(z[layer, head]))
+    assert "%{customdata" in targets.hovertemplate and "click" in targets.hovertemplate
+
+
+def test_head_heatmap_names_its_colour_bar_and_defines_the_metric_on_hover():
+    figure = figures.head_heatmap(
+        values_frame({(0, 0): 0.5}), value_label="α (attention to key k)", definition="mean A[i, k]"
+    )
+    assert figure.data[0].colorbar.title.text == "α (attention to key k)"
+    assert "mean A[i, k]" in figure.data[1].hovertemplate
+
+
+def test_a_ring_on_the_last_layer_adds_no_phantom_layer():
+    cells = {(layer, head): float(layer) for layer in range(30) for head in range(9)}
+    figure = figures.head_heatmap(values_frame(cells), threshold=29.0, n_layers=30, n_heads=9)
+    assert tuple(figure.layout.yaxis.range) == (29.5, -0.5)
 
 
 def test_head_heatmap_rings_exactly_the_heads_at_or_above_the_threshold():
     cells = {(0, 0): 0.1, (0, 1): 0.5, (1, 0): 0.5000001, (1, 1): 0.9}
     figure = figures.head_heatmap(values_frame(cells), threshold=0.5)
-    ring = figure.data[1]
+    ring = figure.data[2]
     assert sorted(zip(ring.y, ring.x, strict=True)) == [(0, 1), (1, 0), (1, 1)]
     none = figures.head_heatmap(values_frame(cells), threshold=0.95)
-    assert len(none.data[1].x) == 0
-    assert len(figures.head_heatmap(values_frame(cells)).data) == 1  # no threshold, no ring
+    assert len(none.data[2].x) == 0
+    assert len(figures.head_heatmap(values_frame(cells)).data) == 2  # no threshold, no ring
 
 
 def test_head_heatmap_uses_a_diverging_scale_centred_on_zero_only_for_signed_values():
@@ -212,3 +233,13 @@ def test_locality_map_colours_each_class_and_hovers_the_distance():
 )
 def test_figures_serialise_to_json(build):
     assert build().to_json()  # what st.plotly_chart sends to the browser
+
+
+def test_a_long_prompts_token_axis_labels_at_most_forty_tokens_with_their_positions():
+    tokens = [f" tok{i}" for i in range(256)]
+    figure = figures.token_series({"FAI_s": [0.1] * 256}, tokens)
+    ticks = list(figure.layout.xaxis.ticktext)
+    assert 20 <= len(ticks) <= 40
+    assert ticks[1] == "7:  tok7"  # every 7th token, with its position
+    assert figure.layout.xaxis.rangeslider.visible
+    assert len(figure.data[0].customdata) == 256  # the hover still names every token

@@ -50,9 +50,10 @@ def test_head_profile_ranks_the_head_on_every_series(toy):
     assert alpha["rank"] == 1 and alpha["n_heads"] == 12 and alpha["percentile"] == 100.0
     hidden = profile[profile["label"] == "sink/hidden_sink_count"].iloc[0]
     assert hidden["value"] == 3.0 and hidden["rank"] == 1  # h = 3: tied top with 2 others
+    assert hidden["percentile"] == pytest.approx(100 * 10 / 11)  # the three share 9, 10, 11
     bottom = frames.head_profile(toy, 0, 0)
     alpha = bottom[(bottom["label"] == "sink/alpha") & (bottom["position"] == 0)].iloc[0]
-    assert alpha["rank"] == 12 and alpha["percentile"] == pytest.approx(100 / 12)
+    assert alpha["rank"] == 12 and alpha["percentile"] == 0.0
     assert frames.head_profile(toy, 7, 7).empty  # no such head
 
 
@@ -125,3 +126,9 @@ def test_token_rows_decode_prompt_and_token_from_the_condition(toy):
     rows = frames.token_rows(toy, "future_attention", ["waad"])
     assert list(rows["token"]) == [fx.TOKENS["p0"][p] for p in rows["position"]]
     assert list(rows["value"]) == [v for v in fx.WAAD if v is not None]
+
+
+def test_a_metric_every_head_ties_on_puts_each_head_at_the_50th_percentile():
+    values = pd.Series([0.0] * 12)
+    assert frames.series.percentile(values, 0.0) == 50.0
+    assert frames.series.percentile(pd.Series([1.0, 2.0, 3.0]), 3.0) == 100.0

@@ -138,7 +138,7 @@ def test_head_map_draws_the_metric_in_its_layer_head_cells():
     figure = hl.plot.head_map(hand_table(), "alpha", position=1, threshold=1.0)
     assert figure.layout.title.text == "a/alpha at key 1"
     assert figure.data[0].z.tolist() == [[0.1, 1.1]]
-    assert list(figure.data[1].x) == [1] and list(figure.data[1].y) == [0]  # ringed: α ≥ 1
+    assert list(figure.data[2].x) == [1] and list(figure.data[2].y) == [0]  # ringed: α ≥ 1
 
 
 def test_pattern_draws_a_heads_attention_on_the_text(tiny_model):

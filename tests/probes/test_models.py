@@ -1,7 +1,9 @@
+import json
 import time
 
 import pytest
 import torch
+from PIL import Image
 
 from probes.models import REGISTRY, ModelSpec, ModelUnavailableError, load, loading, registry
 from probes.models.tiny import TinyConfig, tiny_llama
@@ -117,3 +119,50 @@ def test_gemma_loads_and_matches_hugging_face():
     tokens = torch.tensor([gemma.tokenize("The capital of France is")])
     with torch.inference_mode():
         torch.testing.assert_close(gemma.bridge(tokens), hf(tokens).logits, rtol=1e-5, atol=1e-4)
+
+
+def test_a_llava_checkpoint_directory_loads_with_its_own_preprocessing(tmp_path):
+    """The real-checkpoint path (a local directory, as llava-hf/llava-1.5-7b-hf saved): the model
+    class from the config, the preprocessor config read as JSON, the bridge equal to HF."""
+    from probes.inputs.images import pixel_values
+    from probes.models.vision import ImageProcessing, tiny_llava
+
+    hf_model, tokenizer, _ = tiny_llava(seed=4)
+    directory = tmp_path / "llava"
+    hf_model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    preprocessor = {
+        "image_processor_type": "CLIPImageProcessor",
+        "size": {"shortest_edge": 60},
+        "crop_size": {"height": 56, "width": 56},
+        "resample": 2,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+    }
+    (directory / "preprocessor_config.json").write_text(json.dumps(preprocessor))
+    model = load(str(directory))
+    assert model.provenance["architecture"] == "LlavaForConditionalGeneration"
+    assert model.vision.processing == ImageProcessing(
+        60, 56, 56, "bilinear", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
+    )
+    image = [model.vision.image_token_id] * model.vision.n_image_tokens
+    tokens = torch.tensor([[*model.tokenize("look at"), *image, 5, 6]])
+    pixels = pixel_values([Image.new("RGB", (70, 64), "green")], model.vision)
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            model.bridge(tokens, pixel_values=pixels),
+            hf_model(input_ids=tokens, pixel_values=pixels).logits,
+        )
+
+
+def test_an_uncached_llava_id_fails_with_a_clear_offline_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setattr(loading, "hub_reachable", lambda timeout=2.0: False)
+    with pytest.raises(ModelUnavailableError, match=r"'llava-hf/llava-1.5-7b-hf' is not in the"):
+        load("llava-hf/llava-1.5-7b-hf")
+
+
+def test_tiny_llava_names_take_a_seed():
+    assert loading.tiny_seed("tiny-random-llava-7", "tiny-random-llava") == 7
+    with pytest.raises(ModelUnavailableError, match="tiny-random-llava\\[-SEED\\]"):
+        load("tiny-random-llava-x")

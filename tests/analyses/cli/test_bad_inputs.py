@@ -76,7 +76,7 @@ def refused(argv, tmp_path, capsys) -> str:
         ),
         (
             ["sweep", "--model", "tiny-random", "--top-metric", "alpha"],
-            "read from --metrics-run (default: --run) 'sweep-tiny-random-",
+            "read from --metrics-run (default: --run) 'tiny-random-sweep-",
         ),
     ],
 )

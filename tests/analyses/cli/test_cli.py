@@ -30,9 +30,7 @@ def run_cli(args, capsys):
     ],
 )
 def test_bad_input_gives_one_clear_line_and_exit_2(tmp_path, capsys, args, message):
-    code, _, err = run_cli(
-        [*args, *(["--data"] if args[0] == "show" else ["--out"]), str(tmp_path)], capsys
-    )
+    code, _, err = run_cli([*args, "--data", str(tmp_path)], capsys)
     assert code == 2
     assert err.startswith("headlab: error: ") and message in err
     assert "Traceback" not in err
@@ -42,12 +40,13 @@ def test_bad_input_gives_one_clear_line_and_exit_2(tmp_path, capsys, args, messa
 def test_empty_and_malformed_prompt_files(tmp_path, capsys):
     empty = prompt_file(tmp_path, [""])
     code, _, err = run_cli(
-        ["scan", "--model", "tiny-random", "--prompts", str(empty), "--out", str(tmp_path)], capsys
+        ["scan", "--model", "tiny-random", "--prompts", str(empty), "--data", str(tmp_path)], capsys
     )
     assert code == 2 and "holds no prompts" in err
     broken = prompt_file(tmp_path, [json.dumps({"text": "fine"}), "{oops"])
     code, _, err = run_cli(
-        ["scan", "--model", "tiny-random", "--prompts", str(broken), "--out", str(tmp_path)], capsys
+        ["scan", "--model", "tiny-random", "--prompts", str(broken), "--data", str(tmp_path)],
+        capsys,
     )
     assert code == 2 and f"{broken}:2: not valid JSON" in err
 
@@ -56,7 +55,7 @@ def test_unwritable_output_directory_is_named_before_any_work(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     code, _, err = run_cli(
-        ["scan", "--model", "tiny-random", "--out", str(blocker / "data")], capsys
+        ["scan", "--model", "tiny-random", "--data", str(blocker / "data")], capsys
     )
     assert code == 2 and f"output directory {blocker}/data/runs is not writable" in err
 
@@ -76,7 +75,7 @@ def test_scan_runs_show_on_the_tiny_model(tmp_path, capsys):
             "tiny-random",
             "--prompts",
             str(prompts),
-            "--out",
+            "--data",
             str(tmp_path),
             "--run-id",
             "t1",
@@ -119,7 +118,7 @@ def test_scan_of_the_real_default_model_covers_all_270_heads(tmp_path):
             "sink",
             "--max-tokens",
             "64",
-            "--out",
+            "--data",
             str(tmp_path),
             "--run-id",
             "real",
@@ -140,20 +139,30 @@ def test_scan_of_the_real_default_model_covers_all_270_heads(tmp_path):
     assert manifest["versions"]["transformer-lens"] == "4.3.0"
 
 
-@pytest.mark.parametrize(
-    ("model", "probes"),
-    [
-        ("smollm2-135m", ("sink", "attention_stats", "detectors")),
-        ("/models/my org/Llama 3 (local)", ("sink",)),
-        ("org/model.v2", ("retrieval",)),
-    ],
-)
-def test_generated_run_ids_are_valid_for_any_model_and_probe_list(tmp_path, model, probes):
-    from analyses.jobs.scan import new_run_id
+def test_scans_started_in_the_same_second_get_short_ids_of_their_own(tmp_path, capsys, monkeypatch):
+    from datetime import UTC, datetime
 
-    run_id = new_run_id(model, probes, tmp_path)
-    assert store.validate_run_id(run_id) == run_id
-    assert probes[0] in run_id
+    from analyses.results import run_ids
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 12, 2, 4, 31, 16, tzinfo=UTC)
+
+    monkeypatch.setattr(run_ids, "datetime", Frozen)
+    argv = ["scan", "--model", "tiny-random", "--probes", "sink", "--max-tokens", "16",
+            "--quiet", "--data", str(tmp_path)]  # fmt: skip
+    for _ in range(2):
+        code, out, _ = run_cli(argv, capsys)
+        assert code == 0
+    assert store.run_ids(tmp_path) == [
+        "tiny-random-sink-20261202-043116",
+        "tiny-random-sink-20261202-043116-2",  # the first is never overwritten
+    ]
+    assert "run tiny-random-sink-20261202-043116-2:" in out
+    assert store.read_manifest(tmp_path, "tiny-random-sink-20261202-043116-2")["config"][
+        "probes"
+    ] == ["sink"]  # the manifest keeps what the id leaves out
 
 
 def test_ctrl_c_that_left_a_string_exec_still_exits_130(tmp_path):

@@ -123,8 +123,8 @@ def test_help_takes_text_and_defaults_from_the_fields(capsys, monkeypatch):
         "a name (default: x)",
         "how many things (default: 3)",
         "a share in percent, 0-100 % (default: 0.5)",
-        "--data DATA, --out DATA",
-        "data directory (default: data)",
+        "--data DATA ",
+        "data directory (also --out; default: data)",
         "at most; none = no limit (default: 256)",
         "--sizes SIZES,...",
         "(default: 1,2)",
@@ -138,6 +138,7 @@ def test_help_takes_text_and_defaults_from_the_fields(capsys, monkeypatch):
     ]:
         assert text in out
     assert "--table" not in out and "--hidden" not in out and "--progress" not in out
+    assert "--out DATA" not in out  # the alias is named in the help text, not listed
 
 
 def test_fields_without_a_command_line_form_are_refused_when_the_parser_is_built():
@@ -217,10 +218,52 @@ def test_data_is_the_one_flag_for_the_data_directory_and_out_stays_where_it_was(
     for verb in (["scan"], ["bench"], ["sweep"], ["mask-retrieval", "r"], ["runs"],
                  ["show", "latest"], ["dashboard"]):  # fmt: skip
         assert parse([*verb, "--data", "d"]).data_dir == Path("d")
-    for verb in (["scan"], ["bench"], ["sweep"], ["mask-retrieval", "r"]):
+    for verb in DATA_VERBS:
         assert parse([*verb, "--out", "d"]).data_dir == Path("d")
+        assert parse([*verb, "--data", "d", "--data", "e"]).data_dir == Path("e")  # last wins
     for verb in (["runs"], ["show", "latest"], ["dashboard"]):
         assert parse(verb).data_dir == cli.DEFAULT_DATA
+
+
+# Every verb that reads or writes a data directory.
+DATA_VERBS = (["scan"], ["bench"], ["sweep"], ["mask-retrieval", "r"], ["runs"],
+              ["show", "latest"], ["dashboard"])  # fmt: skip
+
+
+def test_every_data_verb_documents_data_and_names_out_as_its_alias(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    for verb in DATA_VERBS:
+        with pytest.raises(SystemExit):
+            parse([verb[0], "--help"])
+        out = capsys.readouterr().out
+        assert "--data DATA " in out and "(also --out; default: data)" in out, verb
+        assert "--out DATA" not in out, verb
+
+
+def one_error(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        parse(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err  # one line, no usage block
+    return err.strip()
+
+
+@pytest.mark.parametrize("verb", DATA_VERBS)
+def test_both_names_of_the_data_directory_are_refused_on_one_line(capsys, verb):
+    err = one_error(capsys, [*verb, "--out", "a", "--data", "b"])
+    assert err == (
+        f"headlab {verb[0]}: error: --out and --data are two names of the same option; "
+        f"give one (see `headlab {verb[0]} --help`)"
+    )
+    assert "--data and --out are" in one_error(capsys, [*verb, "--data", "a", "--out", "a"])
+
+
+@pytest.mark.parametrize("verb", DATA_VERBS)
+@pytest.mark.parametrize("flag", ["--data", "--out"])
+def test_an_empty_data_directory_names_the_flag_typed(capsys, verb, flag):
+    err = one_error(capsys, [*verb, flag, ""])
+    assert err.startswith(f"headlab {verb[0]}: error: argument {flag}: expected a name or path")
 
 
 def test_default_model_is_spelled_once():

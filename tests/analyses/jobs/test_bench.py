@@ -108,7 +108,7 @@ def test_cli_bench_builds_the_config_from_its_flags(monkeypatch, tmp_path, capsy
 
     monkeypatch.setattr(bench, "run", fake_run)
     argv = ["bench", "--model", "tiny-random", "--tokens", "16,24", "--methods", "plain,body",
-            "--repeats", "2", "--path", "fast", "--out", str(tmp_path),
+            "--repeats", "2", "--path", "fast", "--data", str(tmp_path),
             "--timeout-s", "60", "--probes", "sink,detectors", "--dtype", "bfloat16",
             "--quiet"]  # fmt: skip
     assert main(argv) == 2 and "headlab: error: stop here" in capsys.readouterr().err

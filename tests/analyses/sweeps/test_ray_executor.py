@@ -97,7 +97,7 @@ def test_an_error_inside_a_worker_is_one_line_and_leaves_nothing(tmp_path, capsy
     # The built-in IOI names share a first token on the tiny word-level tokenizer: the task
     # refuses in the actor, while it prepares; the driver shows headlab's message, not Ray's.
     argv = ["sweep", "--model", "tiny-random", "--tasks", "ioi", "--single-head", "zero",
-            "--out", str(tmp_path / "data"), "--quiet", "--executor", "ray",
+            "--data", str(tmp_path / "data"), "--quiet", "--executor", "ray",
             "--workers", "1"]  # fmt: skip
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -138,7 +138,7 @@ def fault_plan(tmp_path_factory):
 
 
 def ray_sweep(plan: Path, data: Path) -> list[str]:
-    return [sys.executable, "-m", "analyses.cli", "sweep", "--plan", str(plan), "--out",
+    return [sys.executable, "-m", "analyses.cli", "sweep", "--plan", str(plan), "--data",
             str(data), "--quiet", "--executor", "ray", "--workers", "2"]  # fmt: skip
 
 
@@ -254,7 +254,7 @@ def test_bad_executor_options_are_one_line_errors_that_leave_nothing(
 ):
     data = tmp_path / "data"
     argv = ["sweep", "--model", "tiny-random", "--tasks", "lm", "--single-head", "zero",
-            "--out", str(data), "--quiet", *flags]  # fmt: skip
+            "--data", str(data), "--quiet", *flags]  # fmt: skip
     try:
         code = main(argv)
     except SystemExit as usage:  # argparse's own errors (one line too: OneLineParser)

@@ -178,6 +178,23 @@ def test_finished_sweep_is_a_no_op_and_a_changed_plan_needs_a_new_name(tiny_mode
         sweep.run(changed, model=tiny_model)
 
 
+def test_a_sweep_run_is_named_by_model_and_plan_and_older_long_ids_still_resume(
+    tiny_model, tmp_path
+):
+    raw = {"model": "tiny-random", "tasks": {"lm": {"n_prompts": 1, "max_tokens": 8}},
+           "single_head": {"modes": ["zero"], "layers": [0]}}  # fmt: skip
+    plan = plan_from_dict(raw)
+    path = sweep.run(sweep.SweepConfig(plan, tmp_path / "new", progress=False), model=tiny_model)
+    assert path.parent.name == f"tiny-random-sweep-{plan.sha256[:8]}"
+    legacy = f"sweep-tiny-random-{plan.sha256[:10]}"  # what a sweep of an older version made
+    old = sweep.SweepConfig(plan, tmp_path / "old", run_id=legacy, progress=False)
+    first = sweep.run(old, model=tiny_model)
+    stamp = first.stat().st_mtime_ns
+    again = sweep.run(sweep.SweepConfig(plan, tmp_path / "old", progress=False), model=tiny_model)
+    assert again == first and again.stat().st_mtime_ns == stamp  # found, finished: a no-op
+    assert store.run_ids(tmp_path / "old") == [legacy]
+
+
 def test_plan_errors_name_the_file_and_key(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[single_head]\nmodes = ["zero"]\nlayer = [1]\n')
@@ -216,11 +233,11 @@ def test_ranking_reports_what_the_run_holds():
 
 def test_cli_sweep_from_flags(tmp_path, capsys):
     code = main(["sweep", "--model", "tiny-random", "--tasks", "lm", "--single-head", "zero",
-                 "--attribution", "zero", "--out", str(tmp_path), "--quiet"])  # fmt: skip
+                 "--attribution", "zero", "--data", str(tmp_path), "--quiet"])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
     assert "clean lm.loss" in out and "Spearman(attribution, exact) lm.loss.harm [zero]" in out
-    assert main(["sweep", "--plan", "x.toml", "--tasks", "lm", "--out", str(tmp_path)]) == 2
+    assert main(["sweep", "--plan", "x.toml", "--tasks", "lm", "--data", str(tmp_path)]) == 2
     assert "either --plan or plan flags" in capsys.readouterr().err
 
 
@@ -228,7 +245,7 @@ def test_cli_sweep_from_flags(tmp_path, capsys):
 
 
 def sweep_command(plan: Path, data: Path) -> list[str]:
-    return [sys.executable, "-m", "analyses.cli", "sweep", "--plan", str(plan), "--out",
+    return [sys.executable, "-m", "analyses.cli", "sweep", "--plan", str(plan), "--data",
             str(data), "--quiet"]  # fmt: skip
 
 

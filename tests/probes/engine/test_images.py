@@ -1,131 +1,134 @@
-import numpy as np
-import pytest
-import torch
-from PIL import Image, ImageDraw
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+"""Image prompts through the engine on tiny-random-llava: divergence with vs without the image
+(the VHD paper's segment) and visual sink tokens, with planted heads whose answer is known."""
 
-from probes.engine.images import run_images
-from probes.families.divergence import DivergenceParams, DivergenceProbe, SegmentError
-from probes.inputs.images import (
-    CLIP_MEAN,
-    CLIP_STD,
-    ImageInputs,
-    ImagePrompt,
-    image_layout,
-    pixel_values,
-)
-from probes.models import wrap
-from probes.models.tiny import word_tokenizer
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+import headlab as hl
+from probes.core.errors import ConfigError
+from probes.inputs.prompts import Prompt, PromptSuite, load_jsonl
+from probes.models import load
 from tests import planting
+
+ROOT = Path(__file__).resolve().parents[3]
+IMAGE_PROMPTS = ROOT / "data" / "prompts" / "images" / "images.jsonl"
+PARAMS = {"divergence": {"answer_tokens": 3, "top_k": 2}}
 
 
 @pytest.fixture(scope="module")
-def tiny_llava(tmp_path_factory):
-    """A random 2-layer LLaVA (tiny CLIP tower, 4×4 patches of a 32-pixel image, GQA Llama),
-    built from a config and booted from a local directory: no network, no weights."""
-    tokenizer = word_tokenizer()
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    vision = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=8,
-    )
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        max_position_embeddings=256,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_seq_length=16,
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-    )
-    config.architectures = ["LlavaForConditionalGeneration"]
-    config._attn_implementation = "eager"
-    state = torch.random.get_rng_state()
-    torch.manual_seed(0)
-    hf_model = LlavaForConditionalGeneration(config).eval()
-    torch.random.set_rng_state(state)
-    directory = tmp_path_factory.mktemp("tiny-llava")
-    hf_model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    model = wrap(hf_model, tokenizer, "tiny-llava", {"hf_id": str(directory)})
-    return model, ImageInputs.llava(config)
+def llava():
+    return load("tiny-random-llava")
 
 
-def drawing(colour: str) -> Image.Image:
-    image = Image.new("RGB", (48, 40), "white")
-    ImageDraw.Draw(image).rectangle((8, 6, 30, 28), fill=colour)
-    return image
-
-
-PROMPTS = [
-    ImagePrompt("red", "look at <image> the cat went to the park and the dog", drawing("red")),
-    ImagePrompt("blue", "<image> mary gave the ball to john", drawing("blue")),
-]
-
-
-def run(tiny_llava, plants=()):
-    model, inputs = tiny_llava
-    probe = DivergenceProbe(model.info, DivergenceParams(answer_tokens=3, top_k=2))
+def scan(model, prompts=IMAGE_PROMPTS, plants=(), probes=("divergence", "sink")):
+    params = {name: PARAMS[name] for name in probes if name in PARAMS}
     with planting.planted(model, plants):
-        rows = run_images(model, probe, PROMPTS, inputs)
-    vhd = rows[rows.metric == "vhd"]
-    return rows, {(int(r.layer), int(r["head"])): r.value for _, r in vhd.iterrows()}
+        return hl.scan(model, prompts, probes=list(probes), params=params)
 
 
-def test_pixel_values_of_a_plain_image_have_closed_form():
-    inputs = ImageInputs(image_token_id=0, n_image_tokens=4, image_size=8)
-    values = pixel_values(Image.new("RGB", (20, 13), (255, 0, 51)), inputs)
-    assert values.shape == (1, 3, 8, 8)
-    for channel, level in enumerate((1.0, 0.0, 0.2)):
-        expected = (level - CLIP_MEAN[channel]) / CLIP_STD[channel]
-        torch.testing.assert_close(values[0, channel], torch.full((8, 8), expected))
+def per_head(table, metric):
+    rows = table[table.metric == metric]
+    return {(int(r.layer), int(r["head"])): r.value for _, r in rows.iterrows()}
 
 
-def test_layout_expands_the_placeholder_to_one_token_per_patch(tiny_llava):
-    model, inputs = tiny_llava
-    assert inputs.n_image_tokens == 16  # (32 / 8)², CLS dropped by the "default" strategy
-    layout = image_layout(model, PROMPTS[1], inputs, answer_tokens=3)
-    text = model.tokenize("mary gave the ball to john", prepend_bos=False)
-    assert layout.with_segment == (model.info.bos_token_id, *[inputs.image_token_id] * 16, *text)
-    assert layout.without_segment == (model.info.bos_token_id, *text)
-    with pytest.raises(SegmentError, match=r"'x'.*found it 0 times"):
-        image_layout(model, ImagePrompt("x", "no image here", drawing("red")), inputs, 3)
+def test_tiny_llava_is_shaped_like_llava_1_5(llava):
+    assert llava.provenance["architecture"] == "LlavaForConditionalGeneration"
+    assert llava.vision.n_image_tokens == 16  # (56 / 14)² patches, CLS dropped
+    assert llava.vision.processing.crop_height == 56
+    assert (llava.info.n_layers, llava.info.n_heads, llava.info.n_kv_heads) == (2, 4, 2)
 
 
-def test_a_head_that_never_reads_the_image_has_divergence_zero(tiny_llava):
-    plants = [
-        planting.attend_to(0, 0, lambda q: q),
-        planting.bos_head(0, 1),
-        planting.uniform_head(0, 2),
+def test_image_tokens_stand_where_the_placeholder_was(llava):
+    from probes.engine import tokenize_suite
+
+    suite = load_jsonl(IMAGE_PROMPTS)
+    tokenized = {p.id: p for p in tokenize_suite(llava, suite, max_tokens=256)}
+    blue = tokenized["blue-circle"]
+    text = llava.tokenize(" what is the color of the thing ? the color is blue", False)
+    image = [llava.vision.image_token_id] * 16
+    assert blue.tokens == (llava.info.bos_token_id, *image, *text)
+    assert blue.image == str(IMAGE_PROMPTS.parent / "blue_circle.png")
+
+
+def test_every_head_gets_vhd_and_visual_sink_rows(llava):
+    table = scan(llava)
+    heads = {(layer, head) for layer in range(2) for head in range(4)}
+    assert set(per_head(table, "vhd")) == heads
+    assert set(per_head(table, "visual_sink_alpha")) == heads
+    assert all(math.isfinite(v) and v > 0 for v in per_head(table, "vhd").values())
+    sinks = table[table.metric == "visual_sink"]
+    assert sorted(sinks.groupby("prompt").size().items()) == [
+        ("blue-circle", 3),
+        ("green-stripes", 3),
+        ("red-square", 3),
     ]
-    rows, vhd = run(tiny_llava, plants)
+    assert (sinks.token == "<image>").all()
+    t_vhd = table[table.metric == "t_vhd"]
+    assert set(t_vhd.prompt) == {"red-square", "blue-circle", "green-stripes"}
+
+
+def test_a_head_that_never_reads_the_image_has_divergence_zero(llava):
+    plants = [
+        planting.attend_to(0, 0, lambda q: q),  # itself: layer 0 sees its own token only
+        planting.bos_head(0, 1),  # BOS, before the image in both variants
+        planting.uniform_head(0, 2),  # averages over the image tokens when they are there
+    ]
+    vhd = per_head(scan(llava, plants=plants, probes=("divergence",)), "vhd")
     assert vhd[(0, 0)] == pytest.approx(0.0, abs=1e-5)
     assert vhd[(0, 1)] == pytest.approx(0.0, abs=1e-5)
-    assert vhd[(0, 2)] > 100 * max(vhd[(0, 0)], vhd[(0, 1)], 1e-7)  # averages over the image
-    t_vhd = rows[rows.metric == "t_vhd"]
-    assert len(t_vhd) == 2 * 3 and (t_vhd.value > 0).all()
+    assert vhd[(0, 2)] > 100 * max(vhd[(0, 0)], vhd[(0, 1)], 1e-7)
 
 
-def test_the_image_content_changes_the_divergence(tiny_llava):
-    _, with_drawings = run(tiny_llava)
-    model, inputs = tiny_llava
-    probe = DivergenceProbe(model.info, DivergenceParams(answer_tokens=3))
-    blank = [ImagePrompt(p.id, p.text, Image.new("RGB", (48, 40), "white")) for p in PROMPTS]
-    rows = run_images(model, probe, blank, inputs)
-    blank_vhd = rows[rows.metric == "vhd"].value.to_numpy()
-    drawn_vhd = np.array(list(with_drawings.values()))
-    assert np.abs(blank_vhd - drawn_vhd).max() > 1e-3 * drawn_vhd.max()
+def test_two_prompts_identical_but_for_the_image_diverge_differently(llava, tmp_path):
+    images = IMAGE_PROMPTS.parent
+    text = "look at <image> what is the color of the thing ? the color is red"
+    tables = {}
+    for name in ("red_square", "blank"):
+        line = {"id": "p", "text": text, "image": str(images / f"{name}.png")}
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(json.dumps(line) + "\n")
+        tables[name] = per_head(scan(llava, path, probes=("divergence",)), "vhd")
+    difference = max(abs(tables["red_square"][h] - tables["blank"][h]) for h in tables["blank"])
+    assert difference > 1e-3 * max(tables["blank"].values())
+
+
+def test_a_planted_visual_sink_is_found(llava):
+    # Position 5 is an image token in every committed prompt (the image starts at 1 or 3).
+    plants = [planting.attend_to(1, 2, lambda q: 5 if q >= 5 else 0)]
+    table = scan(llava, plants=plants, probes=("sink",))
+    visual = per_head(table, "visual_sink_alpha")
+    assert visual[(1, 2)] == pytest.approx(1.0, abs=1e-5)
+    assert max(v for head, v in visual.items() if head != (1, 2)) < 0.5  # random heads spread
+    top = table[table.metric == "visual_sink"].sort_values("value").groupby("prompt").last()
+    assert set(top.position) == {5}
+
+
+def test_the_text_segment_variant_still_runs_on_the_vlm(llava):
+    suite = PromptSuite("t", (Prompt("t", "the cat <segment>went to the</segment> park and"),), "t")
+    vhd = per_head(scan(llava, suite, probes=("divergence",)), "vhd")
+    assert len(vhd) == 8
+
+
+def test_image_prompts_are_refused_for_a_text_model_and_on_the_fast_path(llava):
+    with pytest.raises(ConfigError, match="'tiny-random' is a text model"):
+        hl.scan(load("tiny-random"), IMAGE_PROMPTS, probes=["sink"])
+    with pytest.raises(ConfigError, match="fast path does not take image prompts"):
+        hl.scan(llava, IMAGE_PROMPTS, probes=["sink"], path="fast")
+
+
+def test_an_image_scan_is_deterministic(llava):
+    first, second = (per_head(scan(llava, probes=("sink",)), "visual_sink_alpha") for _ in "ab")
+    assert first == second
+
+
+def test_text_prompts_on_the_vlm_give_equal_sinks_on_both_engine_paths(llava):
+    texts = ["the cat went to the park and the dog", "mary gave the ball to john"]
+    fast, bridge = (
+        hl.scan(llava, texts, probes=["sink"], path=path).set_index(["metric", "layer", "head"])
+        for path in ("fast", "bridge")
+    )
+    alpha = ("alpha", slice(None), slice(None))
+    assert (fast.loc[alpha].value - bridge.loc[alpha].value).abs().max() < 1e-5

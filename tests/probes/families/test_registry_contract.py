@@ -38,7 +38,7 @@ def scan(model, name: str) -> pd.DataFrame:
 def test_the_registry_holds_every_builtin_family():
     assert FAMILIES == [
         "attention_stats", "detectors", "divergence", "future_attention", "pattern",
-        "pattern_class", "retrieval", "sink",
+        "pattern_class", "retrieval", "sink", "top_keys",
     ]  # fmt: skip
 
 

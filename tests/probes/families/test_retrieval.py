@@ -220,7 +220,7 @@ def test_scan_cli_runs_the_retrieval_probe(tmp_path, capsys):
         "tiny-random",
         "--probes",
         "retrieval",
-        "--out",
+        "--data",
         str(tmp_path),
         "--run-id",
         "niah",
@@ -229,6 +229,10 @@ def test_scan_cli_runs_the_retrieval_probe(tmp_path, capsys):
     for name, value in params.items():
         argv += ["--param", f"retrieval.{name}={value}"]
     assert main(argv) == 0
+    out = capsys.readouterr().out  # the summary leads with the NIAH figures
+    assert "tiny-random  NIAH accuracy 0% (0 of 4 samples answered; ROUGE-1 recall > 0.5)" in out
+    assert "by length (tokens): 40: 0%, 60: 0%" in out
+    assert "retrieval scores: none (the model answered no sample)" in out
     table = store.load_run(tmp_path, "niah")
     cells = table[(table["metric"] == "niah_accuracy") & table["condition"].isna()]
     assert sorted(zip(cells["length"], cells["depth"], strict=True)) == [
