@@ -21,7 +21,6 @@ from analyses.cli.fields import (
     add_options,
     config_from_args,
     default_of,
-    path_arg,
     positive_int,
     text_arg,
 )

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from analyses import executors
-from analyses.results import store
 from analyses.results import manifest as manifests
+from analyses.results import store
 from probes.core.errors import ConfigError, HeadlabError
 from probes.core.options import (
     DATA_OPTION,
@@ -208,8 +208,6 @@ def check_writable(directory: Path) -> None:
         raise OutputNotWritableError(
             f"output directory {directory} is not writable: {error}"
         ) from error
-
-
 
 
 def _as_flag(cls: type[Probe], error: ConfigError) -> ConfigError:

@@ -44,8 +44,8 @@ from analyses.jobs.scan import (
     prompt_suite,
 )
 from analyses.results import locks, store
-from analyses.results import run_ids as naming
 from analyses.results import manifest as manifests
+from analyses.results import run_ids as naming
 from probes.core.errors import ConfigError
 from probes.core.probe import GenerativeProbe
 from probes.core.shards import Shard, n_batches, shard_prompts
