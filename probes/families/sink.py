@@ -144,6 +144,7 @@ class SinkProbe(StreamingProbe[SinkParams]):
     totals = totals_of(
         alpha_sum="sum", sink_count="sum", sequences_at="sum", hidden_count_sum="sum",
         hidden_any_sum="sum", massive_sink_sum="sum", massive_other_sum="sum", n_sequences="sum",
+        visual_alpha_sum="sum", n_image_sequences="sum", visual_rows="list",
     )  # fmt: skip
 
     def __init__(self, info: ModelInfo, params: SinkParams | None = None) -> None:

@@ -30,7 +30,7 @@ a head spreading evenly over its q + 1 keys has min(k, q + 1)/(q + 1)).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,7 +40,7 @@ from jaxtyping import Float, Int
 
 from probes.core import schema
 from probes.core.errors import ConfigError
-from probes.core.probe import StreamingProbe
+from probes.core.probe import StreamingProbe, totals_of
 from probes.core.registry import register_probe
 from probes.core.types import Batch, ModelInfo, ProbeParams
 from probes.models import LoadedModel, decode_text
@@ -105,12 +105,11 @@ class TopKeysParams(ProbeParams):
         self.require(self.n_prompts >= 1 or bool(self.prompt_ids), "n_prompts", "at least 1")
 
 
-@dataclass
-class _Stored:
-    ids: list[int]
-    k: int  # min(params.k, length): the width of the tensors below
-    keys: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [head, q_pos, k] int32
-    weights: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [head, q_pos, k]
+def _stored(ids: list[int], k: int) -> dict[str, Any]:
+    """One prompt's top keys as plain values (a sharded scan saves them with torch.save and
+    loads them weights-only): ids, k = min(params.k, length), and per layer `keys` and
+    `weights` [head, q_pos, k] (int32, float32)."""
+    return {"ids": ids, "k": k, "keys": {}, "weights": {}}
 
 
 @register_probe
@@ -123,9 +122,11 @@ class TopKeysProbe(StreamingProbe[TopKeysParams]):
     Params = TopKeysParams
     description = "the top keys of every query of a few prompts, for the dashboard's token view"
 
+    totals = totals_of(stored="dict")  # prompt id -> its top keys (a prompt is in one batch)
+
     def __init__(self, info: ModelInfo, params: TopKeysParams | None = None) -> None:
         super().__init__(info, params)
-        self.stored: dict[str, _Stored] = {}
+        self.stored: dict[str, dict[str, Any]] = {}
         self.decode: Callable[[list[int]], str] | None = None  # set by bind
         self._rows: dict[int, str] = {}  # row in the current batch -> prompt id
 
@@ -146,26 +147,26 @@ class TopKeysProbe(StreamingProbe[TopKeysParams]):
             if self._wanted(prompt_id):
                 length = int(batch.lengths[row])
                 ids = batch.tokens[row, :length].tolist()
-                self.stored[prompt_id] = _Stored(ids, min(self.params.k, length))
+                self.stored[prompt_id] = _stored(ids, min(self.params.k, length))
                 self._rows[row] = prompt_id
 
     def on_pattern(self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch) -> None:
         for row, prompt_id in self._rows.items():
             stored = self.stored[prompt_id]
-            length = len(stored.ids)
+            length = len(stored["ids"])
             n_queries = max(0, min(rows.shape[2], length - q_start))
             if n_queries == 0:
                 continue
             chunk = rows[row, :, :n_queries, :length]
-            keys, weights = top_keys(chunk, q_start, stored.k)
-            if layer not in stored.keys:
-                shape = (rows.shape[1], length, stored.k)
-                stored.keys[layer] = torch.zeros(shape, dtype=torch.int32)
-                stored.weights[layer] = torch.zeros(shape, dtype=torch.float32)
-            width = keys.shape[-1]  # < stored.k only where the chunk sees fewer keys than k
+            keys, weights = top_keys(chunk, q_start, stored["k"])
+            if layer not in stored["keys"]:
+                shape = (rows.shape[1], length, stored["k"])
+                stored["keys"][layer] = torch.zeros(shape, dtype=torch.int32)
+                stored["weights"][layer] = torch.zeros(shape, dtype=torch.float32)
+            width = keys.shape[-1]  # < stored["k"] only where the chunk sees fewer keys than k
             where = slice(q_start, q_start + n_queries)
-            stored.keys[layer][:, where, :width] = keys.to(torch.int32).cpu()
-            stored.weights[layer][:, where, :width] = weights.cpu()
+            stored["keys"][layer][:, where, :width] = keys.to(torch.int32).cpu()
+            stored["weights"][layer][:, where, :width] = weights.cpu()
 
     def end_batch(self, batch: Batch) -> None:
         self._rows = {}
@@ -182,8 +183,8 @@ class TopKeysProbe(StreamingProbe[TopKeysParams]):
         self._check_fed()
         mass: dict[int, list[torch.Tensor]] = {}  # layer -> [head, q_pos] per prompt
         for stored in self.stored.values():
-            mask = kept(len(stored.ids), stored.k)
-            for layer, weights in stored.weights.items():
+            mask = kept(len(stored["ids"]), stored["k"])
+            for layer, weights in stored["weights"].items():
                 mass.setdefault(layer, []).append((weights * mask).sum(-1))
         rows: list[dict[str, Any]] = []
         for layer, per_prompt in sorted(mass.items()):
@@ -200,12 +201,12 @@ class TopKeysProbe(StreamingProbe[TopKeysParams]):
         self._check_fed()
         records: list[dict[str, Any]] = []
         for prompt_id, stored in self.stored.items():
-            length = len(stored.ids)
-            mask = kept(length, stored.k).bool().numpy()
+            length = len(stored["ids"])
+            mask = kept(length, stored["k"]).bool().numpy()
             key_type = np.uint16 if length <= UINT16_TOKENS else np.int32
-            for layer in sorted(stored.keys):
-                keys = stored.keys[layer].numpy()
-                weights = stored.weights[layer].numpy()
+            for layer in sorted(stored["keys"]):
+                keys = stored["keys"][layer].numpy()
+                weights = stored["weights"][layer].numpy()
                 records.extend(
                     {
                         "prompt": prompt_id,
@@ -219,10 +220,10 @@ class TopKeysProbe(StreamingProbe[TopKeysParams]):
         prompts = [
             {
                 "prompt": prompt_id,
-                "ids": list(stored.ids),
-                "text": [self.decode([t]) for t in stored.ids] if self.decode else None,
-                "length": len(stored.ids),
-                "k": stored.k,
+                "ids": list(stored["ids"]),
+                "text": [self.decode([t]) for t in stored["ids"]] if self.decode else None,
+                "length": len(stored["ids"]),
+                "k": stored["k"],
             }
             for prompt_id, stored in self.stored.items()
         ]
