@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from analyses.jobs.scan import DEFAULT_PROBES  # what the default scan streams (all stream)
 from analyses.results import store
 from probes.core.errors import ConfigError
 from probes.core.options import (
@@ -52,15 +53,6 @@ if TYPE_CHECKING:
 METHODS = ("plain", "naive", "headlab")
 OPTIONAL_METHODS = ("body",)
 DEFAULT_TOKENS = (512, 1024, 2048, 4096, 8192)
-# What the default scan streams (analyses.jobs.scan.DEFAULT_PROBES, which all stream).
-DEFAULT_PROBES = (
-    "sink",
-    "attention_stats",
-    "future_attention",
-    "pattern_class",
-    "detectors",
-    "top_keys",
-)
 # Fraction of physical memory the naive way's cached patterns may take before we skip it.
 NAIVE_MEMORY_FRACTION = 0.5
 
