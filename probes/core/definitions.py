@@ -61,6 +61,12 @@ DEFINITIONS: dict[tuple[str, str], Definition] = {
         "heads and layers (position = the token's index in the prompt); the top few per prompt",
         "the whole model parks attention on this image token",
     ),
+    ("image_attention", "image_share"): Definition(
+        "attention on the image",
+        "image prompts only: share of the attention of the text after the image (each real query "
+        "past the image's last token) that lands on any image token, averaged over image prompts",
+        "the head reads the image when the text is processed (an image-centric head)",
+    ),
     ("attention_stats", "entropy"): Definition(
         "entropy (nats)",
         "attention entropy −Σ_k A[q, k] log A[q, k], averaged over queries",

@@ -71,6 +71,7 @@ PROBE_METRICS: dict[str, tuple[str, ...]] = {
     "pattern": ("attention",),
     "top_keys": ("top_k_mass",),
     "divergence": ("vhd", "t_vhd"),
+    "image_attention": ("image_share",),
     "retrieval": ("retrieval_score", "niah_accuracy", "niah_recall"),
 }
 
@@ -80,6 +81,8 @@ PATTERN_PROMPTS_TABLE = "pattern_prompts"  # the pattern probe's prompts: ids, t
 TOP_KEYS_TABLE = "top_keys"  # the top_keys probe: per prompt, layer, head the top keys per query
 TOP_KEYS_PROMPTS_TABLE = "top_keys_prompts"  # the top_keys probe's prompts: ids, text, length, k
 TOP_KEYS_WEIGHT_STEPS = 255  # a stored top-key weight is the byte round(255 · A)
+IMAGE_ATTENTION_TABLE = "image_attention"  # per stored image prompt, layer, head: per-token weights
+IMAGE_PROMPTS_TABLE = "image_prompts"  # the image_attention probe's images: thumbnail, token boxes
 MASKING_TABLE = "retrieval_masking"  # mask-retrieval: accuracy per condition
 MASKING_SAMPLES_TABLE = "retrieval_masking_samples"  # mask-retrieval: per sample and condition
 SIDE_TABLES = (
@@ -87,6 +90,8 @@ SIDE_TABLES = (
     PATTERN_PROMPTS_TABLE,
     TOP_KEYS_TABLE,
     TOP_KEYS_PROMPTS_TABLE,
+    IMAGE_ATTENTION_TABLE,
+    IMAGE_PROMPTS_TABLE,
     MASKING_TABLE,
     MASKING_SAMPLES_TABLE,
 )

@@ -26,6 +26,7 @@ def _register_builtins() -> None:
         detectors,
         divergence,
         future_attention,
+        image_attention,
         pattern,
         pattern_class,
         retrieval,

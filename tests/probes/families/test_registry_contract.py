@@ -15,10 +15,13 @@ import torch
 from probes import engine
 from probes.engine import RESULT_COLUMNS
 from probes.families import registered_probes
-from probes.inputs.prompts import stdlib_docs_suite
+from probes.inputs.prompts import load_jsonl, stdlib_docs_suite
+from probes.models import load
 
 FAMILIES = sorted(registered_probes())
 TESTS = Path(__file__).resolve().parent
+IMAGE_PROMPTS = TESTS.parents[2] / "data" / "prompts" / "images" / "images.jsonl"
+IMAGE_ONLY = {"image_attention"}  # families that read image prompts: run on tiny-random-llava
 SMALL = {  # defaults sized for a real model; the contract needs only a few tokens
     "detectors": {"n_sequences": 2, "half_len": 8},
     "retrieval": {"lengths": (96,), "depths": (50,), "max_new_tokens": 4},
@@ -31,26 +34,35 @@ def scan(model, name: str) -> pd.DataFrame:
     cls = registered_probes()[name]
     torch.manual_seed(0)
     probe = cls(model.info, cls.Params(**SMALL.get(name, {})))
-    suite = stdlib_docs_suite(n_prompts=3, words_per_prompt=40)
-    return engine.run(model, [probe], suite, max_tokens=32, batch_size=2, progress=False)
+    if name in IMAGE_ONLY:
+        suite, max_tokens = load_jsonl(IMAGE_PROMPTS), 64
+    else:
+        suite, max_tokens = stdlib_docs_suite(n_prompts=3, words_per_prompt=40), 32
+    return engine.run(model, [probe], suite, max_tokens=max_tokens, batch_size=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_llava():
+    return load("tiny-random-llava")
 
 
 def test_the_registry_holds_every_builtin_family():
     assert FAMILIES == [
-        "attention_stats", "detectors", "divergence", "future_attention", "pattern",
-        "pattern_class", "retrieval", "sink", "top_keys",
+        "attention_stats", "detectors", "divergence", "future_attention", "image_attention",
+        "pattern", "pattern_class", "retrieval", "sink", "top_keys",
     ]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_family_rows_fit_the_schema_and_repeat_under_a_seed(tiny_model, name):
-    first, second = scan(tiny_model, name), scan(tiny_model, name)
+def test_family_rows_fit_the_schema_and_repeat_under_a_seed(tiny_model, request, name):
+    model = request.getfixturevalue("tiny_llava") if name in IMAGE_ONLY else tiny_model
+    first, second = scan(model, name), scan(model, name)
     assert list(first.columns) == RESULT_COLUMNS
     assert set(first["probe"]) <= {name}
     assert first["metric"].map(lambda m: isinstance(m, str) and m != "").all()
     layers, heads = first["layer"].dropna(), first["head"].dropna()
-    assert layers.between(0, tiny_model.info.n_layers - 1).all()
-    assert heads.between(0, tiny_model.info.n_heads - 1).all()
+    assert layers.between(0, model.info.n_layers - 1).all()
+    assert heads.between(0, model.info.n_heads - 1).all()
     assert not first["value"].map(lambda v: v is None or math.isnan(v)).any()
     pd.testing.assert_frame_equal(first, second)
     if name != "retrieval":  # a random model answers no NIAH sample, so it scores no head
