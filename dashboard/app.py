@@ -17,6 +17,7 @@ PAGES = [
     st.Page("views/sinks.py", title="Sinks"),
     st.Page("views/retrieval.py", title="Retrieval"),
     st.Page("views/future_attention.py", title="Future attention"),
+    st.Page("views/vision.py", title="Vision"),
     st.Page("views/sweeps.py", title="Sweeps"),
     st.Page("views/compare.py", title="Compare"),
 ]

@@ -6,6 +6,7 @@ Layers run top to bottom, like the layer × head grids in the papers.
 
     maps.py    layer × head heatmaps, pooled patterns, NIAH grids, localities
     lines.py   sinks by layer and position, comparisons, sweeps, token series
+    images.py  attention drawn over the picture a vision-language model read
     style.py   colour scales, template, shared helpers
 """
 

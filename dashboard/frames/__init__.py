@@ -10,6 +10,7 @@ additionally pick a position. Heads that were not scored have no row; NaN stays 
     sweeps.py     sweep units decoded from their conditions; curves
     tokens.py     per-token rows (WAAD, FAI, T-VHD)
     top_keys.py   stored top keys of each query, for the token view
+    vision.py     image prompts: stored pictures, image-token boxes, attention per image token
 """
 
 from dashboard.frames.patterns import (

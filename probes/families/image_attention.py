@@ -12,8 +12,9 @@ anywhere on the image ("image_share" = Σ_κ A_img[l, h, κ]; 1 = the head reads
 
 Storage: rows "image_share" per head; side table "image_attention" (schema.IMAGE_ATTENTION_TABLE),
 one row per stored prompt, layer and head with `weights` (float16, one per image token, in token
-order); side table "image_prompts", one row per stored prompt: the image's width and height, a
-PNG thumbnail of at most THUMBNAIL pixels a side, and per image token its box in the original
+order); side table "image_prompts", one row per stored prompt: the position of its first image
+token, the image's width and height, a PNG thumbnail of at most THUMBNAIL pixels a side (and its
+size), and per image token its box in the original
 image (probes/inputs/image_patches.py; none for CLS or an architecture without geometry). Only
 the first `n_prompts` image prompts fed are stored: per prompt n_layers × n_heads × n_image
 float16s (llava-1.5-7b: 32 × 32 × 576 × 2 B = 1.2 MB).
@@ -66,14 +67,14 @@ def text_after_image(
     return is_image, after & (last[:, None] >= 0)
 
 
-def thumbnail_png(path: str) -> tuple[bytes, int, int]:
-    """A PNG of the image at most THUMBNAIL pixels a side, and the original width and height."""
+def thumbnail_png(path: str) -> tuple[bytes, tuple[int, int], tuple[int, int]]:
+    """A PNG of the image at most THUMBNAIL pixels a side, its size, and the original size."""
     image = rgb(read_image(path))
-    width, height = image.size
+    size = image.size
     image.thumbnail((THUMBNAIL, THUMBNAIL))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=True)
-    return buffer.getvalue(), width, height
+    return buffer.getvalue(), image.size, size
 
 
 @register_probe
@@ -136,19 +137,25 @@ class ImageAttentionProbe(StreamingProbe[ImageAttentionParams]):
             self.share_sum += per_token.double().sum(-1)
             self.n_prompts_seen += 1
             if len(self.stored) < self.params.n_prompts and prompt_id not in self.stored:
-                self.stored[prompt_id] = self._stored(per_token, batch.images[row])
+                start = int(image[row].nonzero()[0])
+                self.stored[prompt_id] = self._stored(per_token, batch.images[row], start)
         self._image = self._text = self._mass = None
 
-    def _stored(self, per_token: torch.Tensor, image_file: str | None) -> dict[str, Any]:
+    def _stored(
+        self, per_token: torch.Tensor, image_file: str | None, start: int
+    ) -> dict[str, Any]:
         """One prompt's weights and image, as plain values (a sharded scan saves them)."""
         vision = self._batch_state(self.vision)
         path = str(image_file)
-        png, width, height = thumbnail_png(path)
+        png, thumbnail, (width, height) = thumbnail_png(path)
         boxes = patch_boxes(vision, width, height)
         return {
             "weights": per_token.to(torch.float16),
             "image": Path(path).name,
+            "image_start": start,
             "png": png,
+            "thumbnail_width": thumbnail[0],
+            "thumbnail_height": thumbnail[1],
             "width": width,
             "height": height,
             "boxes": [None if b is None else [b.x0, b.y0, b.x1, b.y1, b.view] for b in boxes],
@@ -186,9 +193,12 @@ class ImageAttentionProbe(StreamingProbe[ImageAttentionParams]):
             {
                 "prompt": prompt_id,
                 "image": stored["image"],
+                "image_start": stored["image_start"],
                 "width": stored["width"],
                 "height": stored["height"],
                 "png": stored["png"],
+                "thumbnail_width": stored["thumbnail_width"],
+                "thumbnail_height": stored["thumbnail_height"],
                 "boxes": _boxes_table(stored["boxes"]),
             }
             for prompt_id, stored in kept

@@ -10,7 +10,7 @@ Model "toy": 3 layers × 4 heads. Head (l, h) gets index i = 4·l + h, and:
   pattern: L2H3 is a BOS head; every other head attends to the previous token
   top_keys: see fixture_top_keys.py
 Runs, newest first: "toy-a" (everything), "toy-b" (sinks only, α reversed), "duo" (another
-model, 2 × 2).
+model, 2 × 2), "vis" (image prompts of model "toyvlm"; see fixture_vision.py).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from analyses.results import store
+from tests.dashboard import fixture_vision
 from tests.dashboard.fixture_top_keys import TOP_KEYS_K, top_keys_tables
 
 N_LAYERS, N_HEADS = 3, 4
@@ -371,4 +372,6 @@ def write_fixture_runs(data_dir: Path) -> Path:
         pd.DataFrame(sink_rows(2, 2)).assign(model="duo"),
         {**manifest("duo", 2, 2, {"sink": sink_params}), "created": "2025-12-31T00:00:00+00:00"},
     )
+    vision_probes = {"divergence": {"top_k": 2}, "sink": sink_params, "image_attention": {}}
+    fixture_vision.write_vision_run(data_dir, manifest("toyvlm", 2, 2, vision_probes))
     return data_dir

@@ -25,6 +25,7 @@ PAGES = [
     "sinks",
     "retrieval",
     "future_attention",
+    "vision",
     "sweeps",
     "compare",
 ]
@@ -106,6 +107,7 @@ EXPECTED_CHARTS = {
     "future_attention": {"future_waad", "future_fai", "future_locality"},
     "sweeps": {"sweep_topk", "sweep_strength", "sweep_single"},
     "compare": {"compare_map_a", "compare_map_b", "compare_scatter", "compare_profiles"},
+    "vision": set(),  # the toy runs have no image prompts: see the vision tests below
 }
 EXPECTED_TABLES = {  # the columns that identify each table
     "overview": [
@@ -121,6 +123,7 @@ EXPECTED_TABLES = {  # the columns that identify each table
     "future_attention": [("position", "token", "value")],
     "sweeps": [("k", "selection", "seed")],
     "compare": [("run", "heads", "mean", "max")],
+    "vision": [],
 }
 
 
@@ -141,6 +144,7 @@ def test_every_page_draws_its_charts_and_tables_on_a_full_run(fixture_data, page
         ("retrieval", "headlab scan --probes retrieval"),
         ("future_attention", "headlab scan --probes future_attention"),
         ("sweeps", "headlab sweep"),
+        ("vision", "headlab scan --model tiny-random-llava --prompts"),
     ],
 )
 def test_pages_say_what_to_run_when_the_run_lacks_their_data(fixture_data, page, command):
@@ -400,3 +404,54 @@ def test_compare_page_pairs_heads_of_one_model_and_lines_up_two_models_by_depth(
     assert "different layer × head grids" in texts(app)
     profiles = charts(app)["compare_profiles"]
     assert [trace["x"][-1] for trace in profiles["data"]] == [1.0, 1.0]  # both end at depth 1
+
+
+# --- vision -----------------------------------------------------------------------------------
+
+
+def open_vision(fixture_data, query=None):
+    return open_page(fixture_data, "vision", query={"run": "vis", **(query or {})})
+
+
+def overlay_cells(figure: dict[str, Any]) -> list[list[float]]:
+    (heatmap,) = [trace for trace in figure["data"] if trace["type"] == "heatmap"]
+    return z_of({"data": [heatmap]})
+
+
+def test_vision_page_draws_vhd_t_vhd_the_overlay_and_the_head_maps(fixture_data):
+    from tests.dashboard import fixture_vision as fv
+
+    app = open_vision(fixture_data, {"layer": "1", "head": "0"})
+    drawn = charts(app)
+    assert set(drawn) == {
+        "vision_vhd",
+        "vision_tvhd",
+        "vision_overlay_image",
+        "vision_share",
+        "vision_sinks",
+    }
+    assert_grid(z_of(drawn["vision_vhd"]), [[0.25, 0.5], [0.75, 1.0]])
+    assert_grid(z_of(drawn["vision_share"]), [[0, 1 / 3], [2 / 3, 1]])
+    (line,) = drawn["vision_tvhd"]["data"]
+    assert {x: y for x, y in zip(line["x"], line["y"], strict=True) if y is not None} == fv.T_VHD
+    # L1H0 is head index 2: all its attention on image token 2, the bottom-left cell.
+    assert_grid(overlay_cells(drawn["vision_overlay_image"]), [[0, 0], [1, 0]])
+    heatmap = next(t for t in drawn["vision_overlay_image"]["data"] if t["type"] == "heatmap")
+    assert heatmap["x"] == [0.0, 20.0, 40.0] and heatmap["y"] == [0.0, 10.0, 20.0]
+    (outline,) = drawn["vision_overlay_image"]["layout"]["shapes"]  # the visual sink: token 3
+    assert (outline["x0"], outline["y0"], outline["x1"], outline["y1"]) == (20, 10, 40, 20)
+    assert "random weights" not in texts(app)  # toyvlm is not a tiny-random model
+
+
+def test_vision_page_averages_heads_when_asked(fixture_data):
+    app = open_vision(fixture_data)
+    app.radio(key="vision_scope").set_value("mean over every head")
+    drawn = charts(rerun(app))
+    assert_grid(overlay_cells(drawn["vision_overlay_image"]), [[0.25, 0.25], [0.25, 0.25]])
+    app.radio(key="vision_scope").set_value("mean over a layer's heads")
+    rerun(app)
+    app.selectbox(key="vision_layer_only").set_value(0)
+    drawn = charts(rerun(app))
+    assert_grid(overlay_cells(drawn["vision_overlay_image"]), [[0.5, 0.5], [0, 0]])
+    app.toggle(key="vision_ol").set_value(False)
+    assert "shapes" not in charts(rerun(app))["vision_overlay_image"]["layout"]

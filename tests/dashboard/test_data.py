@@ -140,7 +140,7 @@ def test_the_dashboard_never_imports_torch(tmp_path):
 
 
 def test_fixture_runs_are_valid_runs(fixture_data):
-    for run_id in ("toy-a", "toy-b", "duo"):
+    for run_id in ("toy-a", "toy-b", "duo", "vis"):
         table = store.load_run(fixture_data, run_id)
         assert table["value"].notna().all()
         assert json.loads((fixture_data / "runs" / run_id / "manifest.json").read_text())
