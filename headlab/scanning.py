@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from analyses.jobs.scan import DEFAULT_PROBES, ScanConfig
-from analyses.jobs.scan import run as run_scan
 from analyses.jobs.scan import table as scan_table
+from analyses.jobs.scan_runs import run_one as run_scan
 from analyses.results import store
 from probes.core.errors import ConfigError
 

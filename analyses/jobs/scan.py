@@ -1,8 +1,9 @@
 """The scan job: load a model, stream the chosen probes over a prompt suite, store the run.
 
 `ScanConfig` is what one model's scan runs with (every field is a flag of `headlab scan`);
-`run` writes it through the sharded driver (analyses.jobs.scan_runs: several models, shards
-of the batches, the local or Ray executor, resumable), `table` computes the rows in memory.
+`table` computes the rows in memory. Writing runs is analyses.jobs.scan_runs (`run_one`, and
+`run`: several models, shards of the batches, the local or Ray executor, resumable), which
+builds on this module and never the other way round.
 """
 
 from __future__ import annotations
@@ -260,19 +261,6 @@ def check_image_scan(config: ScanConfig) -> None:
             "the fast path does not take image prompts; use --path bridge or auto "
             f"(prompts: {config.prompts})"
         )
-
-
-def run(
-    config: ScanConfig, model: LoadedModel | None = None, suite: PromptSuite | None = None
-) -> Path:
-    """Run the scan described by `config`; return the new run directory. Everything is
-    checked — config, probe parameters, prompts, output directory, run id — before the model
-    loads. `model` (already loaded, named `config.model`) and `suite` (instead of
-    `config.prompts`) serve Python callers. Several models at once: analyses.jobs.scan_runs."""
-    from analyses.jobs import scan_runs
-
-    (directory,) = scan_runs.run([config], model, suite)
-    return directory
 
 
 def build_probes(config: ScanConfig, model: LoadedModel) -> list[Probe]:

@@ -100,6 +100,17 @@ class ModelRun:
         return ScanItem(self.index, "merge", parts=parts)
 
 
+def run_one(
+    config: ScanConfig, model: LoadedModel | None = None, suite: PromptSuite | None = None
+) -> Path:
+    """Run the scan described by `config`; return the new run directory. Everything is
+    checked — config, probe parameters, prompts, output directory, run id — before the model
+    loads. `model` (already loaded, named `config.model`) and `suite` (instead of
+    `config.prompts`) serve Python callers."""
+    (directory,) = run([config], model, suite)
+    return directory
+
+
 def run(
     configs: Sequence[ScanConfig],
     model: LoadedModel | None = None,

@@ -32,7 +32,7 @@ RAY = Path(sys.executable).parent / "ray"
 @pytest.mark.ray
 def test_a_sharded_scan_on_ray_equals_the_local_unsharded_scan(tmp_path):
     # One torch thread here, as in each actor (--cpus-per-worker 1): float sums depend on it.
-    whole = scan.run(config(tmp_path, "local", threads=1))
+    whole = scan_runs.run_one(config(tmp_path, "local", threads=1))
     ray_config = config(tmp_path, "ray", shards=3, executor="ray", workers=2)
     (directory,) = scan_runs.run([ray_config])
     pd.testing.assert_frame_equal(stored(directory), stored(whole), check_exact=True)

@@ -69,7 +69,7 @@ def unsharded(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("whole")
     found = {}
     for model in ("tiny-random", "tiny-random-1"):
-        directory = scan.run(config(tmp_path, "whole", model=model, run_id=model))
+        directory = scan_runs.run_one(config(tmp_path, "whole", model=model, run_id=model))
         found[model] = directory
     return found
 
@@ -162,10 +162,12 @@ def test_a_rerun_with_other_settings_is_refused_naming_them(tmp_path, capsys):
 
 
 def test_a_loaded_model_is_used_and_named(tiny_model, tmp_path):
-    directory = scan.run(config(tmp_path, "data", probes=("sink",), probe_params={}), tiny_model)
+    directory = scan_runs.run_one(
+        config(tmp_path, "data", probes=("sink",), probe_params={}), tiny_model
+    )
     assert store.read_manifest(tmp_path / "data", directory.name)["shards"]["count"] == 1
     with pytest.raises(scan.ConfigError, match="the model given is 'tiny-random'"):
-        scan.run(replace(config(tmp_path, "data", probes=("sink",), probe_params={}),
+        scan_runs.run_one(replace(config(tmp_path, "data", probes=("sink",), probe_params={}),
                          model="tiny-random-2"), tiny_model)  # fmt: skip
 
 

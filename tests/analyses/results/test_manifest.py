@@ -65,7 +65,7 @@ def test_a_record_that_does_not_fit_the_config_is_a_clear_error():
 
 
 def test_a_stored_scan_manifest_recreates_its_config(tiny_model, tmp_path, monkeypatch):
-    from analyses.jobs import scan
+    from analyses.jobs import scan_runs
 
     monkeypatch.setattr(
         "probes.models.load", lambda name, device="cpu", dtype="float32": tiny_model
@@ -73,6 +73,6 @@ def test_a_stored_scan_manifest_recreates_its_config(tiny_model, tmp_path, monke
     config = ScanConfig(
         model="tiny-random", probes=("sink",), max_tokens=16, data_dir=tmp_path, progress=False
     )
-    directory = scan.run(config)
+    directory = scan_runs.run_one(config)
     manifest = store.read_manifest(tmp_path, directory.name)
     assert ScanConfig.from_manifest(manifest) == config
