@@ -139,3 +139,95 @@ def test_headlab_imports_from_outside_the_repository(tmp_path):
         capture_output=True, text=True, cwd=tmp_path, check=True,
     )  # fmt: skip
     assert Path(result.stdout.strip()) == ROOT / "headlab" / "__init__.py"
+
+
+def imported_modules(path: Path, modules: set[str]) -> set[str]:
+    """Every module of `modules` that `path` imports, at the top or inside a function (a lazy
+    import still ties the two modules together), but not under `if TYPE_CHECKING:`.
+    `from package import submodule` depends on the submodule, as import-linter counts it."""
+    tree = ast.parse((ROOT / path).read_text())
+    typing_only = {
+        id(child)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for statement in node.body
+        for child in ast.walk(statement)
+    }
+    package = ".".join(path.with_suffix("").parts[:-1])
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the package, up level - 1 packages
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            submodules = {f"{base}.{alias.name}" for alias in node.names} & modules
+            names_only = any(f"{base}.{alias.name}" not in modules for alias in node.names)
+            found |= submodules | ({base} if names_only else set())
+    return found & modules
+
+
+def module_graph() -> dict[str, set[str]]:
+    """headlab module -> the headlab modules it imports (packages stand for their __init__)."""
+    names = {
+        ".".join(
+            p.with_suffix("").parts[:-1] if p.name == "__init__.py" else p.with_suffix("").parts
+        )
+        for p in package_files()
+    }
+    graph = {}
+    for path in package_files():
+        parts = path.with_suffix("").parts
+        name = ".".join(parts[:-1] if path.name == "__init__.py" else parts)
+        graph[name] = imported_modules(path, names) - {name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in sorted(graph[node]):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycles_not_even_through_lazy_imports():
+    # A package importing its own submodules (its __init__ re-exporting them) is not a cycle
+    # unless a submodule imports the package back; so packages' own edges count like any other.
+    graph = module_graph()
+    assert "analyses.jobs.scan" in graph["analyses.jobs.scan_runs"]  # the graph sees imports
+    assert "probes.inputs.image_files" in graph["probes.inputs.prompts"]
+    assert cycles(graph) == []
+
+
+def test_the_cycle_check_can_fail():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []

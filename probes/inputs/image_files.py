@@ -12,7 +12,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from probes.inputs.prompts import MAX_FILE_BYTES, PromptFileError
+from probes.inputs.files import MAX_FILE_BYTES, PromptFileError
 
 PLACEHOLDER = "<image>"  # probes.models.vision.PLACEHOLDER: the same text for every model
 

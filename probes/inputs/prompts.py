@@ -17,7 +17,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from probes.core.errors import HeadlabError
+from probes.inputs.files import MAX_FILE_BYTES, PromptFileError
+from probes.inputs.image_files import checked_image, file_sha256
 
 # Standard-library modules whose documentation is mostly prose. Order fixes the corpus.
 DOC_MODULES = (
@@ -74,11 +75,6 @@ _CODE_HINTS = re.compile(r">>>|\.\.\.\s|::|[{}\[\]=<>|\\]|^\s*[-*]\s")
 
 
 # Prompt, needle and pair files are read at most this far (a JSONL of long prompts is a few MB).
-MAX_FILE_BYTES = 64 * 2**20
-
-
-class PromptFileError(HeadlabError, ValueError):
-    """A prompt file is empty or malformed; the message names the file and line."""
 
 
 @dataclass(frozen=True)
@@ -106,8 +102,6 @@ class PromptSuite:
         for prompt in self.prompts:
             digest.update(json.dumps([prompt.id, prompt.text]).encode())
             if prompt.image is not None:  # text suites hash as they always did
-                from probes.inputs.image_files import file_sha256
-
                 digest.update(file_sha256(prompt.image).encode())
         return digest.hexdigest()
 
@@ -254,8 +248,6 @@ def load_jsonl(path: Path | str) -> PromptSuite:
     """Prompts from a JSONL file: one object per line with a "text" field and an optional "id";
     image prompts add "image", a file path relative to the JSONL file's directory (all lines or
     none; probes/inputs/image_files.py)."""
-    from probes.inputs.image_files import checked_image
-
     path = Path(path)
     prompts = []
     kinds: dict[bool, str] = {}  # image prompt or not -> the first line of that kind
