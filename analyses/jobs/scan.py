@@ -253,7 +253,7 @@ def prompt_suite(config: ScanConfig) -> PromptSuite:
 
 def check_image_scan(config: ScanConfig) -> None:
     """Image prompts need a vision-language model and the bridge path (checked before loading)."""
-    from probes.models.vision import check_reads_images
+    from probes.models.vision_architectures import check_reads_images
 
     check_reads_images(config.model)
     if config.path == "fast":

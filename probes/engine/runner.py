@@ -84,7 +84,7 @@ def run_batch(
         fast.run_batch(model, batch, streaming)
         return
     fwd_hooks = list(extra_hooks) + [hook for probe in probes for hook in probe.hooks(batch)]
-    images: dict[str, Any] = image_kwargs(model, batch.images)  # pixel_values, if any
+    images: dict[str, Any] = image_kwargs(model, batch.images, batch.tokens)  # pixel_values, if any
     bridge.forward(
         model,
         batch.tokens,

@@ -14,8 +14,8 @@ Storage: rows "image_share" per head; side table "image_attention" (schema.IMAGE
 one row per stored prompt, layer and head with `weights` (float16, one per image token, in token
 order); side table "image_prompts", one row per stored prompt: the position of its first image
 token, the image's width and height, a PNG thumbnail of at most THUMBNAIL pixels a side (and its
-size), and per image token its box in the original
-image (probes/inputs/image_patches.py; none for CLS or an architecture without geometry). Only
+size), and per image token its box in the original image (from the architecture's reader in
+probes/inputs/images.py; none for CLS; no boxes for an architecture without geometry). Only
 the first `n_prompts` image prompts fed are stored: per prompt n_layers × n_heads × n_image
 float16s (llava-1.5-7b: 32 × 32 × 576 × 2 B = 1.2 MB).
 
@@ -38,8 +38,8 @@ from probes.core.errors import ConfigError
 from probes.core.probe import StreamingProbe, totals_of
 from probes.core.registry import register_probe
 from probes.core.types import Batch, ModelInfo, ProbeParams
-from probes.inputs.image_patches import patch_boxes
-from probes.inputs.images import read_image, rgb
+from probes.inputs.images import patch_boxes
+from probes.inputs.pixels import read_image, rgb
 from probes.models import LoadedModel
 from probes.models.vision import VisionInputs
 

@@ -1,96 +1,63 @@
-"""Image prompts for vision-language models: image tokens in place of the placeholder, and pixel
-values prepared without torchvision (PIL + numpy, CLIP's steps exactly as transformers'
-CLIPImageProcessor takes them in its PIL backend).
+"""Image prompts for vision-language models: the tokens an image becomes in place of the
+placeholder, and the forward pass's image inputs, by architecture (an `ImageReader` each; pixels
+are prepared without torchvision, with PIL and numpy: probes/inputs/pixels.py).
 
-A prompt's text holds `<image>` once; its tokens are BOS + the text before it, the model's
-`n_image_tokens` image tokens, then the text after it (each piece tokenised on its own).
+A prompt's text holds `<image>` once; its tokens are BOS + the text before it, the image's tokens
+(what they are depends on the architecture and, for some, on the image's size), then the text
+after it (each piece tokenised on its own).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Protocol
 
-import numpy as np
 import torch
-from jaxtyping import Float
 from PIL import Image
 
 from probes.core.errors import ConfigError, PromptTooLongError
 from probes.core.types import TokenizedPrompt
+from probes.inputs.images_clip import ClipReader
+from probes.inputs.pixels import PatchBox, read_image
 from probes.inputs.prompts import Prompt
 from probes.inputs.segments import Layout, SegmentError
 from probes.models import LoadedModel
-from probes.models.vision import ImageProcessing, VisionInputs
-
-RESAMPLE = {
-    "nearest": Image.Resampling.NEAREST,
-    "lanczos": Image.Resampling.LANCZOS,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "box": Image.Resampling.BOX,
-    "hamming": Image.Resampling.HAMMING,
-}
+from probes.models.vision import VisionInputs, VisionModelError
 
 
-def rgb(image: Image.Image) -> Image.Image:
-    """RGB, with any transparency composited onto white (transformers' convert_to_rgb)."""
-    if "A" in image.getbands() or image.info.get("transparency") is not None:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+class ImageReader(Protocol):
+    """How one architecture reads an image: the token ids it stands for in the prompt, the
+    forward pass's keyword arguments for a batch of images, and each image token's box in the
+    original image (empty when headlab knows no geometry for it)."""
+
+    def image_tokens(self, vision: VisionInputs, image: Image.Image) -> list[int]: ...
+
+    def forward_inputs(
+        self, vision: VisionInputs, images: Sequence[Image.Image], tokens: torch.Tensor
+    ) -> dict[str, torch.Tensor]: ...
+
+    def token_boxes(
+        self, vision: VisionInputs, width: int, height: int
+    ) -> list[PatchBox | None]: ...
 
 
-def shortest_edge_size(width: int, height: int, shortest_edge: int) -> tuple[int, int]:
-    """(width, height) with the short edge `shortest_edge` and the long edge int(s · long/short)."""
-    if width <= height:
-        return shortest_edge, int(shortest_edge * height / width)
-    return int(shortest_edge * width / height), shortest_edge
+# By `VisionInputs.architecture`; a new architecture adds its reader here.
+READERS: dict[str, ImageReader] = {"llava": ClipReader()}
 
 
-def center_crop(array: np.ndarray, height: int, width: int) -> np.ndarray:
-    """[H, W, C] cropped to height × width about the centre (top/left = (size − crop) // 2);
-    an image smaller than the crop is zero-padded around it first, as transformers does."""
-    rows, columns = array.shape[:2]
-    if rows < height or columns < width:
-        padded = np.zeros((max(rows, height), max(columns, width), array.shape[2]), array.dtype)
-        top, left = -(-(padded.shape[0] - rows) // 2), -(-(padded.shape[1] - columns) // 2)
-        padded[top : top + rows, left : left + columns] = array
-        array, rows, columns = padded, padded.shape[0], padded.shape[1]
-    top, left = (rows - height) // 2, (columns - width) // 2
-    return array[top : top + height, left : left + width]
-
-
-def preprocess(image: Image.Image, processing: ImageProcessing) -> Float[np.ndarray, "3 h w"]:
-    """One image's pixel values, [channel, height, width] float32."""
-    image = rgb(image)
-    size = shortest_edge_size(image.width, image.height, processing.shortest_edge)
-    resized = np.asarray(image.resize(size, RESAMPLE[processing.resample]))
-    cropped = center_crop(resized, processing.crop_height, processing.crop_width)
-    scaled = (cropped.astype(np.float64) * processing.rescale_factor).astype(np.float32)
-    mean = np.array(processing.mean, dtype=np.float32)
-    std = np.array(processing.std, dtype=np.float32)
-    return ((scaled - mean) / std).transpose(2, 0, 1)
-
-
-def read_image(path: str | Path) -> Image.Image:
-    with Image.open(path) as image:
-        image.load()
-        return image
-
-
-def pixel_values(
-    images: Sequence[str | Path | Image.Image], vision: VisionInputs
-) -> Float[torch.Tensor, "image 3 height width"]:
-    """The pixel values of several images (files or PIL images), stacked in order."""
-    arrays = [
-        preprocess(
-            image if isinstance(image, Image.Image) else read_image(image), vision.processing
+def reader_of(vision: VisionInputs) -> ImageReader:
+    if vision.architecture not in READERS:
+        raise VisionModelError(
+            f"headlab reads no images for architecture {vision.architecture!r} "
+            f"(it does for {', '.join(sorted(READERS))})"
         )
-        for image in images
-    ]
-    return torch.from_numpy(np.stack(arrays))
+    return READERS[vision.architecture]
+
+
+def patch_boxes(vision: VisionInputs, width: int, height: int) -> list[PatchBox | None]:
+    """One entry per image token of an image this size, in token order: its box, or None for a
+    token that covers no one region (CLS). Empty when headlab knows no geometry for it."""
+    return reader_of(vision).token_boxes(vision, width, height)
 
 
 def vision_of(model: LoadedModel) -> VisionInputs:
@@ -113,8 +80,10 @@ def split_image_prompt(
             f"{where}: expected the image placeholder {vision.placeholder!r} once, found it "
             f"{prompt.text.count(vision.placeholder)} times"
         )
+    if prompt.image is None:
+        raise SegmentError(f"{where}: an image prompt needs an image file")
     before, after = prompt.text.split(vision.placeholder)
-    image = [vision.image_token_id] * vision.n_image_tokens
+    image = reader_of(vision).image_tokens(vision, read_image(str(prompt.image)))
     return model.tokenize(before), image, model.tokenize(after, prepend_bos=False)
 
 
@@ -152,13 +121,21 @@ def image_layout(
     )
 
 
-def image_kwargs(model: LoadedModel, images: Sequence[str | None]) -> dict[str, torch.Tensor]:
-    """The forward pass's keyword arguments for a batch's images (rows without one add none)."""
+def image_kwargs(
+    model: LoadedModel, images: Sequence[str | None], tokens: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The forward pass's keyword arguments for a batch's images (rows without one add none),
+    on the model's device, floating ones in its dtype. `tokens` are the batch's [batch, pos]."""
     files = [image for image in images if image is not None]
     if not files:
         return {}
-    values = pixel_values(files, vision_of(model))
-    return {"pixel_values": values.to(device=model.device, dtype=model_dtype(model))}
+    vision = vision_of(model)
+    inputs = reader_of(vision).forward_inputs(vision, [read_image(f) for f in files], tokens)
+    dtype = model_dtype(model)
+    return {
+        name: value.to(model.device, dtype if value.is_floating_point() else value.dtype)
+        for name, value in inputs.items()
+    }
 
 
 def model_dtype(model: LoadedModel) -> torch.dtype:

@@ -25,14 +25,12 @@ from probes.models.devices import ModelUnavailableError, check_device_available
 from probes.models.registry import REGISTRY, ModelSpec
 from probes.models.tiny import TinyConfig, tiny_llama
 from probes.models.vision import (
-    TINY_LLAVA,
     VisionInputs,
     is_vision_config,
     read_preprocessor,
-    tiny_llava,
-    vision_inputs,
     without_processor_loading,
 )
+from probes.models.vision_architectures import tiny_architecture, vision_inputs
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -217,9 +215,9 @@ def _load(
     vision = None
     if name in REGISTRY:
         hf_model, tokenizer, provenance, chat = _load_registry(REGISTRY[name], cache_dir, dtype)
-    elif name == TINY_LLAVA or name.startswith(f"{TINY_LLAVA}-"):
-        seed = tiny_seed(name, TINY_LLAVA)
-        hf_model, tokenizer, vision = tiny_llava(seed)
+    elif (tiny_vision := tiny_architecture(name)) is not None:
+        seed = tiny_seed(name, tiny_vision.tiny_name)
+        hf_model, tokenizer, vision = tiny_vision.tiny(seed)
         provenance, chat = {"source": "random", "seed": seed, "weights_sha256": None}, False
     elif name.startswith(TINY_PREFIX):
         hf_model, tokenizer, provenance, chat = _load_tiny(name)
@@ -322,8 +320,8 @@ def check_name(name: str) -> None:
         raise ModelUnavailableError("the model name is empty; give a registry name, id or dir")
     if name in REGISTRY:
         return
-    if name.startswith(TINY_LLAVA):
-        tiny_seed(name, TINY_LLAVA)
+    if (tiny_vision := tiny_architecture(name)) is not None:
+        tiny_seed(name, tiny_vision.tiny_name)
     elif name.startswith(TINY_PREFIX):
         tiny_seed(name)
     elif not (Path(name).expanduser().is_dir() or _HF_ID.match(name)):
@@ -334,13 +332,11 @@ def check_name(name: str) -> None:
 
 
 def tiny_seed(name: str, prefix: str = TINY_PREFIX) -> int:
-    """The seed of a `tiny-random[-SEED]` (or `tiny-random-llava[-SEED]`) test model name (0
-    when none is given)."""
+    """The seed of a `tiny-random[-SEED]` (or `tiny-random-llava[-SEED]`, ...) test model name
+    (0 when none is given)."""
     suffix = name.removeprefix(prefix).lstrip("-")
     if suffix and not suffix.isdigit():
-        raise ModelUnavailableError(
-            f"tiny model name {name!r} must be {TINY_PREFIX}[-SEED] or {TINY_LLAVA}[-SEED]"
-        )
+        raise ModelUnavailableError(f"tiny model name {name!r} must be {prefix}[-SEED]")
     return int(suffix) if suffix else 0
 
 

@@ -124,8 +124,9 @@ def test_gemma_loads_and_matches_hugging_face():
 def test_a_llava_checkpoint_directory_loads_with_its_own_preprocessing(tmp_path):
     """The real-checkpoint path (a local directory, as llava-hf/llava-1.5-7b-hf saved): the model
     class from the config, the preprocessor config read as JSON, the bridge equal to HF."""
-    from probes.inputs.images import pixel_values
-    from probes.models.vision import ImageProcessing, tiny_llava
+    from probes.inputs.images import image_kwargs
+    from probes.models.vision import ImageProcessing
+    from probes.models.vision_llava import tiny_llava
 
     hf_model, tokenizer, _ = tiny_llava(seed=4)
     directory = tmp_path / "llava"
@@ -147,7 +148,9 @@ def test_a_llava_checkpoint_directory_loads_with_its_own_preprocessing(tmp_path)
     )
     image = [model.vision.image_token_id] * model.vision.n_image_tokens
     tokens = torch.tensor([[*model.tokenize("look at"), *image, 5, 6]])
-    pixels = pixel_values([Image.new("RGB", (70, 64), "green")], model.vision)
+    green = tmp_path / "green.png"
+    Image.new("RGB", (70, 64), "green").save(green)
+    pixels = image_kwargs(model, [str(green)], tokens)["pixel_values"]
     with torch.inference_mode():
         torch.testing.assert_close(
             model.bridge(tokens, pixel_values=pixels),

@@ -11,11 +11,12 @@ from probes import engine
 from probes.core import schema
 from probes.core.errors import ConfigError
 from probes.families.image_attention import ImageAttentionParams, ImageAttentionProbe
-from probes.inputs.image_patches import PatchBox, patch_boxes
-from probes.inputs.images import preprocess
+from probes.inputs.images import patch_boxes
+from probes.inputs.images_clip import preprocess
+from probes.inputs.pixels import PatchBox
 from probes.inputs.prompts import load_jsonl
 from probes.models import load
-from probes.models.vision import ImageProcessing, VisionInputs
+from probes.models.vision import ImageProcessing, VisionInputs, VisionModelError
 from tests import planting
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -125,8 +126,9 @@ def test_boxes_of_a_wide_image_cover_the_center_crop_the_model_sees():
     assert first_columns.max() <= 200 * boxes[0].x1 + 2
 
 
-def test_cls_has_no_box_and_unknown_architectures_have_none():
+def test_cls_has_no_box_and_an_unknown_architecture_is_named():
     boxes = patch_boxes(llava_vision(cls=True), 56, 56)
     assert boxes[0] is None and len(boxes) == 17
     other = VisionInputs("other", 1, 4, ImageProcessing.clip(56))
-    assert patch_boxes(other, 56, 56) == []
+    with pytest.raises(VisionModelError, match="'other'"):
+        patch_boxes(other, 56, 56)

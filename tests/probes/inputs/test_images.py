@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from probes.inputs.images import preprocess, read_image
+from probes.inputs.images_clip import preprocess
+from probes.inputs.pixels import read_image
 from probes.inputs.prompts import PromptFileError, load_jsonl
 from probes.models.vision import ImageProcessing, VisionModelError
 
