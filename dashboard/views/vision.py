@@ -4,6 +4,7 @@ picture, and visual sink tokens."""
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from dashboard import data, figures, frames, ui
@@ -15,6 +16,25 @@ IMAGE_SCAN = (
     "headlab scan --model tiny-random-llava --prompts data/prompts/images/images.jsonl "
     "--probes divergence,sink,image_attention"
 )
+
+
+def head_map(
+    values: pd.DataFrame, family: str, metric: str, title: str, key: str, **scale: float
+) -> None:
+    """A clickable layer × head map of one stored metric, labelled by its definition."""
+    ui.head_map_chart(
+        figures.head_heatmap(
+            values,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            title=title,
+            **scale,
+            value_label=definitions.label(family, metric),
+            definition=definitions.hover(family, metric),
+        ),
+        key=key,
+    )
+
 
 st.title("Vision-language heads")
 context = ui.run_context()
@@ -39,17 +59,7 @@ st.subheader("Vision-aware head divergence (VHD)")
 if vhd.empty:
     ui.missing("VHD", f"{IMAGE_SCAN} --data {context.root}")
 else:
-    ui.head_map_chart(
-        figures.head_heatmap(
-            vhd,
-            n_layers=n_layers,
-            n_heads=n_heads,
-            title="VHD per head — click a head to open it",
-            value_label=definitions.label("divergence", "vhd"),
-            definition=definitions.hover("divergence", "vhd"),
-        ),
-        key="vision_vhd",
-    )
+    head_map(vhd, "divergence", "vhd", "VHD per head — click a head to open it", key="vision_vhd")
     tokens = frames.token_rows(table, "divergence", ["t_vhd"])
     if not tokens.empty:
         prompt_id = st.selectbox(
@@ -123,29 +133,14 @@ with left:
 with right:
     share = frames.head_values(table, "image_attention", "image_share")
     if not share.empty:
-        ui.head_map_chart(
-            figures.head_heatmap(
-                share,
-                n_layers=n_layers,
-                n_heads=n_heads,
-                zmin=0,
-                zmax=1,
-                title="share of text attention on the image",
-                value_label=definitions.label("image_attention", "image_share"),
-                definition=definitions.hover("image_attention", "image_share"),
-            ),
-            key="vision_share",
-        )
+        title = "share of text attention on the image"
+        head_map(share, "image_attention", "image_share", title, key="vision_share", zmin=0, zmax=1)
     sinks = frames.head_values(table, "sink", "visual_sink_alpha")
     if not sinks.empty:
-        ui.head_map_chart(
-            figures.head_heatmap(
-                sinks,
-                n_layers=n_layers,
-                n_heads=n_heads,
-                title="largest α on an image token (visual sinks)",
-                value_label=definitions.label("sink", "visual_sink_alpha"),
-                definition=definitions.hover("sink", "visual_sink_alpha"),
-            ),
+        head_map(
+            sinks,
+            "sink",
+            "visual_sink_alpha",
+            "largest α on an image token (visual sinks)",
             key="vision_sinks",
         )
