@@ -183,24 +183,19 @@ def idefics3_tokens(vision: VisionInputs, tokenizer: Any, where: str) -> VisionI
     return replace(vision, processing=replace(vision.processing, tokens=ids))
 
 
+def special_tokens() -> list[str]:
+    """The tokens SmolVLM's tokenizer adds for images (and the end of a turn)."""
+    tags = [row_col_tag(r, c) for r in range(1, MAX_GRID + 1) for c in range(1, MAX_GRID + 1)]
+    return [FAKE_TOKEN, PLACEHOLDER, END_OF_UTTERANCE, GLOBAL_TAG, *tags]
+
+
 def idefics3_tokenizer() -> PreTrainedTokenizerBase:
     """The word tokenizer with SmolVLM's image tokens added (as special tokens, so that a
     prompt's text splits around them)."""
     from probes.models.tiny import word_tokenizer
 
     tokenizer = word_tokenizer()
-    tags = [row_col_tag(r, c) for r in range(1, MAX_GRID + 1) for c in range(1, MAX_GRID + 1)]
-    tokenizer.add_special_tokens(
-        {
-            "additional_special_tokens": [
-                FAKE_TOKEN,
-                PLACEHOLDER,
-                END_OF_UTTERANCE,
-                GLOBAL_TAG,
-                *tags,
-            ]
-        }
-    )
+    tokenizer.add_special_tokens({"additional_special_tokens": special_tokens()})
     return tokenizer
 
 
