@@ -202,3 +202,27 @@ def test_each_image_token_reads_exactly_the_pixels_of_its_box():
         assert [columns.min() / 32, rows.min() / 32] == [box.x0, box.y0], token
         assert [(columns.max() + 1) / 32, (rows.max() + 1) / 32] == [box.x1, box.y1], token
         assert read.sum() == (box.x1 - box.x0) * (box.y1 - box.y0) * 32 * 32  # all of it
+
+
+def test_the_text_segment_variant_and_text_prompts_run_on_the_vlm(idefics):
+    from probes.inputs.prompts import Prompt, PromptSuite
+
+    suite = PromptSuite("t", (Prompt("t", "the cat <segment>went to the</segment> park and"),), "t")
+    assert len(per_head(scan(idefics, suite, probes=("divergence",)), "vhd")) == 8
+    texts = ["the cat went to the park and the dog", "mary gave the ball to john"]
+    fast, bridge = (
+        hl.scan(idefics, texts, probes=["sink"], path=path).set_index(["metric", "layer", "head"])
+        for path in ("fast", "bridge")
+    )
+    alpha = ("alpha", slice(None), slice(None))
+    assert (fast.loc[alpha].value - bridge.loc[alpha].value).abs().max() < 1e-5
+
+
+def test_tiny_idefics3_names_take_a_seed():
+    from probes.models import loading
+    from probes.models.vision_architectures import tiny_architecture
+
+    assert tiny_architecture("tiny-random-idefics3-7").tiny_name == "tiny-random-idefics3"
+    assert loading.tiny_seed("tiny-random-idefics3-7", "tiny-random-idefics3") == 7
+    weights = [next(tiny_idefics3(seed)[0].parameters()) for seed in (7, 7, 8)]
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
