@@ -16,6 +16,7 @@ edge of 64 (a square image: 2 × 2 crops and the global view, 80 image tokens).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -50,9 +51,10 @@ TINY_PREPROCESSOR: dict[str, Any] = {
 }
 
 
-def row_col_tag(row: int, column: int) -> str:
-    """The tag before crop (row, column), both from 1."""
-    return f"<row_{row}_col_{column}>"
+def row_col_tags() -> dict[tuple[int, int], str]:
+    """The tag before crop (row, column), both from 1, by (row, column)."""
+    cells = [(r, c) for r in range(1, MAX_GRID + 1) for c in range(1, MAX_GRID + 1)]
+    return {(r, c): f"<row_{r}_col_{c}>" for r, c in cells}
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,12 @@ def idefics3_inputs(
             f"{where}: max_image_size {processing.crop_size} is not the vision tower's "
             f"image_size {size}"
         )
+    # Idefics3Processor has crop tags up to 6 × 6; more crops would be tagged with plain text.
+    if math.ceil(processing.longest_edge / processing.crop_size) > MAX_GRID:
+        raise VisionModelError(
+            f"{where}: size longest_edge {processing.longest_edge} makes more than {MAX_GRID} "
+            f"crops of {processing.crop_size} a side, beyond Idefics3's <row_r_col_c> tags"
+        )
     return VisionInputs("idefics3", int(config.image_token_id), None, processing)
 
 
@@ -156,8 +164,8 @@ def idefics3_tokens(vision: VisionInputs, tokenizer: Any, where: str) -> VisionI
     """`vision` with the ids of the tokens that wrap an image's views, from the tokenizer;
     a tokenizer without them is refused, naming the model."""
     vocab = tokenizer.get_vocab()
-    needed = [FAKE_TOKEN, GLOBAL_TAG, PLACEHOLDER]
-    needed += [row_col_tag(r, c) for r in range(1, MAX_GRID + 1) for c in range(1, MAX_GRID + 1)]
+    tags = row_col_tags()
+    needed = [FAKE_TOKEN, GLOBAL_TAG, PLACEHOLDER, *tags.values()]
     missing = [token for token in needed if token not in vocab]
     if missing:
         raise VisionModelError(
@@ -172,11 +180,7 @@ def idefics3_tokens(vision: VisionInputs, tokenizer: Any, where: str) -> VisionI
     ids = ImageTokenIds(
         fake=vocab[FAKE_TOKEN],
         global_tag=vocab[GLOBAL_TAG],
-        row_col={
-            (r, c): vocab[row_col_tag(r, c)]
-            for r in range(1, MAX_GRID + 1)
-            for c in range(1, MAX_GRID + 1)
-        },
+        row_col={cell: vocab[tag] for cell, tag in tags.items()},
         newline=tuple(tokenizer.encode("\n", add_special_tokens=False)),
         double_newline=tuple(tokenizer.encode("\n\n", add_special_tokens=False)),
     )
@@ -185,8 +189,7 @@ def idefics3_tokens(vision: VisionInputs, tokenizer: Any, where: str) -> VisionI
 
 def special_tokens() -> list[str]:
     """The tokens SmolVLM's tokenizer adds for images (and the end of a turn)."""
-    tags = [row_col_tag(r, c) for r in range(1, MAX_GRID + 1) for c in range(1, MAX_GRID + 1)]
-    return [FAKE_TOKEN, PLACEHOLDER, END_OF_UTTERANCE, GLOBAL_TAG, *tags]
+    return [FAKE_TOKEN, PLACEHOLDER, END_OF_UTTERANCE, GLOBAL_TAG, *row_col_tags().values()]
 
 
 def idefics3_tokenizer() -> PreTrainedTokenizerBase:

@@ -215,3 +215,15 @@ def test_a_tokenizer_without_the_image_tags_is_refused_naming_the_model(tiny):
     _, _, vision = tiny
     with pytest.raises(VisionModelError, match=r"^my-vlm: its tokenizer lacks .*<fake_token"):
         idefics3_tokens(vision, word_tokenizer(), "my-vlm")
+
+
+def test_a_preprocessor_the_model_cannot_follow_is_refused_naming_the_model(tiny):
+    from probes.models.vision_idefics3 import idefics3_inputs
+
+    config = tiny[0].config
+    assert idefics3_inputs(config, None, "m").processing.longest_edge == 4 * 32  # as SmolVLM's
+    with pytest.raises(VisionModelError, match=r"^m: max_image_size 64 is not .* image_size 32"):
+        idefics3_inputs(config, {**TINY_PREPROCESSOR, "max_image_size": {"longest_edge": 64}}, "m")
+    with pytest.raises(VisionModelError, match=r"^m: size longest_edge 224 makes more than 6"):
+        idefics3_inputs(config, {**TINY_PREPROCESSOR, "size": {"longest_edge": 224}}, "m")
+    assert idefics3_inputs(config, {**TINY_PREPROCESSOR, "size": {"longest_edge": 192}}, "m")
