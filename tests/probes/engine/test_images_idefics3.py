@@ -226,3 +226,21 @@ def test_tiny_idefics3_names_take_a_seed():
     assert loading.tiny_seed("tiny-random-idefics3-7", "tiny-random-idefics3") == 7
     weights = [next(tiny_idefics3(seed)[0].parameters()) for seed in (7, 7, 8)]
     assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+
+
+def test_without_the_image_drops_its_wrapping_tokens_too(idefics):
+    from probes.inputs.images import image_layout
+
+    suite = load_jsonl(IMAGE_PROMPTS)
+    layout = image_layout(idefics, suite.prompts[0], 3, None, "red-square")
+    ids = idefics.vision.processing.tokens
+    wrapping = {ids.fake, ids.global_tag, *ids.row_col.values(), idefics.vision.image_token_id}
+    tags = {ids.row_col[(r, c)] for r in (1, 2) for c in (1, 2)}  # a 2 × 2 grid
+    assert wrapping & set(layout.with_segment) == {ids.fake, ids.global_tag, *tags} | {
+        idefics.vision.image_token_id
+    }
+    assert not wrapping & set(layout.without_segment)
+    text = idefics.tokenize("look at") + idefics.tokenize(
+        " what is the color of the thing ? the color is red", prepend_bos=False
+    )
+    assert layout.without_segment == tuple(text)

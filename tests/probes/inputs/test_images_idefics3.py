@@ -227,3 +227,29 @@ def test_a_preprocessor_the_model_cannot_follow_is_refused_naming_the_model(tiny
     with pytest.raises(VisionModelError, match=r"^m: size longest_edge 224 makes more than 6"):
         idefics3_inputs(config, {**TINY_PREPROCESSOR, "size": {"longest_edge": 224}}, "m")
     assert idefics3_inputs(config, {**TINY_PREPROCESSOR, "size": {"longest_edge": 192}}, "m")
+
+
+@pytest.mark.parametrize("name", ["red_square", "wide", "tall"])
+def test_prompt_tokens_equal_the_processor_s_at_smolvlm_256m_s_sizes(tiny, name):
+    """SmolVLM-256M's config (a 512-pixel tower of 16-pixel patches, scale factor 4: 64 tokens
+    a view) and preprocessor (longest edge 2048), without building its model."""
+    from transformers import Idefics3Config
+
+    from probes.models.vision_idefics3 import idefics3_inputs
+
+    _, tokenizer, _ = tiny
+    config = Idefics3Config(  # type: ignore[call-arg]
+        vision_config={"image_size": 512, "patch_size": 16, "hidden_size": 768},
+        text_config={"model_type": "llama", "vocab_size": len(tokenizer)},
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        scale_factor=4,
+    )
+    vision = idefics3_tokens(idefics3_inputs(config, SMOLVLM, "smolvlm"), tokenizer, "smolvlm")
+    assert vision.processing.image_seq_len == 64
+    text = "look at <image> what is it ?"
+    image = image_named(name)
+    reference = reference_processor(SMOLVLM, tokenizer, image_seq_len=64)
+    expected = reference(images=[image], text=[text])["input_ids"][0]
+    assert expanded(tokenizer, vision, text, image) == expected
+    views = {"red_square": 4 * 3 + 1, "wide": 4 * 2 + 1, "tall": 1 * 4 + 1}[name]
+    assert expected.count(vision.image_token_id) == 64 * views
