@@ -85,7 +85,7 @@ def grid(width: int, height: int, processing: SplitProcessing) -> Grid:
     return Grid(0, 0, width, height)
 
 
-def views(image: Image.Image, processing: SplitProcessing) -> tuple[list[Image.Image], Grid]:
+def views(image: Image.Image, processing: SplitProcessing) -> list[Image.Image]:
     """The image's crops row by row, then its global view, each `crop_size` square (RGB)."""
     image = rgb(image)
     split = grid(image.width, image.height, processing)
@@ -101,7 +101,7 @@ def views(image: Image.Image, processing: SplitProcessing) -> tuple[list[Image.I
         for r in range(split.rows)
         for c in range(split.columns)
     ]
-    return [*crops, resized.resize((crop, crop), resample)], split
+    return [*crops, resized.resize((crop, crop), resample)]
 
 
 def preprocess(image: Image.Image, processing: SplitProcessing) -> Float[np.ndarray, "view 3 h w"]:
@@ -110,15 +110,14 @@ def preprocess(image: Image.Image, processing: SplitProcessing) -> Float[np.ndar
         rescale_normalise(
             np.asarray(view), processing.rescale_factor, processing.mean, processing.std
         )
-        for view in views(image, processing)[0]
+        for view in views(image, processing)
     ]
     return np.stack(arrays)
 
 
 def processing_of(vision: VisionInputs) -> SplitProcessing:
-    processing = vision.processing
-    assert isinstance(processing, SplitProcessing) and processing.tokens is not None
-    return processing
+    assert isinstance(vision.processing, SplitProcessing)  # READERS maps idefics3 here
+    return vision.processing
 
 
 class Idefics3Reader:
@@ -128,7 +127,7 @@ class Idefics3Reader:
     def image_tokens(self, vision: VisionInputs, image: Image.Image) -> list[int]:
         processing = processing_of(vision)
         ids = processing.tokens
-        assert ids is not None
+        assert ids is not None  # filled from the tokenizer when the model loads
         split = grid(image.width, image.height, processing)
         view = [vision.image_token_id] * processing.image_seq_len
         tokens: list[int] = []
