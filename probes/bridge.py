@@ -228,9 +228,10 @@ def use_sdpa(hf: torch.nn.Module) -> None:
 
 
 def decoder_layers(hf: torch.nn.Module) -> torch.nn.ModuleList:
-    """The decoder-layer list of a causal LM (`model.layers` for Llama, Gemma, Qwen, Mistral)."""
+    """The decoder-layer list of a causal LM (`model.layers` for Llama, Gemma, Qwen, Mistral;
+    a vision-language model's text model: `language_model`, Idefics3's `text_model`)."""
     base = getattr(hf, "model", hf)
-    base = getattr(base, "language_model", base)
+    base = getattr(base, "language_model", None) or getattr(base, "text_model", base)
     layers = getattr(base, "layers", None)
     if not isinstance(layers, torch.nn.ModuleList):
         raise NotImplementedError(

@@ -225,7 +225,8 @@ def _load(
         hf_model, tokenizer, provenance, chat = _load_hugging_face(name, dtype, revision)
         if is_vision_config(hf_model.config):
             source = str(Path(name).expanduser()) if Path(name).expanduser().is_dir() else name
-            vision = vision_inputs(hf_model.config, read_preprocessor(source, revision), name)
+            preprocessor = read_preprocessor(source, revision)
+            vision = vision_inputs(hf_model.config, preprocessor, name, tokenizer)
     loaded = wrap(hf_model, tokenizer, name, provenance, device=device, dtype=dtype, vision=vision)
     loaded.chat = chat
     loaded.provenance["load_seconds"] = round(time.perf_counter() - started, 3)

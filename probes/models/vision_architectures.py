@@ -13,6 +13,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from probes.models.vision import VisionInputs, VisionModelError
+from probes.models.vision_idefics3 import (
+    TINY_IDEFICS3,
+    idefics3_inputs,
+    idefics3_tokens,
+    tiny_idefics3,
+)
 from probes.models.vision_llava import TINY_LLAVA, llava_inputs, tiny_llava
 
 if TYPE_CHECKING:
@@ -24,31 +30,49 @@ TinyBuilder = Callable[[int], "tuple[PreTrainedModel, PreTrainedTokenizerBase, V
 @dataclass(frozen=True)
 class Architecture:
     """One vision-language architecture: `inputs(config, preprocessor_config, where)` and
-    `tiny(seed)`, named `tiny_name[-SEED]`; `checkpoint` is a real one it is shaped like."""
+    `tiny(seed)`, named `tiny_name[-SEED]`; `checkpoint` is a real one it is shaped like;
+    `tokens(inputs, tokenizer, where)`, where an image's tokens include ids only the tokenizer
+    knows (Idefics3's crop tags)."""
 
     model_type: str
     inputs: Callable[[Any, dict[str, Any] | None, str], VisionInputs]
     tiny_name: str
     tiny: TinyBuilder
     checkpoint: str
+    tokens: Callable[[VisionInputs, Any, str], VisionInputs] | None = None
 
 
 ARCHITECTURES: dict[str, Architecture] = {
     "llava": Architecture(
         "llava", llava_inputs, TINY_LLAVA, tiny_llava, "llava-hf/llava-1.5-7b-hf"
     ),
+    "idefics3": Architecture(
+        "idefics3",
+        idefics3_inputs,
+        TINY_IDEFICS3,
+        tiny_idefics3,
+        "HuggingFaceTB/SmolVLM-256M-Instruct",
+        tokens=idefics3_tokens,
+    ),
 }
 
 
-def vision_inputs(config: Any, preprocessor: dict[str, Any] | None, where: str) -> VisionInputs:
-    """The `VisionInputs` of a loaded vision-language model's config (and preprocessor config)."""
+def vision_inputs(
+    config: Any, preprocessor: dict[str, Any] | None, where: str, tokenizer: Any = None
+) -> VisionInputs:
+    """The `VisionInputs` of a loaded vision-language model's config (and preprocessor config,
+    and tokenizer, which some architectures need)."""
     if config.model_type not in ARCHITECTURES:
         raise VisionModelError(
             f"{where}: headlab reads images for model_type "
             f"{', '.join(repr(t) for t in sorted(ARCHITECTURES))} so far, not "
             f"{config.model_type!r}"
         )
-    return ARCHITECTURES[config.model_type].inputs(config, preprocessor, where)
+    architecture = ARCHITECTURES[config.model_type]
+    inputs = architecture.inputs(config, preprocessor, where)
+    if architecture.tokens is None:
+        return inputs
+    return architecture.tokens(inputs, tokenizer, where)
 
 
 def tiny_architecture(name: str) -> Architecture | None:
