@@ -18,6 +18,7 @@ from PIL import Image
 from probes.core.errors import ConfigError, PromptTooLongError
 from probes.core.types import TokenizedPrompt
 from probes.inputs.images_clip import ClipReader
+from probes.inputs.images_qwen import QwenReader
 from probes.inputs.pixels import PatchBox, read_image
 from probes.inputs.prompts import Prompt
 from probes.inputs.segments import Layout, SegmentError
@@ -42,7 +43,7 @@ class ImageReader(Protocol):
 
 
 # By `VisionInputs.architecture`; a new architecture adds its reader here.
-READERS: dict[str, ImageReader] = {"llava": ClipReader()}
+READERS: dict[str, ImageReader] = {"llava": ClipReader(), "qwen2_5_vl": QwenReader()}
 
 
 def reader_of(vision: VisionInputs) -> ImageReader:

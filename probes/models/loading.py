@@ -31,6 +31,7 @@ from probes.models.vision import (
     without_processor_loading,
 )
 from probes.models.vision_architectures import tiny_architecture, vision_inputs
+from probes.models.vision_qwen import without_torchvision_check
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -248,7 +249,8 @@ def wrap(
 
     hf_model = hf_model.to(device=device, dtype=dtype).eval()  # type: ignore[call-arg]  # HF to() is @wraps(Module.to): self unbound
     label = (provenance or {}).get("hf_id") or name
-    with without_processor_loading():  # a VLM's processor: a hub request, a torchvision install
+    # A VLM's processor: a hub request, a torchvision install; Qwen2.5-VL's torchvision check.
+    with without_processor_loading(), without_torchvision_check():
         bridge = TransformerBridge.boot_transformers(
             label, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
         )

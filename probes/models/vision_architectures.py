@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from probes.models.vision import VisionInputs, VisionModelError
 from probes.models.vision_llava import TINY_LLAVA, llava_inputs, tiny_llava
+from probes.models.vision_qwen import TINY_QWEN, qwen_inputs, tiny_qwen
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -36,6 +37,9 @@ class Architecture:
 ARCHITECTURES: dict[str, Architecture] = {
     "llava": Architecture(
         "llava", llava_inputs, TINY_LLAVA, tiny_llava, "llava-hf/llava-1.5-7b-hf"
+    ),
+    "qwen2_5_vl": Architecture(
+        "qwen2_5_vl", qwen_inputs, TINY_QWEN, tiny_qwen, "Qwen/Qwen2.5-VL-3B-Instruct"
     ),
 }
 

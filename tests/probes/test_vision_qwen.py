@@ -1,0 +1,141 @@
+"""tiny-random-qwen2.5-vl: shaped like Qwen2.5-VL-3B, booted through the bridge with logits equal
+to Hugging Face's for image prompts (3-D mRoPE positions included), and a saved directory loading
+by path with its own preprocessor config."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from probes.inputs.images import image_kwargs
+from probes.inputs.prompts import Prompt
+from probes.models import ModelUnavailableError, load, loading
+from probes.models.vision_qwen import TINY_QWEN, tiny_preprocessor_config, tiny_qwen
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGES = ROOT / "data" / "prompts" / "images"
+WIDE = "a wide picture <image> of the thing , it is blue"
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    hf_model, tokenizer, vision = tiny_qwen(seed=3)
+    return hf_model, loading.wrap(hf_model, tokenizer, TINY_QWEN, vision=vision)
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    path = tmp_path_factory.mktemp("images") / "wide.png"
+    image = Image.new("RGB", (300, 20), "white")
+    image.paste((0, 0, 255), (250, 0, 300, 20))
+    image.save(path)
+    return path
+
+
+def image_prompt_tokens(model, text, image):
+    from probes.inputs.images import tokenize_image_prompt
+
+    prompt = Prompt("p", text, image=Path(image))
+    return list(tokenize_image_prompt(model, prompt, 256, "p").tokens)
+
+
+def test_tiny_qwen_is_shaped_like_qwen2_5_vl_3b(qwen):
+    hf_model, model = qwen
+    config = hf_model.config
+    assert model.provenance["architecture"] == "Qwen2_5_VLForConditionalGeneration"
+    vision, text = config.vision_config, config.text_config
+    assert (vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size) == (14, 2, 2)
+    assert vision.fullatt_block_indexes == [1, 3] and vision.depth == 4
+    assert vision.window_size == 56  # 2 × 2 merged tokens a window
+    assert text.rope_parameters["mrope_section"] == [2, 3, 3]  # the 3B's 16 : 24 : 24
+    assert config.tie_word_embeddings
+    assert (model.info.n_layers, model.info.n_heads, model.info.n_kv_heads) == (2, 4, 2)
+    assert model.info.d_head == 16 and model.vision.n_image_tokens is None
+
+
+def test_the_image_becomes_its_grid_tokens_wrapped_in_vision_start_and_end(qwen, wide):
+    _, model = qwen
+    tokens = image_prompt_tokens(model, WIDE, wide)
+    processing = model.vision.processing
+    start = tokens.index(processing.start_token_id)
+    assert tokens[: start + 1] == [*model.tokenize("a wide picture"), processing.start_token_id]
+    image = [model.vision.image_token_id] * 11  # 308 × 28 pixels: 22 × 2 patches, 11 × 1 merged
+    assert tokens[start + 1 : start + 13] == [*image, processing.end_token_id]
+    assert tokens[start + 13 :] == model.tokenize(" of the thing , it is blue", False)
+
+
+def test_bridge_logits_equal_hugging_face_for_an_image_prompt_with_mrope_positions(qwen, wide):
+    hf_model, model = qwen
+    tokens = torch.tensor([image_prompt_tokens(model, WIDE, wide)])
+    inputs = image_kwargs(model, [str(wide)], tokens)
+    positions, _ = hf_model.model.get_rope_index(
+        tokens, inputs["mm_token_type_ids"], image_grid_thw=inputs["image_grid_thw"]
+    )
+    image = (tokens[0] == model.vision.image_token_id).nonzero().flatten()
+    # 3-D positions: the image tokens share one temporal / height position and count across
+    # in width, and the text after them resumes after the widest side (11), not after 11 tokens.
+    assert positions[0, 0, image].unique().numel() == 1
+    # BOS, "a wide picture", <|vision_start|> take 0-4
+    assert positions[2, 0, image].tolist() == list(range(5, 16))
+    assert positions[:, 0, image[-1] + 1].tolist() == [16, 16, 16]  # <|vision_end|>
+    with torch.inference_mode():
+        reference = hf_model(input_ids=tokens, **inputs).logits
+        torch.testing.assert_close(model.bridge(tokens, **inputs), reference)
+        flat = hf_model(
+            input_ids=tokens,
+            pixel_values=inputs["pixel_values"],
+            image_grid_thw=inputs["image_grid_thw"],
+        ).logits  # without mm_token_type_ids the model falls back to 1-D positions
+    assert (flat[0, image[-1] + 1 :] - reference[0, image[-1] + 1 :]).abs().max() > 1e-4
+
+
+def test_a_row_without_its_image_reads_as_the_text_alone_in_a_batch_with_images(qwen, wide):
+    """Divergence's "without the image" row shares batches with image rows: its positions must
+    be the text alone's (0, 1, 2, ...), as if no image were in the batch."""
+    hf_model, model = qwen
+    with_image = image_prompt_tokens(model, WIDE, wide)
+    processing = model.vision.processing
+    wrapping = {processing.start_token_id, model.vision.image_token_id, processing.end_token_id}
+    text = [t for t in with_image if t not in wrapping]
+    width = len(with_image)
+    batch = torch.full((2, width), model.pad_id)
+    batch[0], batch[1, : len(text)] = torch.tensor(with_image), torch.tensor(text)
+    mask = (torch.arange(width) < torch.tensor([[width], [len(text)]])).long()
+    inputs = image_kwargs(model, [str(wide), None], batch)
+    with torch.inference_mode():
+        together = model.bridge(batch, attention_mask=mask, **inputs)
+        alone = hf_model(input_ids=torch.tensor([text])).logits
+        first = hf_model(input_ids=batch[:1], **image_kwargs(model, [str(wide)], batch[:1])).logits
+    torch.testing.assert_close(together[1, : len(text)], alone[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(together[0], first[0], rtol=1e-5, atol=1e-5)
+
+
+def test_a_saved_qwen_directory_loads_by_path_with_its_own_preprocessing(tmp_path, wide):
+    hf_model, tokenizer, vision = tiny_qwen(seed=4)
+    directory = tmp_path / "qwen"
+    hf_model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    preprocessor = {**tiny_preprocessor_config(vision), "max_pixels": 28 * 28 * 6, "resample": 2}
+    (directory / "preprocessor_config.json").write_text(json.dumps(preprocessor))
+    model = load(str(directory))
+    assert model.provenance["architecture"] == "Qwen2_5_VLForConditionalGeneration"
+    assert model.vision.processing.max_pixels == 28 * 28 * 6
+    assert model.vision.processing.resample == "bilinear"
+    tokens = torch.tensor([image_prompt_tokens(model, WIDE, wide)])
+    assert (tokens == model.vision.image_token_id).sum() == 9  # 252 × 28 pixels now
+    inputs = image_kwargs(model, [str(wide)], tokens)
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            model.bridge(tokens, **inputs), hf_model(input_ids=tokens, **inputs).logits
+        )
+
+
+def test_tiny_qwen_names_take_a_seed():
+    assert loading.tiny_seed("tiny-random-qwen2.5-vl-7", TINY_QWEN) == 7
+    with pytest.raises(ModelUnavailableError, match=r"tiny-random-qwen2\.5-vl\[-SEED\]"):
+        load("tiny-random-qwen2.5-vl-x")
+    first, second = (tiny_qwen(seed)[0].lm_head.weight for seed in (1, 2))
+    assert not torch.equal(first, second)
+    assert torch.equal(tiny_qwen(1)[0].lm_head.weight, first)
