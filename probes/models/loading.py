@@ -31,7 +31,7 @@ from probes.models.vision import (
     without_processor_loading,
 )
 from probes.models.vision_architectures import tiny_architecture, vision_inputs
-from probes.models.vision_qwen import without_torchvision_check
+from probes.models.vision_qwen import route_attention_hooks, without_torchvision_check
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -249,12 +249,12 @@ def wrap(
 
     hf_model = hf_model.to(device=device, dtype=dtype).eval()  # type: ignore[call-arg]  # HF to() is @wraps(Module.to): self unbound
     label = (provenance or {}).get("hf_id") or name
-    # A VLM's processor: a hub request, a torchvision install; Qwen2.5-VL's torchvision check.
-    with without_processor_loading(), without_torchvision_check():
+    with without_processor_loading(), without_torchvision_check():  # see their docstrings
         bridge = TransformerBridge.boot_transformers(
             label, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
         )
     bridge.eval()
+    route_attention_hooks(bridge)  # Qwen2.5-VL's attention hooks made editable; else a no-op
     config = hf_model.config
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     n_heads = int(text_config.num_attention_heads)

@@ -141,6 +141,66 @@ def without_torchvision_check() -> Iterator[None]:
         Adapter.required_libraries = required
 
 
+def route_attention_hooks(bridge: Any) -> None:
+    """Make `hook_attn_scores` and `hook_pattern` act inside a Qwen2.5-VL text model's attention.
+
+    TransformerLens's adapter keeps HF's own attention (for mRoPE) and fires those two hooks
+    after it ran, on the returned weights: an edit there (a planted head, VAR's redistribution)
+    is discarded, and `hook_attn_scores` sees post-softmax weights. Here each text-attention
+    module's eager attention fires them where the bridge's own attention would (scores after
+    the mask, before the softmax; the pattern before it weights the values), with numbers equal
+    to HF's eager attention, and returns no weights, so the bridge's after-the-fact firing does
+    not repeat them. Other models, and the vision tower's attention, are left as they are."""
+    model = getattr(bridge, "original_model", None)
+    if getattr(getattr(model, "config", None), "model_type", None) != "qwen2_5_vl":
+        return
+    from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as modeling
+
+    if not getattr(modeling.eager_attention_forward, "hooked_inside", False):
+        modeling.eager_attention_forward = _hooked_eager(modeling)
+    for block in bridge.blocks:
+        attention = block.attn
+        # Not a submodule (the bridge already holds the HF module): a plain attribute.
+        object.__setattr__(
+            attention.original_component,
+            "_headlab_hooks",
+            (attention.hook_attn_scores, attention.hook_pattern),
+        )
+
+
+def _hooked_eager(modeling: Any) -> Any:
+    """Qwen2.5-VL's eager_attention_forward, firing a module's headlab hooks when it has them."""
+    original = modeling.eager_attention_forward
+
+    def eager(
+        module: Any,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        scaling: float,
+        dropout: float = 0.0,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        hooks = getattr(module, "_headlab_hooks", None)
+        if hooks is None:
+            return original(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
+        scores_hook, pattern_hook = hooks
+        keys = modeling.repeat_kv(key, module.num_key_value_groups)
+        values = modeling.repeat_kv(value, module.num_key_value_groups)
+        scores = torch.matmul(query, keys.transpose(2, 3)) * scaling
+        if attention_mask is not None:
+            scores = scores + attention_mask
+        scores = scores_hook(scores)
+        pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+        pattern = torch.nn.functional.dropout(pattern, p=dropout, training=module.training)
+        pattern = pattern_hook(pattern)
+        return torch.matmul(pattern, values).transpose(1, 2).contiguous(), None
+
+    eager.hooked_inside = True  # type: ignore[attr-defined]
+    return eager
+
+
 def qwen_tokenizer() -> PreTrainedTokenizerBase:
     """The word tokenizer (probes/models/tiny.py) with Qwen's vision tokens added."""
     from probes.models.tiny import word_tokenizer

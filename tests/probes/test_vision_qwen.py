@@ -139,3 +139,44 @@ def test_tiny_qwen_names_take_a_seed():
     first, second = (tiny_qwen(seed)[0].lm_head.weight for seed in (1, 2))
     assert not torch.equal(first, second)
     assert torch.equal(tiny_qwen(1)[0].lm_head.weight, first)
+
+
+def test_attention_hooks_act_inside_qwens_native_attention_once_per_pass(qwen, wide):
+    """The adapter keeps HF's attention (mRoPE); headlab fires hook_attn_scores (pre-softmax,
+    masked) and hook_pattern inside it, once each, and an edit there changes the output."""
+    from probes import bridge
+    from probes.core import hook_names
+    from tests import planting
+
+    hf_model, model = qwen
+    tokens = torch.tensor([image_prompt_tokens(model, WIDE, wide)])
+    inputs = image_kwargs(model, [str(wide)], tokens)
+    seen: dict[str, list[torch.Tensor]] = {"attn_scores": [], "pattern": []}
+
+    def keep(kind):
+        return lambda tensor, hook: seen[kind].append(tensor.detach().clone())
+
+    hooks = [(hook_names.attn(1, kind), keep(kind)) for kind in seen]
+    with torch.inference_mode():
+        plain = bridge.forward(model, tokens, hooks, **inputs)
+        reference = hf_model(input_ids=tokens, **inputs).logits
+        planted = bridge.forward(model, tokens, [planting.bos_head(1, 0)], **inputs)
+    assert len(seen["attn_scores"]) == len(seen["pattern"]) == 1
+    scores, pattern = seen["attn_scores"][0], seen["pattern"][0]
+    torch.testing.assert_close(scores.softmax(-1), pattern)
+    assert scores.min() < -1e30  # the causal mask is in the scores, as in the bridge's attention
+    torch.testing.assert_close(plain, reference)
+    assert (planted - plain).abs().max() > 1e-4  # the planted head's edit reaches the logits
+
+
+def test_text_prompts_on_qwen_give_equal_sinks_on_both_engine_paths(qwen):
+    import headlab as hl
+
+    _, model = qwen
+    texts = ["the cat went to the park and the dog", "mary gave the ball to john"]
+    fast, bridged = (
+        hl.scan(model, texts, probes=["sink"], path=path).set_index(["metric", "layer", "head"])
+        for path in ("fast", "bridge")
+    )
+    alpha = ("alpha", slice(None), slice(None))
+    assert (fast.loc[alpha].value - bridged.loc[alpha].value).abs().max() < 1e-5
