@@ -31,7 +31,7 @@ from probes.models.vision import (
     without_processor_loading,
 )
 from probes.models.vision_architectures import tiny_architecture, vision_inputs
-from probes.models.vision_qwen import route_attention_hooks, without_torchvision_check
+from probes.models.vision_qwen import adapt_qwen_bridge, without_torchvision_check
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -254,7 +254,7 @@ def wrap(
             label, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
         )
     bridge.eval()
-    route_attention_hooks(bridge)  # Qwen2.5-VL's attention hooks made editable; else a no-op
+    adapt_qwen_bridge(bridge)  # Qwen2.5-VL: editable attention hooks, fresh mRoPE offsets
     config = hf_model.config
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     n_heads = int(text_config.num_attention_heads)

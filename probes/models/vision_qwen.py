@@ -141,17 +141,23 @@ def without_torchvision_check() -> Iterator[None]:
         Adapter.required_libraries = required
 
 
-def route_attention_hooks(bridge: Any) -> None:
-    """Make `hook_attn_scores` and `hook_pattern` act inside a Qwen2.5-VL text model's attention.
+def adapt_qwen_bridge(bridge: Any) -> None:
+    """Two fixes to a booted Qwen2.5-VL bridge (a no-op for other models).
 
-    TransformerLens's adapter keeps HF's own attention (for mRoPE) and fires those two hooks
-    after it ran, on the returned weights: an edit there (a planted head, VAR's redistribution)
-    is discarded, and `hook_attn_scores` sees post-softmax weights. Here each text-attention
-    module's eager attention fires them where the bridge's own attention would (scores after
-    the mask, before the softmax; the pattern before it weights the values), with numbers equal
-    to HF's eager attention, and returns no weights, so the bridge's after-the-fact firing does
-    not repeat them. Other models, and the vision tower's attention, are left as they are."""
-    model = getattr(bridge, "original_model", None)
+    Attention hooks: TransformerLens's adapter keeps HF's own attention (for mRoPE) and fires
+    `hook_attn_scores` and `hook_pattern` after it ran, on the returned weights: an edit there
+    (a planted head, VAR's redistribution) is discarded, and `hook_attn_scores` sees
+    post-softmax weights. Here each text-attention module's eager attention fires them where the
+    bridge's own attention would (scores after the mask, before the softmax; the pattern before
+    it weights the values), with numbers equal to HF's eager attention, and returns no weights,
+    so the bridge's after-the-fact firing does not repeat them. The vision tower's attention is
+    left as it is.
+
+    Decoding positions: HF keeps the last prefill's mRoPE offset (`rope_deltas`) on the model
+    and adds it to every cached decoding step after it, so a text prompt decoded after an image
+    prompt would inherit the image's offset. It is cleared at every forward without a cache,
+    where HF computes it afresh for an image prompt."""
+    model: Any = getattr(bridge, "original_model", None)
     if getattr(getattr(model, "config", None), "model_type", None) != "qwen2_5_vl":
         return
     from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as modeling
@@ -166,6 +172,16 @@ def route_attention_hooks(bridge: Any) -> None:
             "_headlab_hooks",
             (attention.hook_attn_scores, attention.hook_pattern),
         )
+    inner = model.model if hasattr(model, "model") else model
+    if not getattr(inner, "_headlab_fresh_offsets", False):
+        inner.register_forward_pre_hook(_fresh_offset, with_kwargs=True)
+        object.__setattr__(inner, "_headlab_fresh_offsets", True)
+
+
+def _fresh_offset(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+    cache = kwargs.get("past_key_values")
+    if cache is None or cache.get_seq_length() == 0:
+        module.rope_deltas = None
 
 
 def _hooked_eager(modeling: Any) -> Any:

@@ -180,3 +180,29 @@ def test_text_prompts_on_qwen_give_equal_sinks_on_both_engine_paths(qwen):
     )
     alpha = ("alpha", slice(None), slice(None))
     assert (fast.loc[alpha].value - bridged.loc[alpha].value).abs().max() < 1e-5
+
+
+def test_cached_decoding_positions_follow_each_prefill_with_or_without_an_image(qwen):
+    """HF's Qwen2.5-VL keeps the last image prefill's mRoPE offset (`rope_deltas`) on the model
+    for the decoding steps after it; a text prefill after an image one must not inherit it.
+    The 2 × 2 merged grid of a square image moves the text after it back by 2 (a 1-row image,
+    like the wide one, moves it by 0 and would not tell)."""
+    from probes import bridge
+
+    hf_model, model = qwen
+    square = IMAGES / "red_square.png"
+    with_image = image_prompt_tokens(model, WIDE, square)
+    processing = model.vision.processing
+    wrapping = {processing.start_token_id, model.vision.image_token_id, processing.end_token_id}
+    text = [t for t in with_image if t not in wrapping]
+    for tokens, image in ((with_image, str(square)), (text, None), (with_image, str(square))):
+        ids = torch.tensor([tokens])
+        inputs = image_kwargs(model, [image], ids)
+        prefix = {k: v[:, :-1] if k == "mm_token_type_ids" else v for k, v in inputs.items()}
+        with torch.inference_mode():
+            _, cache = bridge.forward(model, ids[:, :-1], return_type="logits_and_cache", **prefix)
+            step, _ = bridge.forward(
+                model, ids[:, -1:], return_type="logits_and_cache", past_key_values=cache
+            )
+            whole = hf_model(input_ids=ids, **inputs).logits
+        torch.testing.assert_close(step[0, -1], whole[0, -1], rtol=1e-5, atol=1e-5)
