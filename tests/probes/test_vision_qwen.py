@@ -206,3 +206,23 @@ def test_cached_decoding_positions_follow_each_prefill_with_or_without_an_image(
             )
             whole = hf_model(input_ids=ids, **inputs).logits
         torch.testing.assert_close(step[0, -1], whole[0, -1], rtol=1e-5, atol=1e-5)
+
+
+def test_images_of_different_sizes_in_one_batch_each_read_as_alone(qwen, wide):
+    """Dynamic resolution: each row's patches and grid go to the model in row order."""
+    hf_model, model = qwen
+    files = [str(IMAGES / "red_square.png"), str(wide)]
+    rows = [image_prompt_tokens(model, WIDE, image) for image in files]
+    lengths = torch.tensor([[len(row)] for row in rows])
+    width = int(lengths.max())
+    batch = torch.full((2, width), model.pad_id)
+    for number, row in enumerate(rows):
+        batch[number, : len(row)] = torch.tensor(row)
+    mask = (torch.arange(width) < lengths).long()
+    with torch.inference_mode():
+        together = model.bridge(batch, attention_mask=mask, **image_kwargs(model, files, batch))
+        for number, (row, image) in enumerate(zip(rows, files, strict=True)):
+            ids = torch.tensor([row])
+            alone = hf_model(input_ids=ids, **image_kwargs(model, [image], ids)).logits
+            torch.testing.assert_close(together[number, : len(row)], alone[0], rtol=1e-5, atol=1e-5)
+    assert len(rows[0]) != len(rows[1])
