@@ -157,16 +157,25 @@ def test_attention_hooks_act_inside_qwens_native_attention_once_per_pass(qwen, w
         return lambda tensor, hook: seen[kind].append(tensor.detach().clone())
 
     hooks = [(hook_names.attn(1, kind), keep(kind)) for kind in seen]
+
+    def first(pattern, hook):  # head 0 all on position 0, as planting.bos_head does
+        edited = pattern.clone()
+        edited[:, 0] = 0.0
+        edited[:, 0, :, 0] = 1.0
+        return edited
+
     with torch.inference_mode():
         plain = bridge.forward(model, tokens, hooks, **inputs)
         reference = hf_model(input_ids=tokens, **inputs).logits
         planted = bridge.forward(model, tokens, [planting.bos_head(1, 0)], **inputs)
+        on_first = bridge.forward(model, tokens, [(hook_names.attn(1, "pattern"), first)], **inputs)
     assert len(seen["attn_scores"]) == len(seen["pattern"]) == 1
     scores, pattern = seen["attn_scores"][0], seen["pattern"][0]
     torch.testing.assert_close(scores.softmax(-1), pattern)
     assert scores.min() < -1e30  # the causal mask is in the scores, as in the bridge's attention
     torch.testing.assert_close(plain, reference)
     assert (planted - plain).abs().max() > 1e-4  # the planted head's edit reaches the logits
+    torch.testing.assert_close(on_first, planted)  # a pattern edit too, and it is the same one
 
 
 def test_text_prompts_on_qwen_give_equal_sinks_on_both_engine_paths(qwen):
