@@ -19,6 +19,7 @@ from probes.core.errors import ConfigError, PromptTooLongError
 from probes.core.types import TokenizedPrompt
 from probes.inputs.images_clip import ClipReader
 from probes.inputs.images_idefics3 import Idefics3Reader
+from probes.inputs.images_qwen import QwenReader
 from probes.inputs.pixels import PatchBox, read_image
 from probes.inputs.prompts import Prompt
 from probes.inputs.segments import Layout, SegmentError
@@ -43,7 +44,11 @@ class ImageReader(Protocol):
 
 
 # By `VisionInputs.architecture`; a new architecture adds its reader here.
-READERS: dict[str, ImageReader] = {"llava": ClipReader(), "idefics3": Idefics3Reader()}
+READERS: dict[str, ImageReader] = {
+    "llava": ClipReader(),
+    "idefics3": Idefics3Reader(),
+    "qwen2_5_vl": QwenReader(),
+}
 
 
 def reader_of(vision: VisionInputs) -> ImageReader:

@@ -31,6 +31,7 @@ from probes.models.vision import (
     without_processor_loading,
 )
 from probes.models.vision_architectures import tiny_architecture, vision_inputs
+from probes.models.vision_qwen import adapt_qwen_bridge, without_torchvision_check
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -249,11 +250,12 @@ def wrap(
 
     hf_model = hf_model.to(device=device, dtype=dtype).eval()  # type: ignore[call-arg]  # HF to() is @wraps(Module.to): self unbound
     label = (provenance or {}).get("hf_id") or name
-    with without_processor_loading():  # a VLM's processor: a hub request, a torchvision install
+    with without_processor_loading(), without_torchvision_check():  # see their docstrings
         bridge = TransformerBridge.boot_transformers(
             label, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
         )
     bridge.eval()
+    adapt_qwen_bridge(bridge)  # Qwen2.5-VL: editable attention hooks, fresh mRoPE offsets
     config = hf_model.config
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     n_heads = int(text_config.num_attention_heads)

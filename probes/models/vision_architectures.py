@@ -20,6 +20,7 @@ from probes.models.vision_idefics3 import (
     tiny_idefics3,
 )
 from probes.models.vision_llava import TINY_LLAVA, llava_inputs, tiny_llava
+from probes.models.vision_qwen import TINY_QWEN, qwen_inputs, tiny_qwen
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -53,6 +54,9 @@ ARCHITECTURES: dict[str, Architecture] = {
         tiny_idefics3,
         "HuggingFaceTB/SmolVLM-256M-Instruct",
         tokens=idefics3_tokens,
+    ),
+    "qwen2_5_vl": Architecture(
+        "qwen2_5_vl", qwen_inputs, TINY_QWEN, tiny_qwen, "Qwen/Qwen2.5-VL-3B-Instruct"
     ),
 }
 
