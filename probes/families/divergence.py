@@ -40,6 +40,7 @@ from jaxtyping import Float
 
 from probes.core import hook_names as hooks
 from probes.core import schema
+from probes.core.errors import PromptTooLongError
 from probes.core.probe import Probe, totals_of
 from probes.core.registry import register_probe
 from probes.core.types import Batch, Hook, ModelInfo, ProbeParams, TokenizedPrompt
@@ -196,6 +197,13 @@ class DivergenceProbe(Probe[DivergenceParams]):
             before, image, after = split_image_prompt(model, prompt, where)
             with_segment, without_segment = tuple(before + image + after), tuple(before + after)
             pixels = image_kwargs(model, [str(prompt.image)])["pixel_values"]
+        limit = min(max_tokens or model.info.n_ctx, model.info.n_ctx)
+        if len(with_segment) + self.params.max_new_tokens - 1 > limit:
+            raise PromptTooLongError(
+                f"{where}: its {len(with_segment)} tokens and an answer of up to "
+                f"max_new_tokens={self.params.max_new_tokens} exceed the {limit} tokens allowed "
+                "(max_tokens, the model's context); lower max_new_tokens or raise max_tokens"
+            )
         answer = generate(
             model, with_segment, pixel_values=pixels, max_new_tokens=self.params.max_new_tokens
         ).tokens

@@ -34,13 +34,14 @@ def test_scan_scores_the_generated_answer_and_show_reads_the_run(tmp_path, capsy
 @pytest.mark.parametrize(
     ("param", "message"),
     [
-        ("divergence.answer=sampled", "--param divergence.answer must be one of"),
-        ("divergence.max_new_tokens=0", "--param divergence.max_new_tokens must be at least 1"),
-        ("divergence.max_new_tokens=abc", "expected a whole number, got 'abc'"),
+        ("--param divergence.answer=sampled", "--param divergence.answer must be one of"),
+        ("--param divergence.max_new_tokens=0", "divergence.max_new_tokens must be at least 1"),
+        ("--param divergence.max_new_tokens=abc", "expected a whole number, got 'abc'"),
+        ("--max-tokens 30", "exceed the 30 tokens allowed (max_tokens, the model's context)"),
     ],
 )
 def test_bad_parameters_exit_2_with_one_line(tmp_path, capsys, param, message):
-    args = [*SCAN, "--probes", "divergence", "--param", param, "--data", str(tmp_path), "--quiet"]
+    args = [*SCAN, "--probes", "divergence", *param.split(" "), "--data", str(tmp_path), "--quiet"]
     assert cli.main(args) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
