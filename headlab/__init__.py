@@ -13,7 +13,8 @@ Models      load, logits, loss, tokens
 Scans       scan, head_means
 Results     runs, read, manifest, head_values, top_heads
 Figures     plot (head_map, pattern, and the dashboard's charts)
-Edits       ablate, reinforce, redistribute, intervene — context managers on a model
+Edits       ablate, reinforce, vhr, redistribute, intervene — context managers on a model
+Generation  generate (greedy, text or image prompts, optional interventions)
 Sweeps      sweep
 Types       Head, LoadedModel, HeadAblation, HeadScale, SoftPAG, AttentionRedistribution,
             SweepPlan, HeadlabError, ConfigError, NoEffectWarning
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     )
     from analyses.sweeps.plan import SweepPlan
     from headlab import plot
-    from headlab.interventions import ablate, intervene, redistribute, reinforce
+    from headlab.interventions import ablate, generate, intervene, redistribute, reinforce, vhr
     from headlab.models import load, logits, loss, tokens
     from headlab.results import head_values, manifest, read, runs, top_heads
     from headlab.scanning import head_means, scan
@@ -66,6 +67,8 @@ _HOMES = {
     "reinforce": "headlab.interventions",
     "redistribute": "headlab.interventions",
     "intervene": "headlab.interventions",
+    "vhr": "headlab.interventions",
+    "generate": "headlab.interventions",
     "sweep": "headlab.sweeps",
     "Head": "probes.core.heads",
     "LoadedModel": "probes.models",
@@ -92,6 +95,7 @@ __all__ = [  # _HOMES and _SUBMODULES, spelled out for tools that read __all__ s
     "SoftPAG",
     "SweepPlan",
     "ablate",
+    "generate",
     "head_means",
     "head_values",
     "intervene",
@@ -108,6 +112,7 @@ __all__ = [  # _HOMES and _SUBMODULES, spelled out for tools that read __all__ s
     "sweep",
     "tokens",
     "top_heads",
+    "vhr",
 ]
 
 

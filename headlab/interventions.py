@@ -7,10 +7,20 @@
 Each returns `analyses.interventions.applied.Applied` around value objects of
 `analyses.interventions.kinds`; a block that changed nothing warns (`hl.NoEffectWarning`).
 Heads are (layer, head) pairs or names like "L18H8"; one pair alone is one head.
+
+`generate` greedy-generates from a text or image prompt, with interventions given to it or
+applied around it:
+
+    rows = hl.scan(llava, "data/prompts/images/images.jsonl", probes=["divergence"])
+    plain = hl.generate(llava, "look at <image> what is it ?", image="red_square.png")
+    with hl.vhr(llava, rows):                          # the top-VHD heads' outputs × 2
+        reinforced = hl.generate(llava, "look at <image> what is it ?", image="red_square.png")
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from analyses.interventions.applied import Applied
@@ -20,13 +30,18 @@ from analyses.interventions.kinds import (
     HeadScale,
     Intervention,
 )
+from analyses.interventions.kinds import hooks as intervention_hooks
+from analyses.interventions.vhr import PAPER_ALPHA, PAPER_SHARE, VisionHeadReinforcement
+from probes.core.errors import ConfigError
 from probes.core.heads import check_in_model, heads_of
 
 if TYPE_CHECKING:
+    import pandas as pd
     import torch
 
     from analyses.interventions.registry import AblationMode
     from probes.core.heads import HeadsLike
+    from probes.decoding import Generation
     from probes.models import LoadedModel
 
 
@@ -87,3 +102,54 @@ def intervene(model: LoadedModel, *interventions: Intervention) -> Applied:
     """Any interventions of `analyses.interventions.kinds` (HeadAblation, HeadScale, SoftPAG,
     AttentionRedistribution), composed in the order given, for a `with` block."""
     return Applied(model, interventions)
+
+
+def vhr(
+    model: LoadedModel,
+    source: pd.DataFrame | HeadsLike,
+    alpha: float = PAPER_ALPHA,
+    *,
+    share: float = PAPER_SHARE,
+    layers: Sequence[int] | None = None,
+) -> Applied:
+    """VHR (arXiv 2412.13949): multiply the vision-aware heads' outputs by `alpha` (2 in the
+    paper). `source` is a run's rows with the divergence probe's VHD (each layer's heads above
+    its median VHD, surges above mean + std left out; `share`, `layers`: see
+    `analyses.interventions.vhr`), or the heads themselves."""
+    import pandas as pd
+
+    if isinstance(source, pd.DataFrame):
+        edit = VisionHeadReinforcement.from_rows(source, alpha, share, layers)
+    else:
+        edit = VisionHeadReinforcement(heads_of(source, "vhr"), alpha)
+    return Applied(model, [edit])
+
+
+def generate(
+    model: LoadedModel,
+    text: str,
+    image: str | Path | None = None,
+    *,
+    max_new_tokens: int = 16,
+    interventions: Sequence[Intervention] = (),
+) -> Generation:
+    """Greedy generation from `text` (with `image`: it holds `<image>` once), up to EOS or
+    `max_new_tokens`, with `interventions` (kinds of `analyses.interventions`) on every pass.
+    Returns the prompt's and the generated token ids and the generated text."""
+    from probes.decoding import generate as greedy
+    from probes.inputs.images import image_kwargs, tokenize_image_prompt
+    from probes.inputs.prompts import Prompt
+
+    if max_new_tokens < 1:
+        raise ConfigError(f"generate: max_new_tokens must be at least 1, got {max_new_tokens}")
+    fwd_hooks = intervention_hooks(list(interventions), model.info)
+    if image is None:
+        return greedy(model, model.tokenize(text), max_new_tokens=max_new_tokens,
+                      fwd_hooks=fwd_hooks)  # fmt: skip
+    if not Path(image).is_file():
+        raise ConfigError(f"generate: image {str(image)!r} is not a file")
+    prompt = Prompt("generate", text, Path(image))
+    tokens = tokenize_image_prompt(model, prompt, None, "generate's prompt").tokens
+    pixels = image_kwargs(model, [str(image)])["pixel_values"]
+    return greedy(model, tokens, pixel_values=pixels, max_new_tokens=max_new_tokens,
+                  fwd_hooks=fwd_hooks)  # fmt: skip

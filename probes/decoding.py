@@ -5,6 +5,9 @@ cache position p holds prompt token p and every decoding step has exactly one qu
 (nightdessert/Retrieval_Head, `evaluate_and_log` → `decode`). Hooks given to `greedy_decode` see
 only those one-query steps; the prefill runs with its own hooks (none by default).
 
+`generate` is free greedy generation (a text or image prompt, optional hooks such as VHR's head
+scaling on every pass): the divergence probe's generated answers and `hl.generate` use it.
+
 `decode_niah` is the one needle-in-a-haystack loop (the retrieval probe, the NIAH sweep task and
 retrieval-head masking all use it): prefill a sample, greedy-decode one or more rows (intervened
 copies, one per row), and score each answer by ROUGE-1 recall of the needle's answer; a sample
@@ -58,13 +61,19 @@ class StopRule:
         return self._newline[token]
 
 
-def prefill(model: LoadedModel, tokens: Sequence[int], fwd_hooks: Sequence[Hook] = ()) -> Any:
-    """The Hugging Face KV cache after all but the last of `tokens` (hooked only by `fwd_hooks`)."""
+def prefill(
+    model: LoadedModel, tokens: Sequence[int], fwd_hooks: Sequence[Hook] = (), **inputs: Any
+) -> Any:
+    """The Hugging Face KV cache after all but the last of `tokens` (hooked only by `fwd_hooks`);
+    `inputs` go to this forward pass only (an image prompt's `pixel_values`: the image tokens
+    are all in the prefill, and the HF model reads pixels only where its input has them)."""
     if len(tokens) < 2:
         raise ValueError(f"a prompt to decode from needs at least 2 tokens, got {len(tokens)}")
     ids = torch.tensor([list(tokens[:-1])], device=model.device)
     extra: dict[str, Any] = bridge.last_logits_only(model)  # kwargs for the HF model's forward
-    _, cache = bridge.forward(model, ids, fwd_hooks, return_type="logits_and_cache", **extra)
+    _, cache = bridge.forward(
+        model, ids, fwd_hooks, return_type="logits_and_cache", **extra, **inputs
+    )
     return cache
 
 
@@ -78,6 +87,7 @@ def greedy_decode(
     fwd_hooks: Sequence[Hook] | HooksFor = (),
     n_rows: int = 1,
     on_step: OnStep | None = None,
+    on_logits: OnStep | None = None,
 ) -> list[list[int]]:
     """Greedy tokens per row, each ending at its first stop token (or after `max_new_tokens`).
 
@@ -87,7 +97,8 @@ def greedy_decode(
     function, a row that stops leaves the batch and the cache (the function is called again), so
     the cost follows each row's own length; a plain list keeps every row to the end, since its
     hooks may depend on the batch layout. `on_step(step, tokens)` sees each step's greedy tokens
-    of the rows in the batch, right after the step's forward pass.
+    of the rows in the batch, right after the step's forward pass; `on_logits(step, logits)`
+    their last-position logits [rows, vocab].
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
@@ -107,6 +118,8 @@ def greedy_decode(
                     inputs, return_type="logits_and_cache", past_key_values=cache
                 )
                 tokens = logits[:, -1].argmax(-1)
+                if on_logits is not None:
+                    on_logits(step, logits[:, -1])
                 if on_step is not None:
                     on_step(step, tokens)
                 step += 1
@@ -124,6 +137,74 @@ def greedy_decode(
                         cache.batch_select_indices(torch.tensor(keep, device=inputs.device))
                     break  # new hooks for the rows that remain
     return generated
+
+
+# --- free generation ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A greedy continuation of one prompt."""
+
+    prompt: tuple[int, ...]  # the prompt's token ids (an image prompt's image tokens included)
+    tokens: tuple[int, ...]  # the generated ids, the stopping token (EOS) included
+    text: str  # their text, special tokens skipped
+    logits: torch.Tensor | None = None  # [generated, vocab] float32, when asked for
+
+    @property
+    def sequence(self) -> tuple[int, ...]:
+        return self.prompt + self.tokens
+
+
+def eos_ids(model: LoadedModel) -> frozenset[int]:
+    """The ids `generate` stops at: the tokenizer's EOS and the model's generation config's, as
+    Hugging Face `generate` stops."""
+    ids = {model.tokenizer.eos_token_id}
+    config = getattr(bridge.hf_model(model), "generation_config", None)
+    configured = getattr(config, "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured])
+    return frozenset(int(i) for i in ids if i is not None)
+
+
+def generate(
+    model: LoadedModel,
+    tokens: Sequence[int],
+    *,
+    pixel_values: torch.Tensor | None = None,
+    max_new_tokens: int = 16,
+    stop: Callable[[int], bool] | None = None,
+    fwd_hooks: Sequence[Hook] = (),
+    keep_logits: bool = False,
+) -> Generation:
+    """Greedy generation from `tokens` (BOS included), stopping after EOS (`stop`: any other
+    rule) or `max_new_tokens`: the tokens Hugging Face `generate(do_sample=False)` gives.
+
+    An image prompt's `tokens` hold its image tokens and `pixel_values` its pixels (see
+    `probes.inputs.images.image_kwargs`), which go to the prefill only: every image token is
+    there, and decoding steps read the image through the KV cache. `fwd_hooks` (interventions,
+    e.g. VHR's head scaling) act on the prefill and on every decoding step alike.
+    """
+    ends = eos_ids(model)
+    inputs = {} if pixel_values is None else {"pixel_values": pixel_values}
+    cache = prefill(model, tokens, fwd_hooks, **inputs)
+    steps: list[torch.Tensor] = []
+
+    def keep(_: int, logits: torch.Tensor) -> None:
+        steps.append(logits[0].float().cpu())
+
+    (generated,) = greedy_decode(
+        model,
+        cache,
+        tokens[-1],
+        max_new_tokens=max_new_tokens,
+        stop=stop or ends.__contains__,
+        fwd_hooks=fwd_hooks,
+        on_logits=keep if keep_logits else None,
+    )
+    text = decode_text(model.tokenizer, generated, skip_special_tokens=True)
+    return Generation(
+        tuple(tokens), tuple(generated), text, torch.stack(steps) if keep_logits else None
+    )
 
 
 # --- needle-in-a-haystack answers ---------------------------------------------------------------

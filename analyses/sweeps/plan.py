@@ -21,7 +21,7 @@ and their expansion into units of work with deterministic ids (the key for resum
     seeds = [0, 1, 2]
 
     [[strength]]                  # a grid of strengths for one kind of intervention
-    kind = "scale"                # scale (α) | softpag (u) | act (β) | redistribute (keep)
+    kind = "scale"                # scale, vhr (α) | softpag (u) | act (β) | redistribute (keep)
     values = [0.0, 0.5, 2.0]
     heads = [[3, 1], [5, 2]]      # or top = { metric = "alpha", probe = "sink", k = 4 }
 """
@@ -49,9 +49,10 @@ if TYPE_CHECKING:  # plans are read and checked without torch (`headlab sweep --
     from analyses.interventions.kinds import Intervention
     from probes.core.types import ModelInfo
 
-STRENGTH_KINDS = ("scale", "softpag", "act", "redistribute")
-# What each kind's strength is; the shares of attention must lie in [0, 1] (scale α has no range).
-STRENGTH_NAMES = {"scale": "α", "softpag": "u", "act": "β", "redistribute": "keep"}
+STRENGTH_KINDS = ("scale", "vhr", "softpag", "act", "redistribute")
+# What each kind's strength is; the shares of attention must lie in [0, 1] (a head scale α has
+# no range). vhr: VHR's α on the given or top-ranked heads (e.g. top = divergence "vhd").
+STRENGTH_NAMES = {"scale": "α", "vhr": "α", "softpag": "u", "act": "β", "redistribute": "keep"}
 
 
 def check_strength(kind: str, values: tuple[float, ...], where: str) -> None:
@@ -61,7 +62,7 @@ def check_strength(kind: str, values: tuple[float, ...], where: str) -> None:
     for value in values:
         if value != value:
             raise PlanError(f"{where}: a strength value is NaN")
-        if kind != "scale":
+        if STRENGTH_NAMES[kind] != "α":
             try:
                 check_fraction(value, f"{kind}'s {STRENGTH_NAMES[kind]}")
             except HeadlabError as error:
@@ -199,6 +200,10 @@ class Unit:
             raise PlanError(f"unit {self.id}: a {kind!r} intervention needs a value (its strength)")
         if kind == "scale":
             return HeadScale(self.heads, value)
+        if kind == "vhr":
+            from analyses.interventions.vhr import VisionHeadReinforcement
+
+            return VisionHeadReinforcement(self.heads, value)
         if kind == "softpag":
             return SoftPAG(self.heads, value)
         if kind == "act":

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import torch
 
+from analyses.sweeps import generation as generation  # registers the "generation" task
 from analyses.sweeps.parts import attribution_rows, clean_rows, unit_rows
 from analyses.sweeps.plan import SweepPlan, Unit
 from analyses.sweeps.tasks import ForwardTask, Task, TaskBatch, make_task, read_positions_hooks

@@ -81,3 +81,20 @@ def visual_sink_tokens(table: pd.DataFrame, prompt: ImagePrompt) -> list[int]:
     ].sort_values("value", ascending=False)
     tokens = rows["position"].dropna().astype("int64") - prompt.image_start
     return [int(t) for t in tokens if 0 <= t < prompt.n_tokens]
+
+
+def answer_caption(answers: pd.DataFrame | None, prompt: str) -> str | None:
+    """How the divergence probe had `prompt`'s answer, and its text, from the
+    `divergence_answers` side table (None when the run has no row for it)."""
+    if answers is None or answers.empty:
+        return None
+    rows = answers[answers["prompt"] == prompt]
+    if rows.empty:
+        return None
+    row = rows.iloc[0]
+    how = (
+        "generated (greedy, with the image)"
+        if row["answer"] == "generated"
+        else ("teacher-forced (the prompt's own last tokens)")
+    )
+    return f"Answer {how}: {row['text']!r}"

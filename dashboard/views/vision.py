@@ -66,6 +66,10 @@ else:
             "prompt", sorted(tokens["prompt"].unique()), key="vision_tvhd_prompt"
         )
         text, series = frames.prompt_series(tokens, prompt_id)
+        answers = data.side_table(context.root, context.run_id, schema.DIVERGENCE_ANSWERS_TABLE)
+        caption = vision.answer_caption(answers, prompt_id)
+        if caption:
+            st.caption(caption)
         st.plotly_chart(
             figures.token_series(
                 series,

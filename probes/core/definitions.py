@@ -161,7 +161,8 @@ DEFINITIONS: dict[tuple[str, str], Definition] = {
     ("divergence", "vhd"): Definition(
         "VHD",
         "distance between the head's output with and without the segment (the image) in "
-        "context (hook_z), averaged over the answer tokens (arXiv 2412.13949)",
+        "context (hook_z), at the step producing each answer token (generated greedily with "
+        "the image for image prompts), averaged over the answer tokens (arXiv 2412.13949)",
         "the head depends on the segment",
     ),
     ("divergence", "t_vhd"): Definition(

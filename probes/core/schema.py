@@ -83,6 +83,9 @@ TOP_KEYS_PROMPTS_TABLE = "top_keys_prompts"  # the top_keys probe's prompts: ids
 TOP_KEYS_WEIGHT_STEPS = 255  # a stored top-key weight is the byte round(255 · A)
 IMAGE_ATTENTION_TABLE = "image_attention"  # per stored image prompt, layer, head: per-token weights
 IMAGE_PROMPTS_TABLE = "image_prompts"  # the image_attention probe's images: thumbnail, token boxes
+DIVERGENCE_ANSWERS_TABLE = (
+    "divergence_answers"  # the divergence probe's answers and T-VHD per token
+)
 MASKING_TABLE = "retrieval_masking"  # mask-retrieval: accuracy per condition
 MASKING_SAMPLES_TABLE = "retrieval_masking_samples"  # mask-retrieval: per sample and condition
 SIDE_TABLES = (
@@ -92,6 +95,7 @@ SIDE_TABLES = (
     TOP_KEYS_PROMPTS_TABLE,
     IMAGE_ATTENTION_TABLE,
     IMAGE_PROMPTS_TABLE,
+    DIVERGENCE_ANSWERS_TABLE,
     MASKING_TABLE,
     MASKING_SAMPLES_TABLE,
 )

@@ -1,20 +1,31 @@
 """Head divergence (VHD), after "Cracking the Code of Hallucination in LVLMs with Vision-aware
-Head Divergence" (He et al., ACL 2025, arXiv 2412.13949), for any context segment of a text prompt.
+Head Divergence" (He et al., ACL 2025, arXiv 2412.13949), for an image or any context segment.
 
-    VHD_{l,h}(t) = d(z_{l,h}(t | with the segment), z_{l,h}(t | without it))
-    T-VHD(t)     = mean of the top-k VHD_{l,h}(t) over all heads
-where z_{l,h}(t) is head h's output at answer token t before the output projection (`hook_z`)
-and d is the Euclidean distance (the paper's choice; "cosine" = 1 − cos is offered since L2
-favours heads with large outputs). The paper removes the image; here the segment is any marked
-span: `<segment>…</segment>` in the prompt text, or by default the first `segment_fraction` of
-each prompt after BOS; for image prompts (a vision-language model) the segment is the image, as
-in the paper: "without" drops its image tokens and pixels. Answer tokens are the last
-`answer_tokens` tokens after the segment, teacher-forced (the paper scores tokens the model
-generates).
+The paper's definitions (Sec. 3, as its text states them; x_V the image, x_T the text prompt,
+y_<t the answer so far, A_{l,i} head i of layer l's output):
+
+    VHD_{l,i}(y_t) = d( A_{l,i}(y_t | y_<t, x_V, x_T),  A_{l,i}(y_t | y_<t, x_T) )      (VHD)
+    T-VHD(y_t)     = (1/k) Σ_{(l,i) ∈ top-k of VHD_{·,·}(y_t)} VHD_{l,i}(y_t)          (T-VHD)
+
+A_{l,i}(y_t | …) is the head's output at the step that generates y_t: the position of y_{t-1}
+(of the last prompt token for y_1). Here A is `hook_z` (the head's output before the output
+projection) and d the Euclidean distance (the paper's; "cosine" = 1 − cos is offered since L2
+favours heads with large outputs). "vhd" rows are VHD_{l,i} averaged over every scored token
+of every prompt; "t_vhd" rows are T-VHD per token.
+
+Answers (`answer`): "generated", as in the paper: the answer is greedy-generated with the
+segment (the image) in context, up to EOS or `max_new_tokens` (`probes.decoding.generate`);
+both variants then run teacher-forced on the prompt plus that answer, "without" dropping the
+segment (an image's tokens and pixels). "teacher_forced": the last `answer_tokens` tokens of
+the prompt after the segment are the answer, read in place. "auto" (default): generated for
+image prompts, teacher-forced for text ones. The segment is the image for image prompts (a
+vision-language model), else a marked span `<segment>…</segment>` of the text, or by default
+the first `segment_fraction` of each prompt after BOS.
 
 Each prompt runs twice, with and without the segment. `prompts()` interleaves the two variants
 and the engine keeps that order, so a pair usually shares a batch; a pair split across two
 batches waits, per layer, as the answer-token outputs of one prompt ([answer, head, d_head]).
+The `divergence_answers` side table holds each prompt's answer (ids, text, T-VHD per token).
 """
 
 from __future__ import annotations
@@ -23,19 +34,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pandas as pd
 import torch
 from jaxtyping import Float
 
 from probes.core import hook_names as hooks
+from probes.core import schema
+from probes.core.errors import PromptTooLongError
 from probes.core.probe import Probe, totals_of
 from probes.core.registry import register_probe
 from probes.core.types import Batch, Hook, ModelInfo, ProbeParams, TokenizedPrompt
-from probes.inputs.images import image_layout
-from probes.inputs.prompts import PromptSuite
+from probes.decoding import generate
+from probes.inputs.images import image_kwargs, image_layout, split_image_prompt
+from probes.inputs.prompts import Prompt, PromptSuite
 from probes.inputs.segments import Layout, SegmentError, split_segment
 from probes.models import LoadedModel, decode_text
 
 DISTANCES = ("l2", "cosine")
+ANSWERS = ("auto", "generated", "teacher_forced")
 
 
 def head_divergence(
@@ -43,7 +59,7 @@ def head_divergence(
     without_segment: Float[torch.Tensor, "pos head d_head"],
     distance: str = "l2",
 ) -> Float[torch.Tensor, "pos head"]:
-    """d(z_with, z_without) per position and head."""
+    """d(z_with, z_without) per position and head: the paper's VHD equation."""
     if distance == "l2":
         return (with_segment - without_segment).norm(dim=-1)
     if distance == "cosine":
@@ -54,7 +70,7 @@ def head_divergence(
 def top_k_mean(
     divergence: Float[torch.Tensor, "layer head pos"], k: int
 ) -> Float[torch.Tensor, " pos"]:
-    """T-VHD: the mean of the k largest head divergences at each position."""
+    """T-VHD: the mean of the k largest head divergences at each position (its equation)."""
     flat = divergence.flatten(0, 1)
     return flat.topk(min(k, flat.shape[0]), dim=0).values.mean(0)
 
@@ -62,18 +78,23 @@ def top_k_mean(
 @dataclass(frozen=True)
 class DivergenceParams(ProbeParams):
     """Parameters of the divergence probe: the markers of the context segment (or the share of an
-    unmarked prompt it is), the answer tokens scored, the distance and T-VHD's top k."""
+    unmarked prompt it is), the answer scored (generated, up to `max_new_tokens`, or the last
+    `answer_tokens` of the prompt, teacher-forced), the distance and T-VHD's top k."""
 
     segment_open: str = "<segment>"
     segment_close: str = "</segment>"
     segment_fraction: float = 0.5  # unmarked prompts: this share of the tokens after BOS
-    answer_tokens: int = 32  # scored: the last N tokens after the segment
+    answer: str = "auto"  # generated (image prompts) / teacher_forced (text), or either for all
+    max_new_tokens: int = 16  # a generated answer's length at most (EOS ends it sooner)
+    answer_tokens: int = 32  # teacher-forced: the last N tokens after the segment are scored
     distance: str = "l2"
     top_k: int = 10  # T-VHD averages the k most divergent heads per token
 
     def check(self) -> None:
         self.require(self.distance in DISTANCES, "distance", f"one of {DISTANCES}")
         self.require(0 < self.segment_fraction < 1, "segment_fraction", "in (0, 1)")
+        self.require(self.answer in ANSWERS, "answer", f"one of {ANSWERS}")
+        self.require(self.max_new_tokens >= 1, "max_new_tokens", "at least 1")
         self.require(self.answer_tokens >= 1, "answer_tokens", "at least 1")
         self.require(self.top_k >= 1, "top_k", "at least 1")
         self.require(bool(self.segment_open and self.segment_close), "segment_open", "non-empty")
@@ -89,15 +110,26 @@ class _Scores:
 def _layout(fields: dict[str, Any]) -> Layout:
     return Layout(
         fields["prompt_id"], tuple(fields["with_segment"]), tuple(fields["without_segment"]),
-        fields["n_answer"],
+        fields["n_answer"], tuple(fields.get("generated", ())),
+    )  # fmt: skip
+
+
+def answered_layout(layout: Layout, answer: tuple[int, ...]) -> Layout:
+    """`layout` (its prompt with and without the segment) followed by a generated `answer`: both
+    variants end with the answer but its last token, and the outputs at the last len(answer)
+    positions, the ones that generated each answer token, are scored."""
+    fed = answer[:-1]
+    return Layout(
+        layout.prompt_id, layout.with_segment + fed, layout.without_segment + fed, len(answer),
+        answer,
     )  # fmt: skip
 
 
 @register_probe
 class DivergenceProbe(Probe[DivergenceParams]):
     """Rows: per head "vhd" (mean over prompts and answer tokens); per prompt and answer token
-    "t_vhd" (no layer/head; prompt, position = token index in the prompt with its segment,
-    token = its text)."""
+    "t_vhd" (no layer/head; prompt, position = the token's index in the sequence with its
+    segment, token = its text). Side table `divergence_answers`: each prompt's answer."""
 
     name = "divergence"
     Params = DivergenceParams
@@ -111,10 +143,18 @@ class DivergenceProbe(Probe[DivergenceParams]):
         # (prompt id, layer) → the first variant's answer outputs, waiting for the other's
         self.pending: dict[tuple[str, int], tuple[Layout, str, torch.Tensor]] = {}
         self.decode: Callable[[int], str] = str  # token text once bound to a model
+        self.decode_all: Callable[[list[int]], str] = str
 
     def bind(self, model: LoadedModel) -> None:
         tokenizer = model.tokenizer
         self.decode = lambda token: decode_text(tokenizer, [token])
+        self.decode_all = lambda ids: decode_text(tokenizer, ids, skip_special_tokens=True)
+
+    def generates(self, prompt: Prompt) -> bool:
+        """Whether `prompt`'s answer is generated (else teacher-forced)."""
+        if self.params.answer == "auto":
+            return prompt.image is not None
+        return self.params.answer == "generated"
 
     def layout(
         self, model: LoadedModel, prompt_id: str, text: str, where: str, max_tokens: int | None
@@ -144,13 +184,40 @@ class DivergenceProbe(Probe[DivergenceParams]):
             min(p.answer_tokens, len(after)),
         )
 
+    def generated_layout(
+        self, model: LoadedModel, prompt: Prompt, where: str, max_tokens: int | None
+    ) -> Layout:
+        """The whole prompt with and without its segment, followed by the answer generated
+        greedily with the segment (the image: its pixels too) in context."""
+        pixels = None
+        if prompt.image is None:
+            layout = self.layout(model, prompt.id, prompt.text, where, max_tokens)
+            with_segment, without_segment = layout.with_segment, layout.without_segment
+        else:
+            before, image, after = split_image_prompt(model, prompt, where)
+            with_segment, without_segment = tuple(before + image + after), tuple(before + after)
+            pixels = image_kwargs(model, [str(prompt.image)])["pixel_values"]
+        limit = min(max_tokens or model.info.n_ctx, model.info.n_ctx)
+        if len(with_segment) + self.params.max_new_tokens - 1 > limit:
+            raise PromptTooLongError(
+                f"{where}: its {len(with_segment)} tokens and an answer of up to "
+                f"max_new_tokens={self.params.max_new_tokens} exceed the {limit} tokens allowed "
+                "(max_tokens, the model's context); lower max_new_tokens or raise max_tokens"
+            )
+        answer = generate(
+            model, with_segment, pixel_values=pixels, max_new_tokens=self.params.max_new_tokens
+        ).tokens
+        return answered_layout(Layout(prompt.id, with_segment, without_segment, 0), answer)
+
     def prompts(
         self, model: LoadedModel, suite: PromptSuite, max_tokens: int | None
     ) -> list[TokenizedPrompt]:
         layouts = []
         for prompt in suite.prompts:
             where = f"prompt {prompt.id!r} of {suite.source}"
-            if prompt.image is None:
+            if self.generates(prompt):
+                layout = self.generated_layout(model, prompt, where, max_tokens)
+            elif prompt.image is None:
                 layout = self.layout(model, prompt.id, prompt.text, where, max_tokens)
             else:
                 answers = self.params.answer_tokens
@@ -256,17 +323,49 @@ class DivergenceProbe(Probe[DivergenceParams]):
         for scores in complete:
             layout = scores.layout
             t_vhd = top_k_mean(scores.divergence, self.params.top_k)
-            start = layout.answer_start("with")
-            for offset, value in enumerate(t_vhd.tolist()):
-                position = start + offset
-                token = self.decode(layout.with_segment[position])
+            for position, token, value in zip(*answer_tokens(layout), t_vhd.tolist(), strict=True):
                 rows.append(
                     {
                         "metric": "t_vhd",
                         "prompt": layout.prompt_id,
                         "position": position,
-                        "token": token,
+                        "token": self.decode(token),
                         "value": value,
                     }
                 )
         return rows
+
+    def tables(self) -> dict[str, Any]:
+        """`divergence_answers`: per prompt, how its answer was had, its token ids and text, and
+        T-VHD per answer token (the dashboard's Vision page shows the generated answer)."""
+        records = []
+        for scores in self.scores.values():
+            if len(scores.layers_done) != self.info.n_layers:
+                continue
+            layout = scores.layout
+            positions, tokens = answer_tokens(layout)
+            records.append(
+                {
+                    "prompt": layout.prompt_id,
+                    "answer": "generated" if layout.generated else "teacher_forced",
+                    "positions": positions,
+                    "token_ids": tokens,
+                    "tokens": [self.decode(token) for token in tokens],
+                    "text": self.decode_all(tokens),
+                    "t_vhd": top_k_mean(scores.divergence, self.params.top_k).tolist(),
+                }
+            )
+        if not records:
+            return {}
+        return {schema.DIVERGENCE_ANSWERS_TABLE: pd.DataFrame(records)}
+
+
+def answer_tokens(layout: Layout) -> tuple[list[int], list[int]]:
+    """The scored answer tokens' positions in the sequence with the segment, and their ids: a
+    generated answer's tokens follow the prompt; a teacher-forced one's are its last tokens."""
+    if layout.generated:
+        start = len(layout.with_segment) - layout.n_answer + 1  # the first answer token's place
+        return list(range(start, start + layout.n_answer)), list(layout.generated)
+    start = layout.answer_start("with")
+    positions = list(range(start, start + layout.n_answer))
+    return positions, [layout.with_segment[p] for p in positions]

@@ -13,12 +13,15 @@ class SegmentError(PromptFileError):
 
 @dataclass(frozen=True)
 class Layout:
-    """One prompt's two variants and where their answer tokens are."""
+    """One prompt's two variants and where their answer tokens are. A generated answer's
+    variants end with its tokens but the last (`generated`, all of them): the head outputs at
+    the last `n_answer` positions are the ones that produced each generated token."""
 
     prompt_id: str
     with_segment: tuple[int, ...]
     without_segment: tuple[int, ...]
     n_answer: int
+    generated: tuple[int, ...] = ()
 
     def answer_start(self, variant: str) -> int:
         tokens = self.with_segment if variant == "with" else self.without_segment

@@ -8,13 +8,13 @@ exactly (and a real setting does not), applied in a `with` block it gives what i
 """
 
 import ast
+import importlib
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
-from analyses.interventions import kinds
 from analyses.interventions.applied import NoEffectWarning
 from analyses.interventions.kinds import (
     AttentionRedistribution,
@@ -25,6 +25,7 @@ from analyses.interventions.kinds import (
     hooks,
 )
 from analyses.interventions.registry import INTERVENTIONS, register_intervention
+from analyses.interventions.vhr import VisionHeadReinforcement  # kinds in modules of their own
 from probes import bridge
 from probes.core import hook_names
 from probes.models import ModelInfo
@@ -47,6 +48,7 @@ NEUTRAL = {
         HeadAblation((), "mean", means=_means(info)),
     ],
     "head_scale": lambda info: [HeadScale(HEADS, 1.0)],
+    "vhr": lambda info: [VisionHeadReinforcement(HEADS, 1.0)],
     "soft_pag": lambda info: [SoftPAG(HEADS, 0.0)],
     "attention_redistribution": lambda info: [
         AttentionRedistribution(HEADS, keep=1.0),  # ACT's detected sinks keep everything
@@ -60,6 +62,7 @@ REAL = {
         HeadAblation(HEADS, "mean", means=_means(info)),
     ],
     "head_scale": lambda info: [HeadScale(HEADS, 2.0)],
+    "vhr": lambda info: [VisionHeadReinforcement(HEADS, 2.0)],
     "soft_pag": lambda info: [SoftPAG(HEADS, 0.5)],
     "attention_redistribution": lambda info: [
         AttentionRedistribution.act(HEADS, beta=0.4, threshold=0.05),
@@ -87,11 +90,11 @@ def run(model, fwd_hooks, capture=()):
 
 
 def test_the_registry_holds_every_builtin_kind():
-    assert KINDS == ["attention_redistribution", "head_ablation", "head_scale", "soft_pag"]
+    assert KINDS == ["attention_redistribution", "head_ablation", "head_scale", "soft_pag", "vhr"]
     assert sorted(NEUTRAL) == sorted(REAL) == KINDS, "give each new kind its contract settings"
     for name, cls in INTERVENTIONS.items():
         assert cls.name == name and issubclass(cls, Intervention)
-        assert getattr(kinds, cls.__name__) is cls
+        assert getattr(importlib.import_module(cls.__module__), cls.__name__) is cls
 
 
 def test_the_registry_refuses_a_duplicate_name():

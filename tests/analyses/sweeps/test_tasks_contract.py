@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from analyses.interventions.kinds import HeadAblation, HeadScale, hooks
+from analyses.sweeps import generation  # noqa: F401  tasks in modules of their own register
 from analyses.sweeps.tasks import TASKS, TaskError, make_task
 
 TESTS = Path(__file__).resolve().parent
@@ -30,7 +31,12 @@ def small(tmp_path_factory) -> dict[str, dict]:
     """Parameters per task sized for the tiny model (the defaults are sized for a real one)."""
     pairs = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
     pairs.write_text("".join(json.dumps(pair) + "\n" for pair in PAIRS))
+    prompts = pairs.parent / "prompts.jsonl"  # text prompts: the tiny model reads no images
+    prompts.write_text(
+        "".join(json.dumps({"id": p["id"], "text": p["text"]}) + "\n" for p in PAIRS)
+    )
     return {
+        "generation": {"prompts": str(prompts), "max_new_tokens": 3},
         "lm": {"n_prompts": 2, "max_tokens": 16},
         "ioi": {"path": str(pairs)},
         "niah": {"lengths": [96], "depths": [50], "max_new_tokens": 3},
@@ -38,9 +44,11 @@ def small(tmp_path_factory) -> dict[str, dict]:
 
 
 def test_the_registry_holds_every_builtin_task(small):
-    assert NAMES == ["ioi", "lm", "niah"]
+    assert NAMES == ["generation", "ioi", "lm", "niah"]
     assert sorted(small) == NAMES, "give each new task small contract parameters"
-    with pytest.raises(TaskError, match=r"unknown task 'nope'; registered tasks: ioi, lm, niah"):
+    with pytest.raises(
+        TaskError, match=r"unknown task 'nope'; registered tasks: generation, ioi, lm, niah"
+    ):
         make_task("nope")
 
 
