@@ -137,7 +137,7 @@ def generate(
     `max_new_tokens`, with `interventions` (kinds of `analyses.interventions`) on every pass.
     Returns the prompt's and the generated token ids and the generated text."""
     from probes.decoding import generate as greedy
-    from probes.inputs.images import image_kwargs, tokenize_image_prompt
+    from probes.inputs.images import prompt_image_inputs, tokenize_image_prompt
     from probes.inputs.prompts import Prompt
 
     if max_new_tokens < 1:
@@ -150,6 +150,6 @@ def generate(
         raise ConfigError(f"generate: image {str(image)!r} is not a file")
     prompt = Prompt("generate", text, Path(image))
     tokens = tokenize_image_prompt(model, prompt, None, "generate's prompt").tokens
-    pixels = image_kwargs(model, [str(image)])["pixel_values"]
-    return greedy(model, tokens, pixel_values=pixels, max_new_tokens=max_new_tokens,
+    inputs = prompt_image_inputs(model, image, tokens)
+    return greedy(model, tokens, image_inputs=inputs, max_new_tokens=max_new_tokens,
                   fwd_hooks=fwd_hooks)  # fmt: skip

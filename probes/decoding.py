@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -71,10 +71,21 @@ def prefill(
         raise ValueError(f"a prompt to decode from needs at least 2 tokens, got {len(tokens)}")
     ids = torch.tensor([list(tokens[:-1])], device=model.device)
     extra: dict[str, Any] = bridge.last_logits_only(model)  # kwargs for the HF model's forward
+    # Inputs given per token of the prompt (Qwen2.5-VL's mm_token_type_ids) cover the prefill.
+    inputs = {
+        name: value[:, :-1] if _per_token(value, len(tokens)) else value
+        for name, value in inputs.items()
+    }
     _, cache = bridge.forward(
         model, ids, fwd_hooks, return_type="logits_and_cache", **extra, **inputs
     )
     return cache
+
+
+def _per_token(value: Any, n_tokens: int) -> bool:
+    """Whether a forward input is [1, position] over the prompt's `n_tokens` (pixels, grids and
+    other image inputs are not: no image prompt is as short as its 3 grid numbers)."""
+    return isinstance(value, torch.Tensor) and tuple(value.shape) == (1, n_tokens)
 
 
 def greedy_decode(
@@ -170,7 +181,7 @@ def generate(
     model: LoadedModel,
     tokens: Sequence[int],
     *,
-    pixel_values: torch.Tensor | None = None,
+    image_inputs: Mapping[str, torch.Tensor] | None = None,
     max_new_tokens: int = 16,
     stop: Callable[[int], bool] | None = None,
     fwd_hooks: Sequence[Hook] = (),
@@ -179,14 +190,14 @@ def generate(
     """Greedy generation from `tokens` (BOS included), stopping after EOS (`stop`: any other
     rule) or `max_new_tokens`: the tokens Hugging Face `generate(do_sample=False)` gives.
 
-    An image prompt's `tokens` hold its image tokens and `pixel_values` its pixels (see
-    `probes.inputs.images.image_kwargs`), which go to the prefill only: every image token is
+    An image prompt's `tokens` hold its image tokens and `image_inputs` its pixels and what
+    else the architecture reads with them (`probes.inputs.images.prompt_image_inputs`), which
+    go to the prefill only: every image token is
     there, and decoding steps read the image through the KV cache. `fwd_hooks` (interventions,
     e.g. VHR's head scaling) act on the prefill and on every decoding step alike.
     """
     ends = eos_ids(model)
-    inputs = {} if pixel_values is None else {"pixel_values": pixel_values}
-    cache = prefill(model, tokens, fwd_hooks, **inputs)
+    cache = prefill(model, tokens, fwd_hooks, **(image_inputs or {}))
     steps: list[torch.Tensor] = []
 
     def keep(_: int, logits: torch.Tensor) -> None:

@@ -44,7 +44,7 @@ class GenerationParams(TaskParams):
 @dataclass(frozen=True)
 class _Prompt:
     tokens: tuple[int, ...]
-    inputs: dict[str, Any]  # pixel_values for an image prompt
+    inputs: dict[str, Any]  # an image prompt's pixels (and what its architecture reads with them)
     clean: tuple[int, ...]  # the clean greedy answer
 
 
@@ -66,7 +66,7 @@ class GenerationTask(Task[GenerationParams]):
     def _prompts(self, model: LoadedModel) -> list[_Prompt]:
         """The prompts' tokens, pixels and clean answers, made once per model."""
         from probes.decoding import generate
-        from probes.inputs.images import image_kwargs, tokenize_image_prompt
+        from probes.inputs.images import prompt_image_inputs, tokenize_image_prompt
         from probes.inputs.prompts import load_jsonl
 
         if self._clean is None or self._clean[0] != model.info.name:
@@ -78,12 +78,12 @@ class GenerationTask(Task[GenerationParams]):
                     tokens, inputs = tuple(model.tokenize(prompt.text)), {}
                 else:
                     tokens = tokenize_image_prompt(model, prompt, None, where).tokens
-                    inputs = image_kwargs(model, [str(prompt.image)])
+                    inputs = prompt_image_inputs(model, prompt.image, tokens)
                 if len(tokens) < 2:
                     raise TaskError(f"{where}: a prompt to generate from needs 2 tokens or more")
                 clean = generate(
                     model, tokens, max_new_tokens=self.params.max_new_tokens,
-                    pixel_values=inputs.get("pixel_values"),
+                    image_inputs=inputs,
                 ).tokens  # fmt: skip
                 prepared.append(_Prompt(tokens, inputs, clean))
             self._clean = (model.info.name, prepared)
@@ -97,7 +97,7 @@ class GenerationTask(Task[GenerationParams]):
         for prompt in prompts:
             edited = generate(
                 model, prompt.tokens, max_new_tokens=self.params.max_new_tokens,
-                pixel_values=prompt.inputs.get("pixel_values"), fwd_hooks=fwd_hooks,
+                image_inputs=prompt.inputs, fwd_hooks=fwd_hooks,
             ).tokens  # fmt: skip
             same += edited == prompt.clean
             agreement += sum(a == b for a, b in zip(edited, prompt.clean, strict=False)) / len(

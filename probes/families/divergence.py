@@ -45,7 +45,7 @@ from probes.core.probe import Probe, totals_of
 from probes.core.registry import register_probe
 from probes.core.types import Batch, Hook, ModelInfo, ProbeParams, TokenizedPrompt
 from probes.decoding import generate
-from probes.inputs.images import image_kwargs, image_layout, split_image_prompt
+from probes.inputs.images import image_layout, prompt_image_inputs, split_image_prompt
 from probes.inputs.prompts import Prompt, PromptSuite
 from probes.inputs.segments import Layout, SegmentError, split_segment
 from probes.models import LoadedModel, decode_text
@@ -196,7 +196,7 @@ class DivergenceProbe(Probe[DivergenceParams]):
         else:
             before, image, after = split_image_prompt(model, prompt, where)
             with_segment, without_segment = tuple(before + image + after), tuple(before + after)
-            pixels = image_kwargs(model, [str(prompt.image)])["pixel_values"]
+            pixels = prompt_image_inputs(model, prompt.image, with_segment)
         limit = min(max_tokens or model.info.n_ctx, model.info.n_ctx)
         if len(with_segment) + self.params.max_new_tokens - 1 > limit:
             raise PromptTooLongError(
@@ -205,7 +205,7 @@ class DivergenceProbe(Probe[DivergenceParams]):
                 "(max_tokens, the model's context); lower max_new_tokens or raise max_tokens"
             )
         answer = generate(
-            model, with_segment, pixel_values=pixels, max_new_tokens=self.params.max_new_tokens
+            model, with_segment, image_inputs=pixels, max_new_tokens=self.params.max_new_tokens
         ).tokens
         return answered_layout(Layout(prompt.id, with_segment, without_segment, 0), answer)
 

@@ -10,6 +10,7 @@ after it (each piece tokenised on its own).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -142,6 +143,14 @@ def image_kwargs(
         name: value.to(model.device, dtype if value.is_floating_point() else value.dtype)
         for name, value in inputs.items()
     }
+
+
+def prompt_image_inputs(
+    model: LoadedModel, image: str | Path, tokens: Sequence[int]
+) -> dict[str, torch.Tensor]:
+    """The forward inputs of one image prompt whose token ids are `tokens` (a generation's
+    prefill, say): `image_kwargs` for a batch of one."""
+    return image_kwargs(model, [str(image)], torch.tensor([list(tokens)], device=model.device))
 
 
 def model_dtype(model: LoadedModel) -> torch.dtype:

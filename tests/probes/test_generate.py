@@ -8,7 +8,7 @@ import torch
 
 from probes import bridge
 from probes.decoding import generate
-from probes.inputs.images import image_kwargs, tokenize_image_prompt
+from probes.inputs.images import prompt_image_inputs, tokenize_image_prompt
 from probes.inputs.prompts import load_jsonl
 from probes.models import load
 from tests import planting
@@ -35,9 +35,9 @@ def hf_greedy(model, tokens, n, **inputs):
 def test_image_prompts_generate_what_hugging_face_generates(llava):
     for prompt in load_jsonl(IMAGE_PROMPTS).prompts:
         tokens = tokenize_image_prompt(llava, prompt, None, prompt.id).tokens
-        pixels = image_kwargs(llava, [str(prompt.image)])["pixel_values"]
-        ours = generate(llava, tokens, pixel_values=pixels, max_new_tokens=8, keep_logits=True)
-        assert ours.tokens == hf_greedy(llava, tokens, 8, pixel_values=pixels)
+        inputs = prompt_image_inputs(llava, prompt.image, tokens)
+        ours = generate(llava, tokens, image_inputs=inputs, max_new_tokens=8, keep_logits=True)
+        assert ours.tokens == hf_greedy(llava, tokens, 8, **inputs)
         assert ours.logits is not None and ours.logits.shape == (8, len(llava.tokenizer))
         assert ours.logits.argmax(-1).tolist() == list(ours.tokens)
 
@@ -47,8 +47,8 @@ def test_the_image_changes_the_generation(llava):
     logits, so the pixels do reach the generation."""
     prompt = load_jsonl(IMAGE_PROMPTS).prompts[0]
     tokens = tokenize_image_prompt(llava, prompt, None, prompt.id).tokens
-    pixels = image_kwargs(llava, [str(prompt.image)])["pixel_values"]
-    with_image = generate(llava, tokens, pixel_values=pixels, max_new_tokens=4, keep_logits=True)
+    inputs = prompt_image_inputs(llava, prompt.image, tokens)
+    with_image = generate(llava, tokens, image_inputs=inputs, max_new_tokens=4, keep_logits=True)
     text_only = [t for t in tokens if t != llava.vision.image_token_id]
     without = generate(llava, text_only, max_new_tokens=4, keep_logits=True)
     assert not torch.allclose(with_image.logits[0], without.logits[0])
@@ -67,3 +67,15 @@ def test_generation_stops_after_eos(tiny_model):
         out = generate(tiny_model, tokens, max_new_tokens=10)
     assert out.tokens == (5, 7, eos)
     assert out.sequence == (*tokens, 5, 7, eos)
+
+
+@pytest.mark.parametrize("name", ["tiny-random-idefics3", "tiny-random-qwen2.5-vl"])
+def test_every_image_architecture_generates_what_hugging_face_generates(name):
+    """Idefics3's crops and pixel mask, Qwen2.5-VL's grid and 3-D positions go to the prefill,
+    and the decoding steps continue where Hugging Face's own generate does."""
+    model = load(name)
+    for prompt in load_jsonl(IMAGE_PROMPTS).prompts:
+        tokens = tokenize_image_prompt(model, prompt, None, prompt.id).tokens
+        inputs = prompt_image_inputs(model, prompt.image, tokens)
+        ours = generate(model, tokens, image_inputs=inputs, max_new_tokens=6)
+        assert ours.tokens == hf_greedy(model, tokens, 6, **inputs)

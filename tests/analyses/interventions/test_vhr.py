@@ -73,12 +73,12 @@ def test_alpha_one_is_the_identity_exactly(llava, rows):
 def keep_logits(model, interventions):
     from analyses.interventions.kinds import hooks
     from probes.decoding import generate
-    from probes.inputs.images import image_kwargs, tokenize_image_prompt
+    from probes.inputs.images import prompt_image_inputs, tokenize_image_prompt
     from probes.inputs.prompts import Prompt
 
     tokens = tokenize_image_prompt(model, Prompt("p", TEXT, IMAGE), None, "p").tokens
-    pixels = image_kwargs(model, [str(IMAGE)])["pixel_values"]
-    out = generate(model, tokens, pixel_values=pixels, max_new_tokens=8, keep_logits=True,
+    inputs = prompt_image_inputs(model, IMAGE, tokens)
+    out = generate(model, tokens, image_inputs=inputs, max_new_tokens=8, keep_logits=True,
                    fwd_hooks=hooks(interventions, model.info))  # fmt: skip
     return out.tokens, out.logits
 

@@ -11,7 +11,7 @@ from probes import engine
 from probes.core import schema
 from probes.core.errors import ConfigError
 from probes.families.divergence import DivergenceParams, DivergenceProbe
-from probes.inputs.images import image_kwargs, split_image_prompt
+from probes.inputs.images import prompt_image_inputs, split_image_prompt
 from probes.inputs.prompts import Prompt, PromptSuite, load_jsonl
 from probes.models import load
 from tests import planting
@@ -49,7 +49,7 @@ def test_rows_equal_the_papers_equations_on_hf_generated_answers(llava, batch_si
     references, lengths = {}, {}
     for prompt in load_jsonl(IMAGE_PROMPTS).prompts:
         before, image, after = split_image_prompt(llava, prompt, prompt.id)
-        pixels = image_kwargs(llava, [str(prompt.image)])["pixel_values"]
+        pixels = prompt_image_inputs(llava, prompt.image, before + image + after)["pixel_values"]
         references[prompt.id] = reference_vhd(
             llava, before + image + after, before + after, pixels, params.max_new_tokens
         )
