@@ -44,7 +44,7 @@ from probes.core.errors import PromptTooLongError
 from probes.core.probe import Probe, totals_of
 from probes.core.registry import register_probe
 from probes.core.types import Batch, Hook, ModelInfo, ProbeParams, TokenizedPrompt
-from probes.decoding import generate
+from probes.decoding import eos_ids, generate
 from probes.inputs.images import image_layout, prompt_image_inputs, split_image_prompt
 from probes.inputs.prompts import Prompt, PromptSuite
 from probes.inputs.segments import Layout, SegmentError, split_segment
@@ -204,9 +204,17 @@ class DivergenceProbe(Probe[DivergenceParams]):
                 f"max_new_tokens={self.params.max_new_tokens} exceed the {limit} tokens allowed "
                 "(max_tokens, the model's context); lower max_new_tokens or raise max_tokens"
             )
+        stop = set(eos_ids(model))
+        if model.vision is not None:  # an image token ends the answer: fed back, it would
+            stop.add(model.vision.image_token_id)  # ask for image features nobody gave
         answer = generate(
-            model, with_segment, image_inputs=pixels, max_new_tokens=self.params.max_new_tokens
-        ).tokens
+            model, with_segment, image_inputs=pixels, max_new_tokens=self.params.max_new_tokens,
+            stop=stop.__contains__,
+        ).tokens  # fmt: skip
+        if model.vision is not None and answer[-1:] == (model.vision.image_token_id,):
+            answer = answer[:-1]
+        if not answer:
+            raise SegmentError(f"{where}: the model's answer begins with an image token")
         return answered_layout(Layout(prompt.id, with_segment, without_segment, 0), answer)
 
     def prompts(
