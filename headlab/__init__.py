@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     )
     from analyses.sweeps.plan import SweepPlan
     from headlab import plot
-    from headlab.interventions import ablate, intervene, redistribute, reinforce
+    from headlab.interventions import ablate, intervene, redistribute, reinforce, var
     from headlab.models import load, logits, loss, tokens
     from headlab.results import head_values, manifest, read, runs, top_heads
     from headlab.scanning import head_means, scan
@@ -66,6 +66,7 @@ _HOMES = {
     "reinforce": "headlab.interventions",
     "redistribute": "headlab.interventions",
     "intervene": "headlab.interventions",
+    "var": "headlab.interventions",
     "sweep": "headlab.sweeps",
     "Head": "probes.core.heads",
     "LoadedModel": "probes.models",
@@ -108,6 +109,7 @@ __all__ = [  # _HOMES and _SUBMODULES, spelled out for tools that read __all__ s
     "sweep",
     "tokens",
     "top_heads",
+    "var",
 ]
 
 

@@ -11,6 +11,7 @@ Heads are (layer, head) pairs or names like "L18H8"; one pair alone is one head.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from analyses.interventions.applied import Applied
@@ -87,3 +88,27 @@ def intervene(model: LoadedModel, *interventions: Intervention) -> Applied:
     """Any interventions of `analyses.interventions.kinds` (HeadAblation, HeadScale, SoftPAG,
     AttentionRedistribution), composed in the order given, for a `with` block."""
     return Applied(model, interventions)
+
+
+def var(
+    model: LoadedModel,
+    tokens: Sequence[int],
+    image: str,
+    p: float = 0.6,
+    *,
+    tau: float = 20.0,
+    rho: float = 0.5,
+    summ: float = 0.2,
+    first_layer: int = 2,
+    dims: Sequence[int] | None = None,
+) -> Applied:
+    """VAR (visual attention sink paper): visual sink tokens (massive activation > `tau` in the
+    sink dimensions) found on the prompt `tokens` with its `image`, then in every pass of the
+    block the image-centric heads' sink tokens KEEP the share `p` of their attention (p = 1 is
+    the identity) and the rest goes to the other image tokens. A tiny model's RMS-normed
+    activations never reach τ = 20 (at most √d_model): give it a lower `tau`."""
+    from analyses.interventions.visual_sinks import VisualAttentionRedistribution, find_visual_sinks
+
+    found = find_visual_sinks(model, tokens, image, tau=tau, first_layer=first_layer, dims=dims)
+    edit = VisualAttentionRedistribution.on(found, model.info.n_heads, p, rho, summ)
+    return Applied(model, [edit])
