@@ -68,7 +68,7 @@ def sink_share(
     on_image = pattern * image
     image_attention = on_image.sum(-1)
     on_sinks = (on_image * visual_sinks).sum(-1)
-    return on_sinks / (image_attention + EPS * image.sum()), image_attention
+    return on_sinks / (image_attention + EPS * image.sum(-1)), image_attention
 
 
 def image_centric(
