@@ -141,3 +141,35 @@ def test_p_0_6_changes_the_generated_logits(llava, prompt):
         _, logits = greedy(llava, tokens, image, edit=applied)
     assert applied.changed
     assert not torch.allclose(logits, clean_logits, atol=1e-4)
+
+
+def test_in_the_model_the_edited_pattern_is_the_authors_on_every_pass(llava, prompt):
+    """Layer 0's pattern before and after VAR, at the prefill and each decoding step."""
+    tokens, image = prompt
+    before, after = [], []
+    name = hook_names.attn(0, "pattern")
+
+    def tap(store):
+        def hook(pattern, hook):
+            store.append(pattern.detach().clone())
+
+        return hook
+
+    with bridge.attached(llava, [*PLANT, (name, tap(before))]):
+        found = find_visual_sinks(llava, tokens, image, **TINY)
+        applied = hl.var(llava, tokens, image, p=0.6, **TINY)
+        before.clear()  # the two passes that found the sinks
+        with applied, bridge.attached(llava, [(name, tap(after))]):
+            greedy(llava, tokens, image, steps=3)
+    massive = torch.tensor(dict(found.massive)[0])
+    (start, stop), n_changed = found.image, 0
+    assert len(before) == len(after) == 4  # the prefill and 3 decoding steps
+    for step, (clean, edited) in enumerate(zip(before, after, strict=True)):
+        coords = ref.head_fork(clean, massive, start, stop - start, 0.5, 0.2)
+        theirs = ref.attn_redist(
+            clean.clone(), coords, massive, start, stop - start, 0.6, step == 0
+        )
+        torch.testing.assert_close(edited, theirs, rtol=0, atol=1e-6)
+        torch.testing.assert_close(edited.sum(-1), torch.ones_like(edited.sum(-1)))
+        n_changed += not torch.equal(edited, clean)
+    assert n_changed > 0
