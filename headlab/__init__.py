@@ -41,7 +41,15 @@ if TYPE_CHECKING:
     )
     from analyses.sweeps.plan import SweepPlan
     from headlab import plot
-    from headlab.interventions import ablate, generate, intervene, redistribute, reinforce, vhr
+    from headlab.interventions import (
+        ablate,
+        generate,
+        intervene,
+        redistribute,
+        reinforce,
+        var,
+        vhr,
+    )
     from headlab.models import load, logits, loss, tokens
     from headlab.results import head_values, manifest, read, runs, top_heads
     from headlab.scanning import head_means, scan
@@ -69,6 +77,7 @@ _HOMES = {
     "intervene": "headlab.interventions",
     "vhr": "headlab.interventions",
     "generate": "headlab.interventions",
+    "var": "headlab.interventions",
     "sweep": "headlab.sweeps",
     "Head": "probes.core.heads",
     "LoadedModel": "probes.models",
@@ -112,6 +121,7 @@ __all__ = [  # _HOMES and _SUBMODULES, spelled out for tools that read __all__ s
     "sweep",
     "tokens",
     "top_heads",
+    "var",
     "vhr",
 ]
 

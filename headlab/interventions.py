@@ -137,8 +137,7 @@ def generate(
     `max_new_tokens`, with `interventions` (kinds of `analyses.interventions`) on every pass.
     Returns the prompt's and the generated token ids and the generated text."""
     from probes.decoding import generate as greedy
-    from probes.inputs.images import prompt_image_inputs, tokenize_image_prompt
-    from probes.inputs.prompts import Prompt
+    from probes.inputs.images import prompt_image_inputs
 
     if max_new_tokens < 1:
         raise ConfigError(f"generate: max_new_tokens must be at least 1, got {max_new_tokens}")
@@ -146,10 +145,48 @@ def generate(
     if image is None:
         return greedy(model, model.tokenize(text), max_new_tokens=max_new_tokens,
                       fwd_hooks=fwd_hooks)  # fmt: skip
-    if not Path(image).is_file():
-        raise ConfigError(f"generate: image {str(image)!r} is not a file")
-    prompt = Prompt("generate", text, Path(image))
-    tokens = tokenize_image_prompt(model, prompt, None, "generate's prompt").tokens
+    tokens = _image_prompt_tokens(model, text, image, "generate")
     inputs = prompt_image_inputs(model, image, tokens)
     return greedy(model, tokens, image_inputs=inputs, max_new_tokens=max_new_tokens,
                   fwd_hooks=fwd_hooks)  # fmt: skip
+
+
+def var(
+    model: LoadedModel,
+    prompt: str | Sequence[int],
+    image: str | Path,
+    p: float = 0.6,
+    *,
+    tau: float = 20.0,
+    rho: float = 0.5,
+    summ: float = 0.2,
+    first_layer: int = 2,
+    dims: Sequence[int] | None = None,
+) -> Applied:
+    """VAR (visual attention sink paper): visual sink tokens (massive activation > `tau` in the
+    sink dimensions) found on the prompt (its text, holding `<image>` once, or its token ids)
+    with its `image`, then in every pass of the block the image-centric heads' sink tokens KEEP
+    the share `p` of their attention (p = 1 is the identity) and the rest goes to the other
+    image tokens. A tiny model's RMS-normed activations never reach τ = 20 (at most
+    √d_model): give it a lower `tau`."""
+    from analyses.interventions.visual_sinks import VisualAttentionRedistribution, find_visual_sinks
+
+    tokens = (
+        _image_prompt_tokens(model, prompt, image, "var") if isinstance(prompt, str) else prompt
+    )
+    found = find_visual_sinks(model, tokens, image, tau=tau, first_layer=first_layer, dims=dims)
+    edit = VisualAttentionRedistribution.on(found, model.info.n_heads, p, rho, summ)
+    return Applied(model, [edit])
+
+
+def _image_prompt_tokens(
+    model: LoadedModel, text: str, image: str | Path, caller: str
+) -> tuple[int, ...]:
+    """The token ids of an image prompt given as text (it holds `<image>` once) and a picture."""
+    from probes.inputs.images import tokenize_image_prompt
+    from probes.inputs.prompts import Prompt
+
+    if not Path(image).is_file():
+        raise ConfigError(f"{caller}: image {str(image)!r} is not a file")
+    prompt = Prompt(caller, text, Path(image))
+    return tokenize_image_prompt(model, prompt, None, f"{caller}'s prompt").tokens

@@ -278,7 +278,9 @@ class AttentionRedistribution(Intervention):
         image: tuple[int, int],
         p: float = 0.6,
     ) -> Self:
-        """VAR (visual attention sink paper): sinks keep p; the image tokens after get the rest."""
+        """VAR's redistribution on fixed sinks and heads: sinks keep p; the image gets the rest.
+        The paper's method (sinks by massive activation, image-centric heads chosen per query at
+        every pass) is `analyses.interventions.visual_sinks.VisualAttentionRedistribution`."""
         check_fraction(p, "VAR's p (the share the sinks keep)")
         return cls(
             heads=heads_of(heads, "AttentionRedistribution.heads"),

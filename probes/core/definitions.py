@@ -61,6 +61,32 @@ DEFINITIONS: dict[tuple[str, str], Definition] = {
         "heads and layers (position = the token's index in the prompt); the top few per prompt",
         "the whole model parks attention on this image token",
     ),
+    ("sink", "massive_visual_sink"): Definition(
+        "massive visual sink",
+        "image prompts only, per prompt: an image token whose layer input, RMS-normed, exceeds τ "
+        "(20) in a sink dimension (one where the BOS does), the visual-sink paper's selection; "
+        "value = the number of layers in which it does",
+        "the token carries the sink's massive activation in many layers",
+    ),
+    ("sink", "massive_visual_sink_count"): Definition(
+        "visual sink tokens",
+        "image prompts only, per prompt and layer: how many image tokens have a massive "
+        "activation (RMS-normed value > τ) in a sink dimension at the layer's input",
+        "the layer has many visual sink tokens",
+    ),
+    ("sink", "visual_sink_share"): Definition(
+        "image share on sinks",
+        "image prompts only: share of a text query's image attention (queries after the image) "
+        "that lands on the visual sink tokens found by massive activation, averaged",
+        "the head's image attention goes to sink tokens, not to the image's content",
+    ),
+    ("sink", "image_centric_rate"): Definition(
+        "image-centric rate",
+        "image prompts only: share of text queries after the image for which the head is "
+        "image-centric (visual sinks hold at most ρ = 0.5 of its image attention and the image "
+        "at least 0.2 of its attention; VisAttnSink's HeadFork), the heads VAR edits",
+        "the head reads the image's content, not its sink tokens",
+    ),
     ("image_attention", "image_share"): Definition(
         "attention on the image",
         "image prompts only: share of the attention of the text after the image (each real query "

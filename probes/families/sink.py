@@ -8,7 +8,7 @@ ACT (Yu et al. 2024) calls any k > 0 with α > 0.1 a hidden sink of that head on
 Visual sink tokens, on image prompts of a vision-language model: per head the largest α over the
 image's tokens ("visual_sink_alpha"), and per prompt the `visual_sinks` image tokens with the
 largest α averaged over every head and layer ("visual_sink"). (The visual-sink paper picks them
-by massive activation in the sink dimensions instead; that selection is not made here.)
+by massive activation in the sink dimensions instead: `massive_visual_sinks`, rows there.)
 """
 
 from __future__ import annotations
@@ -20,9 +20,12 @@ import numpy as np
 import torch
 from jaxtyping import Float, Int
 
+from probes.core import visual_sinks as vs
 from probes.core.probe import StreamingProbe, totals_of
 from probes.core.registry import register_probe
 from probes.core.types import Batch, ModelInfo, ProbeParams
+from probes.families import massive_visual_sinks as massive
+from probes.families.massive_visual_sinks import MassiveVisualSinks
 from probes.models import LoadedModel, decode_text
 
 
@@ -122,16 +125,21 @@ class SinkParams(ProbeParams):
     hidden_threshold: float = 0.1  # ACT's threshold for hidden sinks beyond position 0
     n_positions: int = 16  # α and Sink_k^ε are stored for the first n key positions
     visual_sinks: int = 3  # image prompts: the top image tokens stored per prompt
+    tau: float = vs.TAU  # image prompts: massive activation (RMS-normed |h| in a sink dimension)
+    rho: float = vs.RHO  # image-centric: visual sinks hold at most ρ of a query's image attention
+    summ: float = vs.SUMM  # image-centric: the query's image attention is at least summ
 
     def check(self) -> None:
         self.require(self.visual_sinks >= 1, "visual_sinks", "at least 1")
         self.require(0 <= self.epsilon < 1, "epsilon", "in [0, 1)")
         self.require(0 <= self.hidden_threshold < 1, "hidden_threshold", "in [0, 1)")
         self.require(self.n_positions >= 1, "n_positions", "at least 1")
+        self.require(self.tau > 0, "tau", "above 0")
+        self.require(0 <= self.rho <= 1 and 0 <= self.summ <= 1, "rho/summ", "in [0, 1]")
 
 
 @register_probe
-class SinkProbe(StreamingProbe[SinkParams]):
+class SinkProbe(StreamingProbe[SinkParams], MassiveVisualSinks):
     """Attention sinks. Rows per head and key position k < n_positions: "alpha" (mean attention
     k receives from the queries that see it) and "sink_rate" (share of sequences with α > ε);
     per head "hidden_sink_count" / "hidden_sink_rate" (keys k > 0 with α > the hidden
@@ -144,7 +152,7 @@ class SinkProbe(StreamingProbe[SinkParams]):
     totals = totals_of(
         alpha_sum="sum", sink_count="sum", sequences_at="sum", hidden_count_sum="sum",
         hidden_any_sum="sum", massive_sink_sum="sum", massive_other_sum="sum", n_sequences="sum",
-        visual_alpha_sum="sum", n_image_sequences="sum", visual_rows="list",
+        visual_alpha_sum="sum", n_image_sequences="sum", visual_rows="list", **massive.TOTALS,
     )  # fmt: skip
 
     def __init__(self, info: ModelInfo, params: SinkParams | None = None) -> None:
@@ -164,6 +172,8 @@ class SinkProbe(StreamingProbe[SinkParams]):
         self.visual_alpha_sum = torch.zeros(n_layers, n_heads, dtype=torch.float64)
         self.n_image_sequences = 0
         self.visual_rows: list[dict[str, Any]] = []
+        p = self.params
+        self.init_massive(n_layers, n_heads, p.tau, p.rho, p.summ)
 
     def bind(self, model: LoadedModel) -> None:
         if model.vision is not None:
@@ -174,16 +184,22 @@ class SinkProbe(StreamingProbe[SinkParams]):
         n_batch, n_positions = batch.tokens.shape
         shape = (self.info.n_layers, n_batch, self.info.n_heads, n_positions)
         self._received = torch.zeros(shape, dtype=torch.float32, device=batch.tokens.device)
+        if self.image_token_id is not None:
+            self.massive_start(batch, self.image_token_id)
 
     def on_pattern(self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch) -> None:
         # Attention received per key from the real query rows of this chunk; α needs all rows.
         received = self._batch_state(self._received)
         add_received(received[layer], rows, batch.query_mask[:, q_start:])
+        if self.image_token_id is not None:
+            self.massive_on_pattern(layer, rows, q_start, batch)
 
     def on_resid_pre(self, layer: int, resid: torch.Tensor, batch: Batch) -> None:
         sink_ratio, other_ratio = massive_activation_ratio(resid, batch.lengths)
         self.massive_sink_sum[layer] += sink_ratio.double().sum().cpu()
         self.massive_other_sum[layer] += other_ratio.double().nansum().cpu()
+        if self.image_token_id is not None:
+            self.massive_on_resid_pre(layer, resid, batch)
 
     def end_batch(self, batch: Batch) -> None:
         k = self.params.n_positions
@@ -200,6 +216,7 @@ class SinkProbe(StreamingProbe[SinkParams]):
         self.hidden_any_sum += hidden.any(-1).double().sum(1)
         if self.image_token_id is not None:
             self.add_visual_sinks(alpha, batch, self.image_token_id)
+            self.massive_end(batch, self.image_token)
         self._received = None
 
     def add_visual_sinks(self, alpha: torch.Tensor, batch: Batch, image_token_id: int) -> None:
@@ -279,4 +296,4 @@ class SinkProbe(StreamingProbe[SinkParams]):
                     "value": (self.massive_other_sum[layer] / n).item(),
                 }
             )
-        return rows + self.visual_rows
+        return rows + self.visual_rows + self.massive_rows()
