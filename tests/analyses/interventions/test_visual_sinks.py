@@ -17,7 +17,7 @@ from analyses.interventions.visual_sinks import (
 from probes import bridge
 from probes.core import hook_names
 from probes.engine import tokenize_suite
-from probes.inputs.images import image_kwargs
+from probes.inputs.images import prompt_image_inputs
 from probes.inputs.prompts import load_jsonl
 from probes.models import load
 from tests.probes import reference_var as ref
@@ -84,7 +84,7 @@ def greedy(model, tokens, image, steps=4, edit=None):
     out, all_logits = [], []
     with context:
         logits, cache = bridge.forward(model, ids, return_type="logits_and_cache",
-                                       **image_kwargs(model, [image]))  # fmt: skip
+                                       **prompt_image_inputs(model, image, tokens))  # fmt: skip
         for _ in range(steps):
             all_logits.append(logits[:, -1])
             token = logits[:, -1].argmax(-1)
@@ -162,7 +162,7 @@ def test_in_the_model_the_edited_pattern_is_the_authors_on_every_pass(llava, pro
         with applied, bridge.attached(llava, [(name, tap(after))]):
             greedy(llava, tokens, image, steps=3)
     massive = torch.tensor(dict(found.massive)[0])
-    (start, stop), n_changed = found.image, 0
+    (start, stop), n_changed = (found.image[0], found.image[-1] + 1), 0
     assert len(before) == len(after) == 4  # the prefill and 3 decoding steps
     for step, (clean, edited) in enumerate(zip(before, after, strict=True)):
         coords = ref.head_fork(clean, massive, start, stop - start, 0.5, 0.2)
