@@ -132,10 +132,12 @@ def generate(
     *,
     max_new_tokens: int = 16,
     interventions: Sequence[Intervention] = (),
+    keep_logits: bool = False,
 ) -> Generation:
     """Greedy generation from `text` (with `image`: it holds `<image>` once), up to EOS or
     `max_new_tokens`, with `interventions` (kinds of `analyses.interventions`) on every pass.
-    Returns the prompt's and the generated token ids and the generated text."""
+    Returns the prompt's and the generated token ids, the generated text and, with
+    `keep_logits`, each step's logits [step, vocab]."""
     from probes.decoding import generate as greedy
     from probes.inputs.images import prompt_image_inputs
 
@@ -144,11 +146,11 @@ def generate(
     fwd_hooks = intervention_hooks(list(interventions), model.info)
     if image is None:
         return greedy(model, model.tokenize(text), max_new_tokens=max_new_tokens,
-                      fwd_hooks=fwd_hooks)  # fmt: skip
+                      fwd_hooks=fwd_hooks, keep_logits=keep_logits)  # fmt: skip
     tokens = _image_prompt_tokens(model, text, image, "generate")
     inputs = prompt_image_inputs(model, image, tokens)
     return greedy(model, tokens, image_inputs=inputs, max_new_tokens=max_new_tokens,
-                  fwd_hooks=fwd_hooks)  # fmt: skip
+                  fwd_hooks=fwd_hooks, keep_logits=keep_logits)  # fmt: skip
 
 
 def var(

@@ -26,7 +26,14 @@ from nbclient import NotebookClient
 from nbformat import NotebookNode
 
 NOTEBOOKS = Path(__file__).resolve().parent
-ANALYSES = ("sinks", "retrieval_heads", "head_divergence", "future_attention", "ablation_sweep")
+ANALYSES = (
+    "sinks",
+    "retrieval_heads",
+    "head_divergence",
+    "future_attention",
+    "ablation_sweep",
+    "vision_language",
+)
 CELL_TIMEOUT_S = 600
 PLOTLY = "application/vnd.plotly.v1+json"
 STATIC = ("image/png", "image/svg+xml")
