@@ -112,7 +112,8 @@ def main() -> None:
         ours = list(fused.generated)  # type: ignore[attr-defined]
         for name, tokens in (("generate", plain), ("authors", their_output)):
             if tokens != ours:  # a near-tie can flip between kernels: say where, and go on
-                first = next((i for i, (a, b) in enumerate(zip(tokens, ours, strict=False)) if a != b), None)
+                pairs = enumerate(zip(tokens, ours, strict=False))
+                first = next((i for i, (a, b) in pairs if a != b), None)
                 print(f"  ({name} decoded differently from fused, first at new token {first})")
         if (start, end) == sample.answer_span:  # their fuzzy span search can miss a BPE needle
             torch.testing.assert_close(fused.hits / (end - start), theirs, rtol=0, atol=1e-6)  # type: ignore[attr-defined]
