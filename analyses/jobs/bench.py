@@ -305,6 +305,7 @@ def run(config: BenchConfig) -> pd.DataFrame:
     from probes.core.probe import StreamingProbe
     from probes.families import get_probe
     from probes.models import load, random_shapes
+    from probes.models.devices import check_device_available
 
     check_writable(Path(config.data_dir) / "bench")  # before the measurements, not after
     for name in config.probes:
@@ -313,6 +314,7 @@ def run(config: BenchConfig) -> pd.DataFrame:
         if not issubclass(get_probe(name), StreamingProbe):
             raise ConfigError(f"--probes: {name!r} is not a streaming probe; bench times those")
     if config.model in random_shapes.SHAPES:  # its shape, without drawing 8B weights
+        check_device_available(config.device)
         info = random_shapes.model_info(config.model)
     else:
         info = load(config.model, device=config.device).info

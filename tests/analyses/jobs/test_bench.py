@@ -178,3 +178,14 @@ def test_the_8b_shape_is_benched_without_building_it_to_read_its_shape(monkeypat
     assert calls == [("plain", 131072), ("headlab", 131072)]
     with pytest.raises(ConfigError, match="T=131073 exceeds the 131072-token context"):
         bench.run(bench.BenchConfig(model="random-llama-3-8b", tokens=(131073,)))
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_missing_gpu_is_named_before_a_random_shape_is_measured(monkeypatch, tmp_path):
+    from probes.models import ModelUnavailableError
+
+    monkeypatch.setattr(bench, "measure_in_subprocess", lambda *a: pytest.fail("measured"))
+    config = bench.BenchConfig(model="random-llama-3-8b", tokens=(512,), device="cuda",
+                               data_dir=tmp_path)  # fmt: skip
+    with pytest.raises(ModelUnavailableError, match="no CUDA GPU is visible"):
+        bench.run(config)
