@@ -3,12 +3,15 @@
 #   make test   the same set-up (+ Debian's chromium for the browser test), then lint, the
 #               layer contracts, the type checker and the whole test suite (what CI runs)
 #   make notebooks  execute notebooks/*.ipynb in place (their PNGs need the same chromium)
+#   make wheelhouse     .wheelhouse/: the wheels an offline GPU machine lacks (scripts/gpu-wheels.txt)
+#   make gpu-check      on that machine: scripts/gpu_check.sh (gpu tests, bench at 8k/32k/128k)
+#   make gpu-check-dry  the same script here, on CPU, with the small model and short lengths
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.headlab-installed
 
-.PHONY: setup browser scan test notebooks bench clean-venv
+.PHONY: setup browser scan test notebooks bench clean-venv wheelhouse gpu-check gpu-check-dry
 
 setup: $(STAMP)
 
@@ -48,3 +51,23 @@ clean-venv:
 
 bench: setup
 	$(BIN)/headlab bench
+
+WHEELHOUSE ?= .wheelhouse
+# CPython 3.12 on x86-64 Linux: the GPU machine's interpreter (pip matches each platform tag).
+PY312 := --python-version 3.12 --implementation cp --only-binary=:all: \
+	--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	--platform manylinux2014_x86_64 --platform any
+
+wheelhouse:
+	rm -rf $(WHEELHOUSE) && mkdir -p $(WHEELHOUSE)
+	$(BIN)/python -m pip download --quiet --no-deps $(PY312) -d $(WHEELHOUSE) \
+		-r scripts/gpu-wheels.txt
+	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w $(WHEELHOUSE) .
+	rm -rf build  # setuptools' scratch folder from the wheel just built
+	@du -sm $(WHEELHOUSE) | awk '{ print "wheelhouse: " $$1 " MB"; if ($$1 >= 60) exit 1 }'
+
+gpu-check:
+	scripts/gpu_check.sh
+
+gpu-check-dry:
+	PYTHON=$(BIN)/python scripts/gpu_check.sh --dry

@@ -90,6 +90,10 @@ class BenchConfig:
     timeout_s: float = field(
         default=1800.0, metadata={"help": "seconds one measurement process may take"}
     )
+    chunk_mb: int = field(
+        default=0,
+        metadata={"help": "fast path: MiB of pattern rows per query chunk (0: the engine's)"},
+    )
     progress: bool = field(
         default=True, metadata={"flag": "--quiet", "invert": True, "help": "no progress bar"}
     )
@@ -114,6 +118,8 @@ class BenchConfig:
         check_engine_path(self.path)
         if not self.timeout_s > 0:
             raise ConfigError(f"timeout_s must be more than 0 seconds, got {self.timeout_s!r}")
+        if self.chunk_mb:
+            check_positive("chunk_mb", self.chunk_mb)
 
 
 def naive_pattern_bytes(n_layers: int, n_heads: int, n_tokens: int) -> int:
@@ -149,7 +155,7 @@ def plain_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from probes import bridge
-    from probes.models import REGISTRY, gguf_cache
+    from probes.models import REGISTRY, gguf_cache, random_shapes
     from probes.models.loading import TINY_PREFIX, prepare, tiny_seed
     from probes.models.tiny import TinyConfig, tiny_llama
 
@@ -157,6 +163,9 @@ def plain_model(
     tokenizer: PreTrainedTokenizerBase
     if model_name.startswith(TINY_PREFIX):
         hf_model, tokenizer = tiny_llama(TinyConfig(seed=tiny_seed(model_name)))
+        bridge.use_sdpa(hf_model)
+    elif model_name in random_shapes.SHAPES:  # drawn on the device, in the dtype
+        hf_model, tokenizer = random_shapes.build(model_name, device, getattr(torch, dtype))
         bridge.use_sdpa(hf_model)
     else:
         source: str | Path = model_name
@@ -184,9 +193,10 @@ def measure_once(
     probe_names: tuple[str, ...] = DEFAULT_PROBES,
     dtype: str = "float32",
     device: str = "cpu",
+    chunk_mb: int = 0,
 ) -> dict:
     """Run one measurement in this process; return wall and CPU seconds and peak RSS (and peak
-    CUDA memory on a GPU)."""
+    CUDA memory on a GPU). `chunk_mb` > 0 sets the fast path's chunk of pattern rows."""
     import torch
 
     if method in ("plain", "body"):
@@ -221,7 +231,14 @@ def measure_once(
                     probe.on_pattern(layer, cache[name], 0, batch)
                 probe.end_batch(batch)
     elif method == "headlab":
-        engine.run_batch(model, batch, probes, path=engine.choose_path(model, probes, path))
+        chosen = engine.choose_path(model, probes, path)
+        if chosen == "fast" and chunk_mb:
+            from probes.engine import fast
+
+            streaming = [probe for probe in probes if isinstance(probe, StreamingProbe)]
+            fast.run_batch(model, batch, streaming, chunk_bytes=chunk_mb * 2**20)
+        else:
+            engine.run_batch(model, batch, probes, path=chosen)
     else:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS + OPTIONAL_METHODS}")
     return _measured(started, device)
@@ -267,11 +284,15 @@ def measure_in_subprocess(config: BenchConfig, method: str, n_tokens: int) -> di
         ",".join(config.probes),
         config.dtype,
         config.device,
+        str(config.chunk_mb),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=config.timeout_s)
-    if result.returncode != 0:
-        tail = result.stderr.strip().splitlines()[-3:]
-        raise RuntimeError(f"bench {method} at T={n_tokens} failed: {' | '.join(tail)}")
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=config.timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"skipped": f"took over --timeout-s {config.timeout_s:g} s"}
+    if result.returncode != 0:  # e.g. out of memory: recorded, and the other measurements go on
+        tail = result.stderr.strip().splitlines()[-2:]
+        return {"skipped": f"failed: {' | '.join(tail)}"}
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -281,13 +302,22 @@ def run(config: BenchConfig) -> pd.DataFrame:
     from tqdm.auto import tqdm
 
     from analyses.jobs.scan import check_writable
+    from probes.core.probe import StreamingProbe
     from probes.families import get_probe
-    from probes.models import load
+    from probes.models import load, random_shapes
+    from probes.models.devices import check_device_available
 
     check_writable(Path(config.data_dir) / "bench")  # before the measurements, not after
     for name in config.probes:
-        get_probe(name)  # an unknown probe is named before anything is measured
-    info = load(config.model, device=config.device).info
+        # an unknown probe is named before anything is measured, and so is one that
+        # decodes (the bench times one forward pass)
+        if not issubclass(get_probe(name), StreamingProbe):
+            raise ConfigError(f"--probes: {name!r} is not a streaming probe; bench times those")
+    if config.model in random_shapes.SHAPES:  # its shape, without drawing 8B weights
+        check_device_available(config.device)
+        info = random_shapes.model_info(config.model)
+    else:
+        info = load(config.model, device=config.device).info
     too_long = [t for t in config.tokens if t > info.n_ctx]
     if too_long:
         raise ConfigError(
@@ -358,11 +388,11 @@ def format_summary(table: pd.DataFrame) -> str:
 
 
 def _worker() -> None:
-    """`python -m analyses.jobs.bench MODEL METHOD T PATH PROBES DTYPE DEVICE`: one measurement,
-    printed as JSON."""
-    model, method, n_tokens, path, probes, dtype, device = sys.argv[1:8]
+    """`python -m analyses.jobs.bench MODEL METHOD T PATH PROBES DTYPE DEVICE CHUNK_MB`: one
+    measurement, printed as JSON."""
+    model, method, n_tokens, path, probes, dtype, device, chunk_mb = sys.argv[1:9]
     print(json.dumps(measure_once(model, method, int(n_tokens), path, tuple(probes.split(",")),
-                                  dtype, device)))  # fmt: skip
+                                  dtype, device, int(chunk_mb))))  # fmt: skip
 
 
 if __name__ == "__main__":

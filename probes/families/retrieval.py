@@ -23,14 +23,16 @@ import torch
 from jaxtyping import Bool, Float, Int
 from tqdm.auto import tqdm
 
+from probes import bridge
 from probes import decoding as decode
 from probes.core import hook_names as hooks
 from probes.core import schema
 from probes.core.probe import GenerativeProbe, totals_of
 from probes.core.registry import register_probe
 from probes.core.types import Hook, ProbeParams
+from probes.families import retrieval_decode
 from probes.inputs import niah
-from probes.models import LoadedModel, ModelInfo
+from probes.models import LoadedModel, ModelInfo, decode_text
 
 SAMPLES_TABLE = "niah_samples"
 
@@ -84,11 +86,16 @@ class TopKeyRecorder:
                     f"{hook.name}: the retrieval score reads one query row per decoding step, "
                     f"got a pattern of shape {tuple(pattern.shape)} (a prefill or a batch)"
                 )
-            self.index[layer] = pattern[0, :, 0].argmax(-1).cpu()
-            self.row_length[layer] = pattern.shape[-1]
-            self.fresh[layer] = True
+            self.take(layer, pattern[0, :, 0].argmax(-1), pattern.shape[-1])
 
         return record
+
+    def take(self, layer: int, index: torch.Tensor, row_length: int) -> None:
+        """Keep one step's arg-max key per head of `layer`, over a row of `row_length` keys
+        (the fused decode calls this directly, without hooks)."""
+        self.index[layer] = index.cpu()
+        self.row_length[layer] = row_length
+        self.fresh[layer] = True
 
     def keys(self, n_positions: int) -> Int[torch.Tensor, "layer head"]:
         """Absolute top-1 key per (layer, head) of the step just run over `n_positions` keys."""
@@ -107,6 +114,9 @@ class SampleOutcome:
     hits: torch.Tensor  # [layer, head] number of hit steps
 
 
+RETRIEVAL_PATHS = ("auto", "bridge", "fused")
+
+
 def run_sample(
     model: LoadedModel,
     sample: niah.NiahSample,
@@ -115,20 +125,37 @@ def run_sample(
     stop: Callable[[int], bool],
     prefill_hooks: tuple[Hook, ...] = (),
     decode_hooks: tuple[Hook, ...] = (),
+    path: str = "bridge",
 ) -> SampleOutcome:
     """Greedy-decode one sample and count each head's retrieval hits along the way.
 
-    `prefill_hooks` / `decode_hooks` run before the recorder (tests plant patterns so).
+    `path`: "bridge" decodes through TransformerLens with hooks (`prefill_hooks` /
+    `decode_hooks` run before the recorder; tests plant patterns so); "fused" prefills with SDPA
+    and reads only each step's last row (`retrieval_decode`), the same scores at a fraction of
+    the cost; "auto" takes "fused" unless hooks are given or the model is not supported.
     """
+    chosen = choose_path(model, path, bool(prefill_hooks or decode_hooks))
     recorder = TopKeyRecorder(model.info)
     prompt = torch.tensor(sample.tokens)
     hits = torch.zeros(model.info.n_layers, model.info.n_heads)
 
-    def on_step(step: int, tokens: torch.Tensor) -> None:
+    def count(step: int, token: int) -> None:
         # Step s reads keys 0 … P − 1 + s: the prompt and the tokens generated before it.
         keys = recorder.keys(len(sample.tokens) + step)
-        hits.add_(retrieval_hits(keys, int(tokens[0]), prompt, sample.answer_span).float())
+        hits.add_(retrieval_hits(keys, token, prompt, sample.answer_span).float())
 
+    if chosen == "fused":
+        generated = retrieval_decode.fused_greedy_decode(
+            model,
+            sample.tokens,
+            max_new_tokens=max_new_tokens,
+            stop=stop,
+            sink=recorder.take,
+            on_step=count,
+        )
+        response = decode_text(model.tokenizer, generated, skip_special_tokens=True).strip()
+        recall = decode.rouge1_recall(sample.needle.answer, response)
+        return SampleOutcome(tuple(generated), response, recall, hits)
     (answer,) = decode.decode_niah(
         model,
         sample,
@@ -136,9 +163,33 @@ def run_sample(
         stop=stop,
         fwd_hooks=(*decode_hooks, *recorder.hooks()),
         prefill_hooks=prefill_hooks,
-        on_step=on_step,
+        on_step=lambda step, tokens: count(step, int(tokens[0])),
     )
     return SampleOutcome(answer.generated, answer.response, answer.recall, hits)
+
+
+def check_path(path: str) -> str:
+    if path not in RETRIEVAL_PATHS:
+        raise niah.NiahError(f"RetrievalParams.path must be one of {RETRIEVAL_PATHS}, got {path!r}")
+    return path
+
+
+def choose_path(model: LoadedModel, path: str, hooked: bool = False) -> str:
+    """The decode path for `path` on `model`: "auto" is "fused" where it can run (no hooks to
+    honour, a supported model), else "bridge"; "fused" where it cannot is refused."""
+    check_path(path)
+    if path == "bridge":
+        return path
+    problem = None
+    if hooked or bridge.hooked_points(model):
+        problem = "hooks are attached (the fused decode bypasses the bridge)"
+    elif not retrieval_decode.supports(model):
+        problem = f"model {model.info.name!r} is not supported by the fused decode"
+    if problem is None:
+        return "fused"
+    if path == "fused":
+        raise niah.NiahError(f"RetrievalParams.path='fused': {problem}; use path='bridge'")
+    return "bridge"
 
 
 @dataclass(frozen=True)
@@ -155,9 +206,11 @@ class RetrievalParams(ProbeParams):
     template: str = niah.DEFAULT_TEMPLATE
     max_new_tokens: int = 50  # the authors' decode length
     recall_threshold: float = 0.5  # a sample counts as answered when ROUGE-1 recall > this
+    path: str = "auto"  # decode: "fused" (SDPA prefill, last rows only), "bridge", or auto
 
     def check(self) -> None:
         niah.check_grid(self)
+        check_path(self.path)
 
 
 def check_context(info: ModelInfo, params: RetrievalParams) -> None:
@@ -208,7 +261,11 @@ class RetrievalProbe(GenerativeProbe[RetrievalParams]):
         bar = tqdm(samples, unit="sample", desc=desc, disable=not progress)
         for sample in bar:
             outcome = run_sample(
-                model, sample, max_new_tokens=self.params.max_new_tokens, stop=stop
+                model,
+                sample,
+                max_new_tokens=self.params.max_new_tokens,
+                stop=stop,
+                path=self.params.path,
             )
             self.add(sample, outcome)
             bar.set_postfix(answered=f"{self.n_answered}/{len(self.records)}")
@@ -271,36 +328,4 @@ class RetrievalProbe(GenerativeProbe[RetrievalParams]):
             }
             for metric, c in measures
         ]
-        return rows
-        table = pd.DataFrame(self.records)
-        cells = table.groupby(["length", "depth"], sort=True)
-        for (length, depth), cell in cells:
-            base = {"layer": None, "head": None, "position": int(length)}
-            condition = f"depth={int(depth)}"
-            rows.append(
-                {
-                    **base,
-                    "metric": "niah_accuracy",
-                    "condition": condition,
-                    "value": float(cell["correct"].mean()),
-                }
-            )
-            rows.append(
-                {
-                    **base,
-                    "metric": "niah_recall",
-                    "condition": condition,
-                    "value": float(cell["recall"].mean()),
-                }
-            )
-        for metric, column in (("niah_accuracy", "correct"), ("niah_recall", "recall")):
-            rows.append(
-                {
-                    "metric": metric,
-                    "layer": None,
-                    "head": None,
-                    "condition": "all",
-                    "value": float(table[column].mean()),
-                }
-            )
         return rows

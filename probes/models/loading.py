@@ -18,6 +18,8 @@ from probes.core.options import check_dtype
 from probes.core.types import ModelInfo
 from probes.models import gguf_cache
 from probes.models.devices import ModelUnavailableError, check_device_available
+from probes.models.random_shapes import SHAPES as RANDOM_SHAPES
+from probes.models.random_shapes import build as build_random_shape
 from probes.models.registry import REGISTRY, ModelSpec
 from probes.models.tiny import TinyConfig, tiny_llama
 from probes.models.vision import (
@@ -146,6 +148,9 @@ def _load(
         provenance, chat = {"source": "random", "seed": seed, "weights_sha256": None}, False
     elif name.startswith(TINY_PREFIX):
         hf_model, tokenizer, provenance, chat = _load_tiny(name)
+    elif name in RANDOM_SHAPES:  # built on `device` in `dtype`: never a CPU copy of the weights
+        hf_model, tokenizer = build_random_shape(name, device, dtype)
+        provenance, chat = {"source": "random-shape", "seed": 0, "weights_sha256": None}, False
     else:
         hf_model, tokenizer, provenance, chat = _load_hugging_face(name, dtype, revision)
         if is_vision_config(hf_model.config):
@@ -235,7 +240,7 @@ def check_name(name: str) -> None:
     told without loading anything (several models are checked before the first loads)."""
     if not name.strip():
         raise ModelUnavailableError("the model name is empty; give a registry name, id or dir")
-    if name in REGISTRY:
+    if name in REGISTRY or name in RANDOM_SHAPES:
         return
     if (tiny_vision := tiny_architecture(name)) is not None:
         tiny_seed(name, tiny_vision.tiny_name)

@@ -135,3 +135,57 @@ def test_each_repeat_measures_every_length_and_method_before_the_next(monkeypatc
     one_round = [("plain", 16), ("headlab", 16), ("plain", 24), ("headlab", 24)]
     assert calls == one_round * 3
     assert list(measurements.repeat) == [r for r in range(3) for _ in one_round]
+
+
+def test_a_decoding_probe_is_refused_before_anything_runs(tmp_path):
+    config = bench.BenchConfig(model="tiny-random", tokens=(16,), probes=("retrieval",))
+    with pytest.raises(ConfigError, match="'retrieval' is not a streaming probe"):
+        bench.run(config)
+
+
+def test_a_failed_or_slow_measurement_is_recorded_and_the_others_go_on(monkeypatch, tmp_path):
+    import subprocess
+
+    def fake_subprocess_run(command, **kwargs):
+        method = command[4]
+        if method == "body":
+            raise subprocess.TimeoutExpired(command, kwargs["timeout"])
+        if method == "headlab":
+            return subprocess.CompletedProcess(command, 1, "", "torch.OutOfMemoryError: CUDA")
+        return subprocess.CompletedProcess(command, 0, '{"wall_s": 1.0, "peak_rss_mb": 9.0}', "")
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_subprocess_run)
+    config = bench.BenchConfig(
+        model="tiny-random", tokens=(16,), methods=("plain", "body", "headlab"), repeats=1,
+        data_dir=tmp_path, timeout_s=5.0,
+    )  # fmt: skip
+    measurements = bench.run(config).set_index("method")
+    assert measurements.loc["plain", "wall_s"] == 1.0
+    assert pd.isna(measurements.loc["plain", "skipped"])
+    assert measurements.loc["body", "skipped"] == "took over --timeout-s 5 s"
+    assert "OutOfMemoryError" in measurements.loc["headlab", "skipped"]
+    assert "plain_s" in bench.summarise(measurements.reset_index())
+
+
+def test_the_8b_shape_is_benched_without_building_it_to_read_its_shape(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(bench, "measure_in_subprocess", lambda c, m, t: calls.append((m, t)) or {})
+    config = bench.BenchConfig(
+        model="random-llama-3-8b", tokens=(131072,), methods=("plain", "headlab"), repeats=1,
+        data_dir=tmp_path,
+    )  # fmt: skip
+    bench.run(config)  # fast: the 8B weights are never drawn here
+    assert calls == [("plain", 131072), ("headlab", 131072)]
+    with pytest.raises(ConfigError, match="T=131073 exceeds the 131072-token context"):
+        bench.run(bench.BenchConfig(model="random-llama-3-8b", tokens=(131073,)))
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_missing_gpu_is_named_before_a_random_shape_is_measured(monkeypatch, tmp_path):
+    from probes.models import ModelUnavailableError
+
+    monkeypatch.setattr(bench, "measure_in_subprocess", lambda *a: pytest.fail("measured"))
+    config = bench.BenchConfig(model="random-llama-3-8b", tokens=(512,), device="cuda",
+                               data_dir=tmp_path)  # fmt: skip
+    with pytest.raises(ModelUnavailableError, match="no CUDA GPU is visible"):
+        bench.run(config)

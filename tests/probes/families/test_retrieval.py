@@ -157,8 +157,9 @@ def test_lengths_beyond_the_context_are_refused(tiny_model):
         RetrievalProbe(tiny_model.info, params)
 
 
+@pytest.mark.parametrize("path", ["bridge", "fused"])
 @pytest.mark.parametrize("seed", [0, 6])
-def test_scores_equal_the_authors_loop_on_a_random_model(seed):
+def test_scores_equal_the_authors_loop_on_a_random_model(seed, path):
     """The answer is made of the random model's own favourite tokens, so some heads score."""
     hf_model, tokenizer = tiny_llama(TinyConfig(seed=seed))
     reference_model = copy.deepcopy(hf_model)
@@ -179,7 +180,7 @@ def test_scores_equal_the_authors_loop_on_a_random_model(seed):
             theirs, their_output, their_span = authors_sample_scores(
                 reference_model, tokenizer, list(sample.tokens), answer, stop, 20
             )
-            ours = run_sample(model, sample, max_new_tokens=20, stop=stop)
+            ours = run_sample(model, sample, max_new_tokens=20, stop=stop, path=path)
             start, end = sample.answer_span
             assert their_span == (start, end)
             assert list(ours.generated) == their_output

@@ -1,0 +1,130 @@
+"""Retrieval probe, per-sample time: headlab's fused decode vs a plain greedy decode and the
+authors' way, on one needle-in-a-haystack sample per length.
+
+    .venv/bin/python benchmarks/retrieval_decode.py --model smollm2-135m --lengths 1024,2048,4096
+
+  fused    headlab's retrieval decode: SDPA prefill, each step's last attention row per head
+           rebuilt from q and the KV cache, only its arg-max kept (`path="fused"`)
+  bridge   headlab's bridge path (eager TransformerLens prefill and steps, hooks); --bridge
+  generate Hugging Face `generate`, greedy, SDPA, the same number of new tokens: the floor,
+           no attention read at all
+  authors  nightdessert/Retrieval_Head's loop (test-only transcription in tests/probes/
+           reference_retrieval.py): eager model, decode with output_attentions=True, their
+           per-head Python scoring loop
+
+Each method runs the same sample once, after one short warm-up; times are wall seconds of the
+whole sample (prefill and decode). The script checks that every method generated the same
+tokens and that fused scores equal the authors'. On a shared machine give the load beside the
+figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from probes import decoding as decode
+from probes.families.retrieval import run_sample
+from probes.inputs import niah
+from probes.models import gguf_cache, load
+from tests.probes.reference_retrieval import authors_sample_scores
+
+
+def timed(function: Callable[[], object]) -> tuple[float, object]:
+    started = time.perf_counter()
+    result = function()
+    return time.perf_counter() - started, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--lengths", default="1024,2048,4096")
+    parser.add_argument("--depth", type=int, default=50)
+    parser.add_argument("--max-new-tokens", type=int, default=50)
+    parser.add_argument("--bridge", action="store_true", help="also time the bridge path")
+    args = parser.parse_args()
+    lengths = [int(n) for n in args.lengths.split(",")]
+
+    model = load(args.model)
+    room = model.info.n_ctx - args.max_new_tokens  # the answer must fit after the prompt
+    if max(lengths) > room:
+        parser.error(f"--lengths: {max(lengths)} + {args.max_new_tokens} new tokens exceed the "
+                     f"{model.info.n_ctx}-token context of {args.model}")  # fmt: skip
+    source = gguf_cache.converted_dir(gguf_cache.default_cache_dir(), args.model)
+    sdpa = AutoModelForCausalLM.from_pretrained(source, attn_implementation="sdpa").eval()
+    eager = AutoModelForCausalLM.from_pretrained(source, attn_implementation="eager").eval()
+    tokenizer = model.tokenizer
+    stop = decode.StopRule(tokenizer)
+    builder = niah.NiahBuilder(model, niah.load_haystack(niah.STDLIB_DOCS))
+    needle = niah.load_needles(niah.DEFAULT_NEEDLES)[0]
+    print(f"{args.model}, {torch.get_num_threads()} threads, depth {args.depth}%, one sample each")
+
+    def generate(sample: niah.NiahSample, n_new: int) -> list[int]:
+        ids = torch.tensor([sample.tokens])
+        with torch.inference_mode():
+            out = sdpa.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=n_new,
+                min_new_tokens=n_new,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+            )
+        return out[0, ids.shape[1] :].tolist()
+
+    def methods(sample: niah.NiahSample) -> dict[str, Callable[[], object]]:
+        chosen = {
+            "fused": lambda: run_sample(
+                model, sample, max_new_tokens=args.max_new_tokens, stop=stop, path="fused"
+            ),
+            "authors": lambda: authors_sample_scores(
+                eager, tokenizer, list(sample.tokens), needle.answer, stop, args.max_new_tokens
+            ),
+        }
+        if args.bridge:
+            chosen["bridge"] = lambda: run_sample(
+                model, sample, max_new_tokens=args.max_new_tokens, stop=stop, path="bridge"
+            )
+        return chosen
+
+    warm = builder.sample(needle, 256, args.depth)
+    for name, function in methods(warm).items():
+        print(f"warm-up {name}: {timed(function)[0]:.2f} s")
+    print(f"warm-up generate: {timed(lambda: generate(warm, 4))[0]:.2f} s")
+
+    header = f"{'tokens':>7} {'fused_s':>8} {'generate_s':>10} {'authors_s':>9}"
+    header += f" {'bridge_s':>8}" if args.bridge else ""
+    print(header + f" {'new':>4} {'fused/generate':>14} {'authors/fused':>13}")
+    for length in lengths:
+        sample = builder.sample(needle, length, args.depth)
+        times, results = {}, {}
+        for name, function in methods(sample).items():
+            times[name], results[name] = timed(function)
+        fused = results["fused"]
+        n_new = len(fused.generated)  # type: ignore[attr-defined]
+        times["generate"], plain = timed(lambda s=sample, n=n_new: generate(s, n))
+        theirs, their_output, (start, end) = results["authors"]  # type: ignore[misc]
+        ours = list(fused.generated)  # type: ignore[attr-defined]
+        for name, tokens in (("generate", plain), ("authors", their_output)):
+            if tokens != ours:  # a near-tie can flip between kernels: say where, and go on
+                pairs = enumerate(zip(tokens, ours, strict=False))
+                first = next((i for i, (a, b) in pairs if a != b), None)
+                print(f"  ({name} decoded differently from fused, first at new token {first})")
+        if (start, end) == sample.answer_span:  # their fuzzy span search can miss a BPE needle
+            torch.testing.assert_close(fused.hits / (end - start), theirs, rtol=0, atol=1e-6)  # type: ignore[attr-defined]
+        else:
+            print(f"  (authors' span search found {(start, end)}, not {sample.answer_span})")
+        row = f"{len(sample.tokens):>7} {times['fused']:>8.2f} {times['generate']:>10.2f}"
+        row += f" {times['authors']:>9.2f}"
+        row += f" {times['bridge']:>8.2f}" if args.bridge else ""
+        ratio = times["fused"] / times["generate"]
+        print(row + f" {n_new:>4} {ratio:>14.2f} {times['authors'] / times['fused']:>13.2f}")
+
+
+if __name__ == "__main__":
+    main()
