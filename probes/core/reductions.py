@@ -7,13 +7,13 @@ from jaxtyping import Float, Int
 
 
 def attention_distance(
-    rows: Float[torch.Tensor, "batch head q_chunk k_pos"], q_start: int = 0
+    rows: Float[torch.Tensor, "batch head q_chunk k_pos"], q_start: int = 0, k_start: int = 0
 ) -> Float[torch.Tensor, "batch head q_chunk"]:
     """How far each query looks back on average: Σ_k A[q, k]·(q − k), for the rows of
-    queries q_start, q_start+1, … (default: the whole pattern)."""
+    queries q_start, q_start+1, … over keys k_start, k_start+1, … (default: the whole pattern)."""
     n_rows, n = rows.shape[-2:]
     query = torch.arange(q_start, q_start + n_rows, device=rows.device, dtype=rows.dtype)
-    key = torch.arange(n, device=rows.device, dtype=rows.dtype)
+    key = torch.arange(k_start, k_start + n, device=rows.device, dtype=rows.dtype)
     distance = (query[:, None] - key[None, :]).clamp(min=0)
     return torch.einsum("bhqk,qk->bhq", rows, distance)
 
