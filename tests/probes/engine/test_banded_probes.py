@@ -1,6 +1,8 @@
 """Every streaming probe's `on_pattern` takes rows over a band of keys (`k_start`, what a
 sliding-window layer's chunk covers) and gives the same results as the full rows."""
 
+import math
+
 import pandas as pd
 import pytest
 import torch
@@ -69,3 +71,17 @@ def test_every_streaming_probe_takes_a_band():
     for cls in streaming:
         if "pattern" in cls.reads:
             assert "k_start" in fastpath.inspect.signature(cls.on_pattern).parameters, cls.name
+
+
+def test_entropy_in_place_equals_the_three_temporaries_formula_and_planted_values():
+    from probes.core.reductions import attention_entropy
+
+    rows = sliding_patterns(1, 2, 3, 11, seed=4)[0]  # exact zeros outside the window
+    tiny = torch.finfo(rows.dtype).tiny
+    before = -(rows * rows.clamp(min=tiny).log()).sum(-1)
+    assert torch.equal(attention_entropy(rows), before)
+    uniform, one_hot = torch.full((1, 1, 1, 8), 1 / 8), torch.eye(5)[None, None]
+    torch.testing.assert_close(attention_entropy(uniform), torch.tensor([[[math.log(8)]]]))
+    assert torch.equal(attention_entropy(one_hot), torch.zeros(1, 1, 5))
+    assert attention_entropy(rows)[..., 1:].gt(0).all()  # past query 0 no row is one-hot
+    assert torch.equal(rows, sliding_patterns(1, 2, 3, 11, seed=4)[0])  # input left untouched
