@@ -20,6 +20,7 @@ from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
+from jaxtyping import Bool
 
 from probes.core.types import Hook
 
@@ -153,13 +154,13 @@ def hf_model(model: LoadedModel) -> torch.nn.Module:
 
 
 def register_attention(name: str, function: Callable[..., Any]) -> None:
-    """Register `function` as a transformers attention implementation called `name` (with SDPA's
-    mask builder)."""
+    """Register `function` as a transformers attention implementation called `name`, with
+    `chunked_mask` as its mask builder: the function receives a `ChunkedMask`, never a T×T mask."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    from transformers.masking_utils import AttentionMaskInterface
 
     AttentionInterface.register(name, function)
-    AttentionMaskInterface.register(name, sdpa_mask)
+    AttentionMaskInterface.register(name, chunked_mask)
 
 
 def sdpa_attention(
@@ -239,3 +240,148 @@ def decoder_layers(hf: torch.nn.Module) -> torch.nn.ModuleList:
             "use the bridge path (path='bridge')"
         )
     return layers
+
+
+# --- the fast path's attention mask: a rule evaluated per block, never a T×T tensor ----------
+
+
+class ChunkedMask:
+    """A decoder's attention mask kept as the rule transformers would have expanded into a
+    [batch, 1, T, T] tensor (4 GiB of fp32 at 32k tokens): `block` evaluates it on one chunk of
+    queries × a band of keys, and `key_band` says which keys a chunk can see at all.
+
+    The rule is the model's mask function (causal, sliding window, ...) and the padding mask.
+    When the rule is causal with at most a sliding window ANDed on (every decoder-only text
+    model), queries q_start…q_stop−1 see only keys in [q_stop − window − (q_stop − q_start) + 1,
+    q_stop); a rule ORed with anything else (bidirectional image blocks) may see any key.
+    """
+
+    def __init__(self, arguments: dict[str, Any], padding: torch.Tensor | None) -> None:
+        """`arguments`: what transformers passed the mask builder (sdpa_mask's)."""
+        self.sdpa_arguments, self.padding = arguments, padding
+        self.batch_size, self.kv_length = arguments["batch_size"], arguments["kv_length"]
+        self.q_offset, self.kv_offset = arguments["q_offset"], arguments["kv_offset"]
+        self.mask_function = mask_function = arguments["mask_function"]
+        self.use_vmap, self.device = arguments["use_vmap"], torch.device(arguments["device"])
+        leaves, has_or = _mask_leaves(mask_function)
+        names = [getattr(leaf, "__qualname__", "") for leaf in leaves]
+        self.causal = not has_or and "causal_mask_function" in names
+        overlay = "sliding_window_overlay.<locals>.inner_mask"  # keys kv > q − window
+        overlays = [leaf for leaf, name in zip(leaves, names, strict=True) if name == overlay]
+        windows = [_closure_value(leaf, "sliding_window") for leaf in overlays]
+        self.window: int | None = min(windows) if self.causal and windows else None
+        # Only causal ∩ sliding window, no padding: a chunk's masked keys are its first and last
+        # few columns, so the middle of the band needs no masking.
+        plain = {"causal_mask_function", overlay}
+        self.simple = self.causal and padding is None and set(names) <= plain
+
+    def key_band(self, q_start: int, q_stop: int) -> tuple[int, int]:
+        """Keys [k_start, k_stop) that queries q_start…q_stop−1 may see; all others get zero."""
+        if not self.causal:
+            return 0, self.kv_length
+        last = q_stop - 1 + self.q_offset - self.kv_offset  # the last query, in key indices
+        k_stop = max(0, min(self.kv_length, last + 1))
+        first = q_start + self.q_offset - self.kv_offset
+        k_start = 0 if self.window is None else max(0, first - self.window + 1)
+        return min(k_start, k_stop), k_stop
+
+    def masked_spans(
+        self, q_start: int, q_stop: int, k_start: int, k_stop: int
+    ) -> list[tuple[int, int]]:
+        """Key spans inside the band where some key may be masked (the rest is all visible)."""
+        if not self.simple:
+            return [(k_start, k_stop)]
+        n_rows = q_stop - q_start
+        spans = [(max(k_start, k_stop - n_rows), k_stop)]  # the causal diagonal
+        if self.window is not None:
+            spans.append((k_start, min(k_stop, k_start + n_rows)))  # the window's far edge
+        return spans
+
+    def block(
+        self, q_start: int, q_stop: int, k_start: int, k_stop: int
+    ) -> Bool[torch.Tensor, "batch 1 q_chunk k_band"]:
+        """The mask on queries q_start…q_stop−1 × keys k_start…k_stop−1 (True: attend)."""
+        from transformers.masking_utils import (
+            TransformGetItemToIndex,
+            _non_vmap_expansion_sdpa,
+            _vmap_expansion_sdpa,
+        )
+
+        device = self.device
+        batch = torch.arange(self.batch_size, device=device)
+        head = torch.arange(1, device=device)
+        queries = torch.arange(q_start, q_stop, device=device) + self.q_offset
+        keys = torch.arange(k_start, k_stop, device=device) + self.kv_offset
+        if self.use_vmap:  # custom rules that are not index arithmetic
+            with TransformGetItemToIndex():
+                mask = _vmap_expansion_sdpa(self.mask_function)(batch, head, queries, keys)
+        else:
+            mask = self.mask_function(*_non_vmap_expansion_sdpa(batch, head, queries, keys))
+        if self.padding is not None:
+            mask = mask & self.padding[:, None, None, keys]
+        return mask.expand(self.batch_size, 1, q_stop - q_start, k_stop - k_start)
+
+    def for_sdpa(self) -> torch.Tensor | None:
+        """The mask transformers' SDPA would have been given (for layers that read no rows)."""
+        from transformers.masking_utils import sdpa_mask
+
+        return sdpa_mask(**self.sdpa_arguments)
+
+
+def chunked_mask(
+    batch_size: int,
+    q_length: int,
+    kv_length: int,
+    q_offset: int = 0,
+    kv_offset: int = 0,
+    mask_function: Callable[..., Any] | None = None,
+    attention_mask: torch.Tensor | None = None,
+    use_vmap: bool = False,
+    **kwargs: Any,
+) -> ChunkedMask:
+    """A transformers mask interface (sdpa_mask's signature) that builds no tensor."""
+    from transformers.masking_utils import causal_mask_function, prepare_padding_mask
+
+    rule = mask_function if mask_function is not None else causal_mask_function
+    padding = prepare_padding_mask(attention_mask, kv_length, kv_offset)
+    if padding is not None:
+        padding = padding.bool()
+        if bool(padding.all()):
+            padding = None
+    arguments = dict(
+        {"device": "cpu"},
+        **kwargs,
+        batch_size=batch_size,
+        q_length=q_length,
+        kv_length=kv_length,
+        q_offset=q_offset,
+        kv_offset=kv_offset,
+        mask_function=rule,
+        attention_mask=attention_mask,
+        use_vmap=use_vmap,
+    )
+    return ChunkedMask(arguments, padding)
+
+
+def _mask_leaves(function: Callable[..., Any]) -> tuple[list[Callable[..., Any]], bool]:
+    """The mask functions a transformers and_masks/or_masks composition is made of, and whether
+    any or_masks is among them (which may let a query see past the causal band)."""
+    name = getattr(function, "__name__", "")
+    if name not in ("and_mask", "or_mask"):
+        return [function], False
+    parts = _closure_value(function, "mask_functions") or ()
+    leaves: list[Callable[..., Any]] = []
+    has_or = name == "or_mask"
+    for part in parts:
+        more, nested_or = _mask_leaves(part)
+        leaves += more
+        has_or = has_or or nested_or
+    return leaves, has_or
+
+
+def _closure_value(function: Callable[..., Any], variable: str) -> Any:
+    """The value of a closure's free variable `variable`, or None."""
+    code, cells = getattr(function, "__code__", None), getattr(function, "__closure__", None)
+    if code is None or cells is None or variable not in code.co_freevars:
+        return None
+    return cells[code.co_freevars.index(variable)].cell_contents

@@ -161,12 +161,14 @@ class StreamingProbe(Probe[P]):
         return state
 
     def on_pattern(
-        self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch
+        self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch, k_start: int = 0
     ) -> None:  # pragma: no cover - subclasses that read patterns override
         """Fold pattern rows [batch, head, q_chunk, k] (queries q_start…) into the state.
 
-        The rows cover keys 0…k−1, where k ≤ the batch's width: the fast path leaves out the keys
-        no query of the chunk can see under the causal mask, whose attention is exactly zero.
+        The rows cover keys k_start…k_start + k − 1 of the batch's width: the fast path leaves out
+        the keys no query of the chunk can see, whose attention is exactly zero (those past the
+        chunk under the causal mask, and those before a sliding-window layer's window). A probe
+        whose override takes no `k_start` is given rows from key 0 (zeros before the band).
         """
         raise NotImplementedError
 

@@ -5,15 +5,19 @@ everything). For probes that only reduce pattern rows and the residual stream
 (`StreamingProbe`), we instead run the underlying Hugging Face model with the bridge's wrappers
 swapped out and a registered attention function that, a chunk of query rows at a time,
   1. rebuilds the exact softmax rows from the layer's post-rotary queries and keys (GQA-aware,
-     the model's own mask, fp32 softmax) over the keys the chunk can see,
+     the model's own mask, fp32 softmax) over the band of keys the chunk can see (causal; and
+     the window of a sliding-window layer, so that such a layer costs O(T·window)),
   2. hands them to the probes, and
   3. multiplies the same rows into the values for the layer's output.
+The model never builds its [batch, 1, T, T] mask: the registered mask builder
+(`bridge.chunked_mask`) hands the attention function the mask's rule, evaluated per chunk.
 Layers without pattern readers, and training, use SDPA. Peak memory holds one chunk of one
 layer's rows: batch × heads × at most CHUNK_QUERIES × T floats, capped at CHUNK_BYTES.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -46,18 +50,34 @@ class _Consumer:
 _ACTIVE: ContextVar[_Consumer | None] = ContextVar("headlab_fastpath_consumer", default=None)
 
 
+Mask = torch.Tensor | bridge.ChunkedMask | None
+
+
+def key_band(mask: Mask, n_queries: int, n_keys: int, q_start: int, q_stop: int) -> tuple[int, int]:
+    """Keys [k_start, k_stop) that queries q_start…q_stop−1 can see: all others get exactly zero
+    attention. Causal: none past the chunk's last query (half the work over a sequence); a
+    sliding-window layer also none before the window of its first query, so such a layer costs
+    O(T·window), not O(T²)."""
+    if isinstance(mask, bridge.ChunkedMask):
+        return mask.key_band(q_start, q_stop)
+    return 0, visible_keys(n_queries, n_keys, q_stop)
+
+
 def pattern_rows(
     query: Float[torch.Tensor, "batch head q_pos d_head"],
     key: Float[torch.Tensor, "batch kv_head k_pos d_head"],
-    attention_mask: torch.Tensor | None,
+    attention_mask: Mask,
     scaling: float,
     q_start: int,
     q_stop: int,
     softcap: float | None = None,
-) -> Float[torch.Tensor, "batch head q_chunk visible"]:
+    band: tuple[int, int] | None = None,
+) -> Float[torch.Tensor, "batch head q_chunk band"]:
     """Softmax attention rows q_start:q_stop, as eager attention computes them, over the keys
-    these queries can see under a causal mask: the first `visible_keys(...)` of them. Every key
-    past those gets exactly zero attention, so the rows are not padded out to all keys.
+    of `band` (default `key_band(...)`): keys outside it get exactly zero attention, so the rows
+    are not padded out to all keys. `attention_mask` is a `ChunkedMask` (the fast path's), a
+    [batch, 1, q, k] bool or additive mask, or None for plainly causal. A query that sees no key
+    at all (a padding query past a sliding window) gets a row of zeros.
 
     Grouped-query attention is handled by grouping query heads per KV head (query head h reads
     KV head h // n_rep), so keys are never copied n_rep times.
@@ -65,41 +85,51 @@ def pattern_rows(
     n_batch, n_heads, n_queries, d_head = query.shape
     n_kv, n_keys = key.shape[1], key.shape[-2]
     n_rep, n_rows = n_heads // n_kv, q_stop - q_start
-    # Causal: these queries see no key past the chunk's last query, so skip those columns
-    # (half the work over a sequence).
-    visible = visible_keys(n_queries, n_keys, q_stop)
+    k_start, k_stop = (
+        band if band is not None else key_band(attention_mask, n_queries, n_keys, q_start, q_stop)
+    )
     # Scaling the chunk's queries (not the scores) saves a pass over the c × T scores.
     grouped = (query[:, :, q_start:q_stop] * scaling).reshape(n_batch, n_kv, n_rep * n_rows, d_head)
-    scores = torch.matmul(grouped, key[:, :, :visible].transpose(-1, -2))
-    scores = scores.view(n_batch, n_heads, n_rows, visible)
+    scores = torch.matmul(grouped, key[:, :, k_start:k_stop].transpose(-1, -2))
+    scores = scores.view(n_batch, n_heads, n_rows, k_stop - k_start)
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
-    if attention_mask is None:  # the mask was skipped because it is plainly causal
-        # Only the last n_rows visible columns can lie past a query: mask that block alone.
+    may_be_empty = False
+    if isinstance(attention_mask, bridge.ChunkedMask):
+        for first, last in attention_mask.masked_spans(q_start, q_stop, k_start, k_stop):
+            block = attention_mask.block(q_start, q_stop, first, last)
+            scores[..., first - k_start : last - k_start].masked_fill_(~block, float("-inf"))
+        may_be_empty = attention_mask.padding is not None
+    elif attention_mask is None:  # the mask was skipped because it is plainly causal
+        # Only the last n_rows band columns can lie past a query: mask that block alone.
         offset = n_keys - n_queries
-        first = max(visible - n_rows, 0)
+        first = max(k_stop - n_rows, k_start)
         queries = torch.arange(q_start, q_stop, device=query.device)[:, None] + offset
-        hidden = torch.arange(first, visible, device=query.device)[None, :] > queries
-        scores[..., first:visible].masked_fill_(hidden, float("-inf"))
+        hidden = torch.arange(first, k_stop, device=query.device)[None, :] > queries
+        scores[..., first - k_start :].masked_fill_(hidden, float("-inf"))
     else:
-        mask = attention_mask[:, :, q_start:q_stop, :visible]
+        mask = attention_mask[:, :, q_start:q_stop, k_start:k_stop]
         if mask.dtype == torch.bool:
             scores.masked_fill_(~mask, float("-inf"))
         else:
             scores += mask
-    return torch.softmax(scores, dim=-1, dtype=torch.float32)
+    rows = torch.softmax(scores, dim=-1, dtype=torch.float32)
+    if may_be_empty:  # softmax over no key is NaN; those rows are padding: zero, not NaN
+        rows.nan_to_num_(0.0)
+    return rows
 
 
 def rows_times_values(
-    rows: Float[torch.Tensor, "batch head q_chunk visible"],
+    rows: Float[torch.Tensor, "batch head q_chunk band"],
     value: Float[torch.Tensor, "batch kv_head k_pos d_head"],
+    k_start: int = 0,
 ) -> Float[torch.Tensor, "batch head q_chunk d_head"]:
-    """Attention output of the rows over the first rows.shape[-1] values, grouped per KV head
-    like `pattern_rows`."""
+    """Attention output of the rows over the values k_start…k_start + rows.shape[-1] − 1,
+    grouped per KV head like `pattern_rows`."""
     n_batch, n_heads, n_rows, n_keys = rows.shape
     n_kv = value.shape[1]
     grouped = rows.to(value.dtype).reshape(n_batch, n_kv, (n_heads // n_kv) * n_rows, n_keys)
-    output = torch.matmul(grouped, value[:, :, :n_keys])
+    output = torch.matmul(grouped, value[:, :, k_start : k_start + n_keys])
     return output.view(n_batch, n_heads, n_rows, value.shape[-1])
 
 
@@ -109,6 +139,8 @@ def visible_keys(n_queries: int, n_keys: int, q_stop: int) -> int:
 
 
 def _chunk_rows(consumer: _Consumer, n_batch: int, n_heads: int, n_keys: int) -> int:
+    """Query rows per chunk: CHUNK_QUERIES, fewer where their rows over `n_keys` (the widest
+    band a chunk can need) would pass the byte budget."""
     affordable = consumer.chunk_bytes // (4 * n_batch * n_heads * n_keys)
     return max(1, min(CHUNK_QUERIES, affordable))
 
@@ -129,6 +161,8 @@ def streaming_attention(
     consumer = _ACTIVE.get()
     readers = [p for p in consumer.probes if "pattern" in p.reads] if consumer else []
     if consumer is None or not readers or module.training:
+        if isinstance(attention_mask, bridge.ChunkedMask):
+            attention_mask = attention_mask.for_sdpa()
         return bridge.sdpa_attention(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
@@ -137,17 +171,44 @@ def streaming_attention(
         raise TypeError(f"attention module {type(module).__name__} has no integer layer_idx")
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     n_batch, n_heads, n_queries, _ = query.shape
+    n_keys = key.shape[-2]
     output = query.new_empty(n_batch, n_heads, n_queries, value.shape[-1])
-    step = _chunk_rows(consumer, n_batch, n_heads, key.shape[-2])
+    window = attention_mask.window if isinstance(attention_mask, bridge.ChunkedMask) else None
+    widest = n_keys if window is None else min(n_keys, window + CHUNK_QUERIES)
+    step = _chunk_rows(consumer, n_batch, n_heads, widest)
     for q_start in range(0, n_queries, step):
         q_stop = min(q_start + step, n_queries)
+        band = key_band(attention_mask, n_queries, n_keys, q_start, q_stop)
         rows = pattern_rows(
-            query, key, attention_mask, scale, q_start, q_stop, kwargs.get("softcap")
+            query, key, attention_mask, scale, q_start, q_stop, kwargs.get("softcap"), band
         )
         for probe in readers:
-            probe.on_pattern(layer, rows, q_start, consumer.batch)
-        output[:, :, q_start:q_stop] = rows_times_values(rows, value)
+            feed(probe, layer, rows, q_start, band[0], consumer.batch)
+        output[:, :, q_start:q_stop] = rows_times_values(rows, value, band[0])
     return output.transpose(1, 2).contiguous(), None
+
+
+def feed(
+    probe: StreamingProbe,
+    layer: int,
+    rows: torch.Tensor,
+    q_start: int,
+    k_start: int,
+    batch: Batch,
+) -> None:
+    """Hand a probe rows over keys k_start…: as a band when its `on_pattern` takes `k_start`,
+    else padded with the zeros before the band (exact, but O(T) per row again)."""
+    if k_start == 0:
+        probe.on_pattern(layer, rows, q_start, batch)
+    elif takes_band(probe):
+        probe.on_pattern(layer, rows, q_start, batch, k_start=k_start)
+    else:
+        probe.on_pattern(layer, torch.nn.functional.pad(rows, (k_start, 0)), q_start, batch)
+
+
+def takes_band(probe: StreamingProbe) -> bool:
+    """Whether the probe's `on_pattern` takes rows over a band of keys (a `k_start` argument)."""
+    return "k_start" in inspect.signature(probe.on_pattern).parameters
 
 
 def supports(model: LoadedModel, probes: Sequence[object]) -> bool:

@@ -40,7 +40,9 @@ class AttentionStatsProbe(StreamingProbe[AttentionStatsParams]):
     def start_batch(self, batch: Batch) -> None:
         self._queries = scored_queries(batch.lengths, batch.tokens.shape[1])
 
-    def on_pattern(self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch) -> None:
+    def on_pattern(
+        self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch, k_start: int = 0
+    ) -> None:
         rows = rows.float()
         q_stop = q_start + rows.shape[2]
         queries = self._batch_state(self._queries)[:, q_start:q_stop]
@@ -49,7 +51,7 @@ class AttentionStatsProbe(StreamingProbe[AttentionStatsParams]):
         per_query = (
             entropy,
             entropy / log_visible.clamp(min=1e-12),
-            attention_distance(rows, q_start),
+            attention_distance(rows, q_start, k_start),
         )
         for index, values in enumerate(per_query):
             self.sums[index, layer] += torch.einsum("bhq,bq->h", values, queries).double().cpu()

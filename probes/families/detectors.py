@@ -80,16 +80,19 @@ def kept_attention(
     q_start: int = 0,
     exclude_bos: bool = False,
     exclude_current_token: bool = False,
+    k_start: int = 0,
 ) -> Float[torch.Tensor, "batch head q_chunk k_pos"]:
-    """A' of TransformerLens' "mul" score for the rows of queries q_start…: A with padding
-    pairs zeroed, and column 0 (`exclude_bos`) and the diagonal (`exclude_current_token`)."""
+    """A' of TransformerLens' "mul" score for the rows of queries q_start… over keys k_start…:
+    A with padding pairs zeroed, and column 0 (`exclude_bos`) and the diagonal
+    (`exclude_current_token`)."""
     n_rows, n = rows.shape[-2:]
-    keep = real_pairs(lengths, n, q_start, q_start + n_rows)
-    if exclude_bos:
+    width = max(q_start + n_rows, k_start + n)
+    keep = real_pairs(lengths, width, q_start, q_start + n_rows)[..., k_start : k_start + n]
+    if exclude_bos and k_start == 0:
         keep[:, :, 0] = False
     if exclude_current_token:
         query = torch.arange(q_start, q_start + n_rows, device=rows.device)[:, None]
-        keep &= query != torch.arange(n, device=rows.device)[None, :]
+        keep &= query != torch.arange(k_start, k_start + n, device=rows.device)[None, :]
     return rows * keep[:, None].to(rows.dtype)
 
 
@@ -159,18 +162,20 @@ class DetectorProbe(StreamingProbe[DetectorParams]):
         self._hits = torch.zeros(shape, dtype=torch.float64)
         self._kept = torch.zeros(shape[0], 1, *shape[2:], dtype=torch.float64)
 
-    def on_pattern(self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch) -> None:
+    def on_pattern(
+        self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch, k_start: int = 0
+    ) -> None:
         p = self.params
         q_stop = q_start + rows.shape[2]
         weights = kept_attention(
-            rows.float(), batch.lengths, q_start, p.exclude_bos, p.exclude_current_token
+            rows.float(), batch.lengths, q_start, p.exclude_bos, p.exclude_current_token, k_start
         )
         kept, all_hits = self._batch_state(self._kept), self._batch_state(self._hits)
         kept[layer, 0] += weights.sum((-2, -1)).double().cpu()
         detection = detection_patterns(batch.tokens, batch.lengths, q_start, q_stop)
-        n_keys = rows.shape[-1]  # the keys these rows cover; later ones get no attention
+        band = slice(k_start, k_start + rows.shape[-1])  # the keys these rows cover
         for index, detector in enumerate(DETECTORS):
-            pattern = detection[detector][:, None, :, :n_keys].to(weights.dtype)
+            pattern = detection[detector][:, None, :, band].to(weights.dtype)
             hits = (weights * pattern).sum((-2, -1))
             all_hits[layer, index] += hits.double().cpu()
 

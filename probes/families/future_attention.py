@@ -47,13 +47,16 @@ def scored_positions(
 
 
 def windowed_distance(
-    rows: Float[torch.Tensor, "batch head q_chunk k_pos"], window: int, q_start: int = 0
+    rows: Float[torch.Tensor, "batch head q_chunk k_pos"],
+    window: int,
+    q_start: int = 0,
+    k_start: int = 0,
 ) -> Float[torch.Tensor, "batch head q_chunk"]:
     """Σ_s A(t,s)·min(t − s, W) per query t (WAAD of one head), for the rows of queries
-    q_start, q_start+1, … (default: the whole pattern)."""
+    q_start, q_start+1, … over keys k_start, k_start+1, … (default: the whole pattern)."""
     n_rows, n = rows.shape[-2:]
     query = torch.arange(q_start, q_start + n_rows, device=rows.device)
-    key = torch.arange(n, device=rows.device)
+    key = torch.arange(k_start, k_start + n, device=rows.device)
     clipped = (query[:, None] - key[None, :]).clamp(min=0, max=window).to(rows.dtype)
     return torch.einsum("bhqk,qk->bhq", rows, clipped)
 
@@ -215,18 +218,20 @@ class FutureAttentionProbe(StreamingProbe[FutureAttentionParams]):
                 scored=self._scored[index, :length].cpu(),
             )
 
-    def on_pattern(self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch) -> None:
+    def on_pattern(
+        self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch, k_start: int = 0
+    ) -> None:
         p = self.params
         rows = rows.float()
         q_stop = q_start + rows.shape[2]
         all_scored, received = self._batch_state(self._scored), self._batch_state(self._received)
         scored = all_scored[:, q_start:q_stop].float()
-        distance = attention_distance(rows, q_start)
+        distance = attention_distance(rows, q_start, k_start)
         self.distance_sum[layer] += torch.einsum("bhq,bq->h", distance, scored).double().cpu()
         window = influence_window(all_scored, p.horizon_low, p.horizon_high, q_start, q_stop)
-        n_keys = rows.shape[-1]  # the keys these rows cover; later ones get no attention
-        received[layer][..., :n_keys] += received_in_window(rows, window[..., :n_keys])
-        waad = windowed_distance(rows, p.window, q_start).cpu()
+        band = slice(k_start, k_start + rows.shape[-1])  # the keys these rows cover
+        received[layer][..., band] += received_in_window(rows, window[..., band])
+        waad = windowed_distance(rows, p.window, q_start, k_start).cpu()
         for index, prompt_id in enumerate(batch.prompt_ids):
             series = self.series[prompt_id]
             stop = min(q_stop, len(series.tokens))  # rows past the prompt's end are padding

@@ -121,10 +121,13 @@ class ImageAttentionProbe(StreamingProbe[ImageAttentionParams]):
             self.info.n_layers, n_batch, self.info.n_heads, n_positions, dtype=torch.float32
         )
 
-    def on_pattern(self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch) -> None:
+    def on_pattern(
+        self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch, k_start: int = 0
+    ) -> None:
         text = self._batch_state(self._text)[:, q_start : q_start + rows.shape[2]]
         mass = torch.einsum("bhqk,bq->bhk", rows.float(), text.to(rows.device, torch.float32))
-        self._batch_state(self._mass)[layer, :, :, : mass.shape[-1]] += mass.cpu()
+        band = slice(k_start, k_start + mass.shape[-1])  # the keys these rows cover
+        self._batch_state(self._mass)[layer, :, :, band] += mass.cpu()
 
     def end_batch(self, batch: Batch) -> None:
         image, text = self._batch_state(self._image).cpu(), self._batch_state(self._text).cpu()

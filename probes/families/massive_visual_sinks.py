@@ -76,13 +76,13 @@ class MassiveVisualSinks:
         self._layers_massive += massive & self._image
 
     def massive_on_pattern(
-        self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch
+        self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch, k_start: int = 0
     ) -> None:
         if self._image is None or self._massive is None:
             return
-        n_queries, n_keys = rows.shape[-2:]
-        image = self._image[:, None, None, :n_keys]
-        visual = self._massive[:, None, None, :n_keys] & image
+        n_queries, n_keys = rows.shape[-2:]  # the rows cover keys k_start … k_start + n_keys
+        image = self._image[:, None, None, k_start : k_start + n_keys]
+        visual = self._massive[:, None, None, k_start : k_start + n_keys] & image
         share, image_attention = vs.sink_share(rows.float(), image, visual)  # [batch, head, q]
         centric = (share <= self.rho) & (image_attention >= self.summ)
         centric = centric & visual.flatten(1).any(-1)[:, None, None]

@@ -120,7 +120,9 @@ class PatternSnapshotProbe(StreamingProbe[PatternParams]):
                 )
                 self._rows[row] = prompt_id
 
-    def on_pattern(self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch) -> None:
+    def on_pattern(
+        self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch, k_start: int = 0
+    ) -> None:
         # Pooling is a sum over queries, so query chunks add up; the mean is taken in rows().
         for row, prompt_id in self._rows.items():
             snapshot = self.snapshots[prompt_id]
@@ -128,10 +130,10 @@ class PatternSnapshotProbe(StreamingProbe[PatternParams]):
             n_queries = max(0, min(rows.shape[2], length - q_start))
             if n_queries == 0:
                 continue
-            chunk = rows[row, :, :n_queries, :length].float()
+            chunk = rows[row, :, :n_queries, : max(0, length - k_start)].float()
             membership = block_membership(length, snapshot.starts).to(chunk.device)
             queries = membership[q_start : q_start + n_queries]
-            keys = membership[: chunk.shape[-1]]  # the rows may stop before the last key
+            keys = membership[k_start : k_start + chunk.shape[-1]]  # the band the rows cover
             mass = torch.einsum("qb,hqk,kc->hbc", queries, chunk, keys).cpu()
             snapshot.mass[layer] = snapshot.mass.get(layer, 0) + mass
 

@@ -165,13 +165,17 @@ class PatternClassProbe(StreamingProbe[PatternClassParams]):
         }
         self._pending = {}
 
-    def on_pattern(self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch) -> None:
+    def on_pattern(
+        self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch, k_start: int = 0
+    ) -> None:
         q_stop = q_start + rows.shape[2]
         for index, (first, n) in self._windows.items():
             low, high = max(first, q_start), min(n, q_stop)
             if low >= high:
                 continue  # none of this prompt's last queries is in the chunk
-            part = rows[index, :, low - q_start : high - q_start, :n].float()
+            part = rows[index, :, low - q_start : high - q_start, : max(0, n - k_start)].float()
+            if k_start:  # a prompt's few last queries: their rows from key 0 (zeros before)
+                part = torch.nn.functional.pad(part, (k_start, 0))
             if (low, high) == (first, n):  # the whole window in one chunk: no copy
                 self._fold(layer, part, first)
                 continue

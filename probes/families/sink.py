@@ -187,12 +187,14 @@ class SinkProbe(StreamingProbe[SinkParams], MassiveVisualSinks):
         if self.image_token_id is not None:
             self.massive_start(batch, self.image_token_id)
 
-    def on_pattern(self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch) -> None:
+    def on_pattern(
+        self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch, k_start: int = 0
+    ) -> None:
         # Attention received per key from the real query rows of this chunk; α needs all rows.
         received = self._batch_state(self._received)
-        add_received(received[layer], rows, batch.query_mask[:, q_start:])
+        add_received(received[layer][..., k_start:], rows, batch.query_mask[:, q_start:])
         if self.image_token_id is not None:
-            self.massive_on_pattern(layer, rows, q_start, batch)
+            self.massive_on_pattern(layer, rows, q_start, batch, k_start)
 
     def on_resid_pre(self, layer: int, resid: torch.Tensor, batch: Batch) -> None:
         sink_ratio, other_ratio = massive_activation_ratio(resid, batch.lengths)

@@ -72,17 +72,17 @@ def stored_bytes(n_layers: int, n_heads: int, length: int, k: int) -> int:
 
 
 def top_keys(
-    rows: Float[torch.Tensor, "head q_chunk visible"], q_start: int, k: int
+    rows: Float[torch.Tensor, "head q_chunk visible"], q_start: int, k: int, k_start: int = 0
 ) -> tuple[Int[torch.Tensor, "head q_chunk top"], Float[torch.Tensor, "head q_chunk top"]]:
-    """The min(k, visible) largest weights of each row (query q_start + i) and their keys,
-    largest first, among the keys each query can see (κ ≤ q): a key past the query ranks below
-    every real one, so it is picked only when the query sees fewer than k keys."""
+    """The min(k, visible) largest weights of each row (query q_start + i, over keys k_start…)
+    and their keys, largest first, among the keys each query can see (κ ≤ q): a key past the
+    query ranks below every real one, so it is picked only when the query sees fewer than k."""
     n_queries, visible = rows.shape[-2:]
     queries = torch.arange(q_start, q_start + n_queries, device=rows.device)[:, None]
-    future = torch.arange(visible, device=rows.device)[None, :] > queries
+    future = torch.arange(k_start, k_start + visible, device=rows.device)[None, :] > queries
     ranked = rows.float().masked_fill(future, -1.0)
     weights, keys = torch.topk(ranked, min(k, visible), dim=-1, sorted=True)
-    return keys, weights
+    return keys + k_start, weights
 
 
 def kept(length: int, k: int) -> Float[torch.Tensor, "q_pos top"]:
@@ -150,15 +150,19 @@ class TopKeysProbe(StreamingProbe[TopKeysParams]):
                 self.stored[prompt_id] = _stored(ids, min(self.params.k, length))
                 self._rows[row] = prompt_id
 
-    def on_pattern(self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch) -> None:
+    def on_pattern(
+        self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch, k_start: int = 0
+    ) -> None:
         for row, prompt_id in self._rows.items():
             stored = self.stored[prompt_id]
             length = len(stored["ids"])
             n_queries = max(0, min(rows.shape[2], length - q_start))
             if n_queries == 0:
                 continue
-            chunk = rows[row, :, :n_queries, :length]
-            keys, weights = top_keys(chunk, q_start, stored["k"])
+            chunk, first = rows[row, :, :n_queries, : max(0, length - k_start)], k_start
+            if k_start and q_start - k_start + 1 < stored["k"]:  # < k band keys: rank from 0
+                chunk, first = torch.nn.functional.pad(chunk, (k_start, 0)), 0
+            keys, weights = top_keys(chunk, q_start, stored["k"], first)
             if layer not in stored["keys"]:
                 shape = (rows.shape[1], length, stored["k"])
                 stored["keys"][layer] = torch.zeros(shape, dtype=torch.int32)
