@@ -153,14 +153,15 @@ def hf_model(model: LoadedModel) -> torch.nn.Module:
     return model.bridge.original_model
 
 
-def register_attention(name: str, function: Callable[..., Any]) -> None:
-    """Register `function` as a transformers attention implementation called `name`, with
-    `chunked_mask` as its mask builder: the function receives a `ChunkedMask`, never a T×T mask."""
+def register_attention(name: str, function: Callable[..., Any], chunked: bool = True) -> None:
+    """Register `function` as a transformers attention implementation called `name`. With
+    `chunked`, `chunked_mask` is its mask builder: the function receives a `ChunkedMask`, never a
+    T×T mask; otherwise it gets SDPA's own mask (None where plain causal attention needs none)."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     AttentionInterface.register(name, function)
-    AttentionMaskInterface.register(name, chunked_mask)
+    AttentionMaskInterface.register(name, chunked_mask if chunked else sdpa_mask)
 
 
 def sdpa_attention(

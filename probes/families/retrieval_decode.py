@@ -114,7 +114,7 @@ def fused_greedy_decode(
         raise ValueError(f"a prompt to decode from needs at least 2 tokens, got {len(tokens)}")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    bridge.register_attention(ATTENTION_NAME, last_row_attention)
+    bridge.register_attention(ATTENTION_NAME, last_row_attention, chunked=False)
     device = model.device
     extra = bridge.last_logits_only(model)
     generated: list[int] = []
