@@ -202,14 +202,16 @@ def token_series(
     *,
     title: str = "",
     y_label: str = "value",
+    first_position: int = 0,
 ) -> go.Figure:
-    """Per-token values (e.g. WAAD_t, FAI_s) along one prompt, the tokens on the x axis.
+    """Per-token values (e.g. WAAD_t, FAI_s) along one prompt, the tokens on the x axis; the
+    first of `tokens` sits at `first_position` of the prompt (a slice of it, e.g. an answer).
 
     At most `MAX_TOKEN_TICKS` tokens are labelled (every n-th, with its position), so the axis
     stays legible on long prompts; the hover names every token, and the range slider zooms.
     """
     figure = go.Figure(layout={"template": TEMPLATE, "title": title})
-    positions = list(range(len(tokens)))
+    positions = list(range(first_position, first_position + len(tokens)))
     step = max(1, -(-len(tokens) // MAX_TOKEN_TICKS))
     for name, values in series.items():
         figure.add_trace(
@@ -228,7 +230,10 @@ def token_series(
         tickmode="array",
         tickvals=labelled,
         ticktext=[
-            f"{p}: {short(tokens[p], 10)}" if step > 1 else short(tokens[p], 12) for p in labelled
+            f"{p}: {short(tokens[p - first_position], 10)}"
+            if step > 1
+            else short(tokens[p - first_position], 12)
+            for p in labelled
         ],
         tickangle=-50,
         tickfont={"size": 11},

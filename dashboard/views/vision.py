@@ -66,6 +66,10 @@ else:
             "prompt", sorted(tokens["prompt"].unique()), key="vision_tvhd_prompt"
         )
         text, series = frames.prompt_series(tokens, prompt_id)
+        scored = [i for i, value in enumerate(series["t_vhd"]) if value is not None] or [0]
+        # Only the answer's tokens have a T-VHD: draw them, not the whole prompt.
+        text = text[scored[0] : scored[-1] + 1]
+        series = {name: v[scored[0] : scored[-1] + 1] for name, v in series.items()}
         answers = data.side_table(context.root, context.run_id, schema.DIVERGENCE_ANSWERS_TABLE)
         caption = vision.answer_caption(answers, prompt_id)
         if caption:
@@ -76,6 +80,7 @@ else:
                 text,
                 title="T-VHD at each answer token (mean of the top-k heads' VHD)",
                 y_label=definitions.label("divergence", "t_vhd"),
+                first_position=scored[0],
             ),
             key="vision_tvhd",
         )
