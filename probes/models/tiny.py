@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -249,10 +251,37 @@ def tiny_llama(
         attn_implementation="eager",
     )
     hf_config.architectures = ["LlamaForCausalLM"]
-    generator_state = torch.random.get_rng_state()
+    return seeded(config.seed, LlamaForCausalLM, hf_config).eval(), tokenizer
+
+
+Model = TypeVar("Model")
+
+
+def seeded(seed: int, model_class: Callable[[Any], Model], config: Any) -> Model:
+    """`model_class(config)` with its random weights drawn under `seed`, leaving torch's global
+    generator as it was (a test model never shifts the randomness of what runs after it)."""
+    state = torch.random.get_rng_state()
     try:
-        torch.manual_seed(config.seed)
-        model = LlamaForCausalLM(hf_config)
+        torch.manual_seed(seed)
+        return model_class(config)
     finally:
-        torch.random.set_rng_state(generator_state)
-    return model.eval(), tokenizer
+        torch.random.set_rng_state(state)
+
+
+def vlm_text_config(tokenizer: Any, max_positions: int, **overrides: Any) -> LlamaConfig:
+    """The text model of the tiny LLaVA and Idefics3: Llama, 2 layers of 4 heads (2 KV heads,
+    head_dim 8, d_model 32), sized to `tokenizer`."""
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **overrides,
+    )

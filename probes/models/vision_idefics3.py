@@ -20,8 +20,6 @@ import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from probes.models.vision import (
     PLACEHOLDER,
     RESAMPLE_NAMES,
@@ -205,8 +203,10 @@ def idefics3_tokenizer() -> PreTrainedTokenizerBase:
 def tiny_idefics3(seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, VisionInputs]:
     """A random-weight Idefics3 shaped like SmolVLM-256M but tiny, with the word tokenizer and
     SmolVLM's image tokens; generated under `seed` without touching the global generator."""
-    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, LlamaConfig
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration
     from transformers.models.idefics3.configuration_idefics3 import Idefics3VisionConfig
+
+    from probes.models.tiny import seeded, vlm_text_config
 
     tokenizer = idefics3_tokenizer()
     vision = Idefics3VisionConfig(
@@ -217,20 +217,7 @@ def tiny_idefics3(seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBa
         image_size=32,
         patch_size=4,
     )
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
+    text = vlm_text_config(tokenizer, 512, tie_word_embeddings=False)
     config = Idefics3Config(  # type: ignore[call-arg]  # @strict __init__ takes **kwargs too
         vision_config=vision,
         text_config=text,
@@ -240,11 +227,6 @@ def tiny_idefics3(seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBa
         attn_implementation="eager",
     )
     config.architectures = ["Idefics3ForConditionalGeneration"]
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        model = Idefics3ForConditionalGeneration(config)
-    finally:
-        torch.random.set_rng_state(state)
+    model = seeded(seed, Idefics3ForConditionalGeneration, config)
     inputs = idefics3_inputs(config, TINY_PREPROCESSOR, TINY_IDEFICS3)
     return model.eval(), tokenizer, idefics3_tokens(inputs, tokenizer, TINY_IDEFICS3)

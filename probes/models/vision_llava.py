@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from probes.models.vision import PLACEHOLDER, ImageProcessing, VisionInputs
 
 if TYPE_CHECKING:
@@ -41,12 +39,11 @@ def tiny_llava(seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase,
     added `<image>` token; generated under `seed` without touching the global generator."""
     from transformers import (
         CLIPVisionConfig,
-        LlamaConfig,
         LlavaConfig,
         LlavaForConditionalGeneration,
     )
 
-    from probes.models.tiny import word_tokenizer
+    from probes.models.tiny import seeded, vlm_text_config, word_tokenizer
 
     tokenizer = word_tokenizer()
     tokenizer.add_special_tokens({"additional_special_tokens": [PLACEHOLDER]})
@@ -60,19 +57,7 @@ def tiny_llava(seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase,
         patch_size=14,
         projection_dim=32,
     )
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        max_position_embeddings=256,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    text = vlm_text_config(tokenizer, 256)
     config = LlavaConfig(  # type: ignore[call-arg]  # @strict __init__ takes **kwargs too
         vision_config=vision,
         text_config=text,
@@ -84,10 +69,5 @@ def tiny_llava(seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase,
         attn_implementation="eager",
     )
     config.architectures = ["LlavaForConditionalGeneration"]
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        model = LlavaForConditionalGeneration(config)
-    finally:
-        torch.random.set_rng_state(state)
+    model = seeded(seed, LlavaForConditionalGeneration, config)
     return model.eval(), tokenizer, llava_inputs(config)

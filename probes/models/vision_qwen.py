@@ -235,6 +235,8 @@ def tiny_qwen(seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, 
     7, 15, 23, 31)."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
+    from probes.models.tiny import seeded
+
     tokenizer = qwen_tokenizer()
     ids = {
         token: int(tokenizer.convert_tokens_to_ids(token))  # type: ignore[arg-type]
@@ -277,12 +279,7 @@ def tiny_qwen(seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, 
         attn_implementation="eager",
     )
     config.architectures = ["Qwen2_5_VLForConditionalGeneration"]
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        model = Qwen2_5_VLForConditionalGeneration(config)
-    finally:
-        torch.random.set_rng_state(state)
+    model = seeded(seed, Qwen2_5_VLForConditionalGeneration, config)
     return model.eval(), tokenizer, qwen_inputs(config)
 
 
