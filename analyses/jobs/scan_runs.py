@@ -23,7 +23,6 @@ differ from the parts' (`--max-tokens`, the prompts, `--shards`, ...) is refused
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Sequence
@@ -43,6 +42,14 @@ from analyses.jobs.scan import (
     probe_params,
     prompt_suite,
 )
+from analyses.jobs.scan_parts import (
+    SETTINGS_FILE,
+    parts_root,
+    read_settings,
+    settings,
+    tidy,
+    unfinished,
+)
 from analyses.results import locks, store
 from analyses.results import manifest as manifests
 from analyses.results import run_ids as naming
@@ -55,24 +62,7 @@ if TYPE_CHECKING:
     from probes.inputs.prompts import PromptSuite
     from probes.models import LoadedModel
 
-PARTS_ROOT = ".scan-parts"  # under runs/: hidden, so no listing takes it for a run
-SETTINGS_FILE = "settings.json"
-# Fields that do not change a scan's numbers, which a rerun may change (threads change float
-# sums in the last bits, as for sweeps: README); every other field must match the parts'.
-FREE = ("run_id", "data_dir", "progress", "prompts", "threads", "executor", "address", "workers",
-        "cpus_per_worker", "gpus_per_worker")  # fmt: skip
 PER_MODEL = ("model", "run_id")  # what differs between the models of one scan
-
-
-def settings(config: ScanConfig, suite: PromptSuite) -> dict[str, Any]:
-    """What the parts of one model's scan must be computed with (the prompts by content)."""
-    record = manifests.config_record(config)
-    fixed = {name: value for name, value in record.items() if name not in FREE}
-    return {**fixed, "prompts_sha256": suite.sha256}
-
-
-def parts_root(data_dir: Path) -> Path:
-    return store.runs_root(data_dir) / PARTS_ROOT
 
 
 @dataclass
@@ -140,7 +130,7 @@ def run(
     with ExitStack() as stack:
         plans: list[ModelRun] = []
         for index, config in enumerate(configs):
-            run_id = config.run_id or _unfinished(config, suite)
+            run_id = config.run_id or unfinished(config, suite)
             if run_id is None:  # a new id no other process holds (two scans in one second)
                 base = naming.scan_run_id(config.model, config.probes, DEFAULT_PROBES)
                 run_id = stack.enter_context(locks.claim_new(runs, store.validate_run_id(base)))
@@ -155,7 +145,7 @@ def run(
             for plan in plans:  # a session that finished nothing leaves nothing behind
                 if plan.parts.is_dir() and not plan.finished():
                     shutil.rmtree(plan.parts, ignore_errors=True)
-            _tidy(parts_root(first.data_dir))
+            tidy(parts_root(first.data_dir))
 
 
 def _check_together(configs: Sequence[ScanConfig], model: LoadedModel | None) -> ScanConfig:
@@ -199,29 +189,6 @@ def _check_shards(config: ScanConfig, suite: PromptSuite, streaming: bool) -> No
         )
 
 
-def _read_settings(parts: Path) -> dict[str, Any] | None:
-    """The settings of the finished parts in `parts` (None: none finished)."""
-    marker = parts / SETTINGS_FILE
-    if not marker.is_file() or not any(parts.glob("part-*.pt")):
-        return None
-    try:
-        record = json.loads(marker.read_text())
-    except (OSError, ValueError) as error:
-        raise store.StoreError(f"{marker} is not readable JSON ({error}); move it away") from None
-    return record if isinstance(record, dict) else {}
-
-
-def _unfinished(config: ScanConfig, suite: PromptSuite) -> str | None:
-    """The run id of the newest unfinished scan of these settings (a rerun without --run-id)."""
-    root = parts_root(config.data_dir)
-    wanted = settings(config, suite)
-    found = [
-        parts for parts in (root.iterdir() if root.is_dir() else [])
-        if store.RUN_ID.match(parts.name) and _read_settings(parts) == wanted
-    ]  # fmt: skip
-    return max(found, key=lambda parts: parts.stat().st_mtime).name if found else None
-
-
 def _flag(name: str) -> str:
     return {"prompts_sha256": "--prompts (their content)", "probe_params": "--param",
             "data_dir": "--data"}.get(name, "--" + name.replace("_", "-"))  # fmt: skip
@@ -238,7 +205,7 @@ def _plan(
     from analyses.jobs.scan_work import ScanItem, part_name
 
     parts = parts_root(config.data_dir) / store.validate_run_id(run_id)
-    wanted, recorded = settings(config, suite), _read_settings(parts)
+    wanted, recorded = settings(config, suite), read_settings(parts)
     if recorded is not None and recorded != wanted:
         differ = sorted(k for k in wanted.keys() | recorded.keys()
                         if wanted.get(k) != recorded.get(k))  # fmt: skip
@@ -393,12 +360,6 @@ def _write_run(
     path = store.write_run(config.data_dir, plan.run_id, result.rows, manifest, result.side_tables)
     shutil.rmtree(plan.parts, ignore_errors=True)
     return path
-
-
-def _tidy(root: Path) -> None:
-    """Remove the parts directory once no scan has parts in it."""
-    if root.is_dir() and not any(root.iterdir()):
-        root.rmdir()
 
 
 def run_ids(models: Sequence[str], run_id: str | None) -> list[str | None]:

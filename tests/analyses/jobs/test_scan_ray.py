@@ -21,7 +21,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from analyses.jobs import scan, scan_runs
+from analyses.jobs import scan, scan_parts, scan_runs
 from analyses.results import store
 from tests.analyses.jobs.test_scan_runs import config, stored, write_prompts
 
@@ -151,7 +151,7 @@ def test_a_second_node_stopped_mid_run_has_its_items_redone(tmp_path):
                    "--workers", "2"]  # fmt: skip
         driver = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, text=True)  # fmt: skip
-        parts = data / "runs" / scan_runs.PARTS_ROOT / "nodes"
+        parts = data / "runs" / scan_parts.PARTS_ROOT / "nodes"
         busy = wait_until(lambda: len(list(parts.glob("part-*.pt"))) >= 2
                           and computing_on(second), 240, driver)  # fmt: skip
         assert busy, "the scan finished (or failed) before the second node could be stopped"

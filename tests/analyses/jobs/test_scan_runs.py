@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from analyses.cli.main import main
-from analyses.jobs import scan, scan_runs
+from analyses.jobs import scan, scan_parts, scan_runs
 from analyses.results import store
 from probes.core.schema import PATTERN_PROMPTS_TABLE
 from probes.core.shards import Shard, shard_prompts
@@ -90,7 +90,7 @@ def test_three_shards_of_two_models_equal_the_unsharded_scans_bit_for_bit(unshar
             pd.testing.assert_frame_equal(*side)
         shards = store.read_manifest(directory.parent.parent, directory.name)["shards"]
         assert shards["count"] == 3 and shards["parts"] == 4  # three shards and the decoding
-    assert not (tmp_path / "sharded" / "runs" / scan_runs.PARTS_ROOT).exists()  # tidied away
+    assert not (tmp_path / "sharded" / "runs" / scan_parts.PARTS_ROOT).exists()  # tidied away
 
 
 def test_the_stored_rows_equal_the_in_memory_scan(unsharded, tiny_model, tmp_path):
@@ -114,7 +114,7 @@ def test_a_killed_scan_resumes_from_its_finished_shards(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     driver = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)  # fmt: skip
-    parts = data / "runs" / scan_runs.PARTS_ROOT
+    parts = data / "runs" / scan_parts.PARTS_ROOT
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and driver.poll() is None:
         if len(list(parts.glob("*/part-*.pt"))) >= 3:
@@ -140,7 +140,7 @@ def test_a_killed_scan_resumes_from_its_finished_shards(tmp_path):
 def test_a_rerun_with_other_settings_is_refused_naming_them(tmp_path, capsys):
     base = config(tmp_path, "data", probes=("sink",), probe_params={}, shards=2, run_id="r")
     scan_runs.run([base])
-    parts = scan_runs.parts_root(base.data_dir) / "r"
+    parts = scan_parts.parts_root(base.data_dir) / "r"
     # As if killed after its first shard: the run gone, one part left.
     run = store.run_dir(base.data_dir, "r")
     for path in sorted(run.rglob("*"), reverse=True):
@@ -149,7 +149,7 @@ def test_a_rerun_with_other_settings_is_refused_naming_them(tmp_path, capsys):
     parts.mkdir(parents=True)
     (parts / "part-shard-0000-of-0002.pt").write_bytes(b"not computed here")
     store.write_json(
-        parts / scan_runs.SETTINGS_FILE, scan_runs.settings(base, scan.prompt_suite(base))
+        parts / scan_parts.SETTINGS_FILE, scan_parts.settings(base, scan.prompt_suite(base))
     )
     argv = ["scan", "--model", "tiny-random", "--data", str(base.data_dir), "--run-id", "r",
             "--prompts", str(base.prompts), "--probes", "sink", "--shards", "2", "--quiet",
@@ -158,7 +158,7 @@ def test_a_rerun_with_other_settings_is_refused_naming_them(tmp_path, capsys):
     (line,) = capsys.readouterr().err.splitlines()
     assert "run 'r' has finished shards of a scan with other settings (--max-tokens differ" in line
     assert sorted(p.name for p in parts.iterdir()) == ["part-shard-0000-of-0002.pt",
-                                                       scan_runs.SETTINGS_FILE]  # fmt: skip
+                                                       scan_parts.SETTINGS_FILE]  # fmt: skip
 
 
 def test_a_loaded_model_is_used_and_named(tiny_model, tmp_path):
