@@ -3,7 +3,6 @@
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 
@@ -12,26 +11,12 @@ from probes.core.errors import ConfigError
 from probes.inputs.prompts import Prompt, PromptSuite, load_jsonl
 from probes.models import load
 from tests import planting
-
-ROOT = Path(__file__).resolve().parents[3]
-IMAGE_PROMPTS = ROOT / "data" / "prompts" / "images" / "images.jsonl"
-PARAMS = {"divergence": {"answer_tokens": 3, "top_k": 2}}
+from tests.probes.engine.image_scans import IMAGE_PROMPTS, per_head, scan
 
 
 @pytest.fixture(scope="module")
 def llava():
     return load("tiny-random-llava")
-
-
-def scan(model, prompts=IMAGE_PROMPTS, plants=(), probes=("divergence", "sink")):
-    params = {name: PARAMS[name] for name in probes if name in PARAMS}
-    with planting.planted(model, plants):
-        return hl.scan(model, prompts, probes=list(probes), params=params)
-
-
-def per_head(table, metric):
-    rows = table[table.metric == metric]
-    return {(int(r.layer), int(r["head"])): r.value for _, r in rows.iterrows()}
 
 
 def test_tiny_llava_is_shaped_like_llava_1_5(llava):

@@ -21,27 +21,14 @@ from probes.inputs.prompts import load_jsonl
 from probes.models import load
 from probes.models.vision_idefics3 import TINY_PREPROCESSOR, SplitProcessing, tiny_idefics3
 from tests import planting
+from tests.probes.engine.image_scans import IMAGE_PROMPTS, per_head, scan
 
-ROOT = Path(__file__).resolve().parents[3]
-IMAGE_PROMPTS = ROOT / "data" / "prompts" / "images" / "images.jsonl"
-PARAMS = {"divergence": {"answer_tokens": 3, "top_k": 2}}
 VIEWS = 5  # every committed image is resized to 64 on its long side: 2 × 2 crops + global
 
 
 @pytest.fixture(scope="module")
 def idefics():
     return load("tiny-random-idefics3")
-
-
-def scan(model, prompts=IMAGE_PROMPTS, plants=(), probes=("divergence", "sink")):
-    params = {name: PARAMS[name] for name in probes if name in PARAMS}
-    with planting.planted(model, plants):
-        return hl.scan(model, prompts, probes=list(probes), params=params)
-
-
-def per_head(table, metric):
-    rows = table[table.metric == metric]
-    return {(int(r.layer), int(r["head"])): r.value for _, r in rows.iterrows()}
 
 
 def test_tiny_idefics3_is_shaped_like_smolvlm(idefics):

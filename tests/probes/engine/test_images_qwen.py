@@ -4,13 +4,11 @@ known, and the stored boxes of a wide image's tokens."""
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-import headlab as hl
 from probes import engine
 from probes.core import schema
 from probes.families.image_attention import ImageAttentionParams, ImageAttentionProbe
@@ -18,27 +16,14 @@ from probes.inputs.images import patch_boxes
 from probes.inputs.prompts import load_jsonl
 from probes.models import load
 from tests import planting
+from tests.probes.engine.image_scans import IMAGE_PROMPTS, per_head, scan
 
-ROOT = Path(__file__).resolve().parents[3]
-IMAGE_PROMPTS = ROOT / "data" / "prompts" / "images" / "images.jsonl"
-PARAMS = {"divergence": {"answer_tokens": 3, "top_k": 2}}
 HEADS = {(layer, head) for layer in range(2) for head in range(4)}
 
 
 @pytest.fixture(scope="module")
 def qwen():
     return load("tiny-random-qwen2.5-vl")
-
-
-def scan(model, prompts=IMAGE_PROMPTS, plants=(), probes=("divergence", "sink")):
-    params = {name: PARAMS[name] for name in probes if name in PARAMS}
-    with planting.planted(model, plants):
-        return hl.scan(model, prompts, probes=list(probes), params=params)
-
-
-def per_head(table, metric):
-    rows = table[table.metric == metric]
-    return {(int(r.layer), int(r["head"])): r.value for _, r in rows.iterrows()}
 
 
 def test_image_tokens_are_wrapped_grid_tokens_where_the_placeholder_was(qwen):
