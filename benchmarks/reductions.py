@@ -1,0 +1,108 @@
+"""The fast path's cost per layer, piece by piece: SDPA (what a plain forward pays for
+attention), headlab's exact rows and output, and each streaming probe's reduction of the rows.
+
+    .venv/bin/python benchmarks/reductions.py --tokens 1024,4096
+
+One layer of random queries, keys and values shaped like SmolLM2-135M's (9 query heads, 3 KV
+heads, d_head 64; --heads/--kv-heads/--d-head for others), one sequence, fed in the fast path's
+query chunks. Each line is the best of --repeats wall times, and its ratio to SDPA's. The rows
+are the same for every probe, so the times add up to what one layer of a scan costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+
+from probes.core.types import Batch, ModelInfo
+from probes.engine import fast
+from probes.families.attention_stats import AttentionStatsProbe
+from probes.families.detectors import DetectorProbe
+from probes.families.future_attention import FutureAttentionProbe
+from probes.families.pattern_class import PatternClassProbe
+from probes.families.sink import SinkProbe
+from probes.families.top_keys import TopKeysProbe
+
+PROBES = {
+    "sink": SinkProbe,
+    "attention_stats": AttentionStatsProbe,
+    "future_attention": FutureAttentionProbe,
+    "pattern_class": PatternClassProbe,
+    "detectors": DetectorProbe,
+    "top_keys": TopKeysProbe,
+}
+
+
+def best_of(repeats: int, function: Callable[[], object]) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", default="1024,4096")
+    parser.add_argument("--heads", type=int, default=9)
+    parser.add_argument("--kv-heads", type=int, default=3)
+    parser.add_argument("--d-head", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--probes", default=",".join(PROBES))
+    args = parser.parse_args()
+    names = args.probes.split(",")
+    info = ModelInfo("bench", 1, args.heads, args.kv_heads, args.d_head, 576, 2**17, 0)
+    generator = torch.Generator().manual_seed(0)
+    for n in (int(t) for t in args.tokens.split(",")):
+        shape = (1, args.kv_heads, n, args.d_head)
+        query = torch.randn(1, args.heads, n, args.d_head, generator=generator)
+        key, value = torch.randn(shape, generator=generator), torch.randn(shape, generator=generator)
+        batch = Batch(torch.randint(0, 1000, (1, n), generator=generator), torch.tensor([n]), ("p",))
+        rep = args.heads // args.kv_heads
+        k_rep, v_rep = key.repeat_interleave(rep, 1), value.repeat_interleave(rep, 1)
+        scale = args.d_head**-0.5
+        step = fast.CHUNK_QUERIES
+        chunks = [(start, min(start + step, n)) for start in range(0, n, step)]
+
+        def sdpa() -> None:
+            torch.nn.functional.scaled_dot_product_attention(query, k_rep, v_rep, is_causal=True)
+
+        def rows_and_output() -> list[torch.Tensor]:
+            kept = []
+            for start, stop in chunks:
+                rows = fast.pattern_rows(query, key, None, scale, start, stop)
+                fast.rows_times_values(rows, value)
+                kept.append(rows)
+            return kept
+
+        all_rows = rows_and_output()
+
+        def reduce(name: str) -> Callable[[], None]:
+            def run() -> None:
+                probe = PROBES[name](info)
+                probe.start_batch(batch)
+                for (start, _), rows in zip(chunks, all_rows, strict=True):
+                    probe.on_pattern(0, rows, start, batch)
+                probe.end_batch(batch)
+
+            return run
+
+        base = best_of(args.repeats, sdpa)
+        print(f"\n{n} tokens, one layer ({args.heads} heads)   seconds   vs SDPA")
+        print(f"  {'sdpa':<22}{base:9.4f}   1.00")
+        total = 0.0
+        for label, function in [("rows + output", rows_and_output)] + [
+            (name, reduce(name)) for name in names
+        ]:
+            seconds = best_of(args.repeats, function)
+            total += seconds
+            print(f"  {label:<22}{seconds:9.4f}   {seconds / base:.2f}")
+        print(f"  {'headlab layer':<22}{total:9.4f}   {total / base:.2f}")
+
+
+if __name__ == "__main__":
+    main()
