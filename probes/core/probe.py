@@ -169,6 +169,7 @@ class StreamingProbe(Probe[P]):
         the keys no query of the chunk can see, whose attention is exactly zero (those past the
         chunk under the causal mask, and those before a sliding-window layer's window). A probe
         whose override takes no `k_start` is given rows from key 0 (zeros before the band).
+        The rows live in a buffer the next chunk overwrites: copy what outlives the call.
         """
         raise NotImplementedError
 

@@ -12,15 +12,17 @@ swapped out and a registered attention function that, a chunk of query rows at a
 The model never builds its [batch, 1, T, T] mask: the registered mask builder
 (`bridge.chunked_mask`) hands the attention function the mask's rule, evaluated per chunk.
 Layers without pattern readers, and training, use SDPA. Peak memory holds one chunk of one
-layer's rows: batch × heads × at most CHUNK_QUERIES × T floats, capped at CHUNK_BYTES.
+layer's rows: batch × heads × at most CHUNK_QUERIES × T floats, capped at CHUNK_BYTES, in
+buffers that every chunk and layer of the pass reuses (`Workspace`).
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -40,11 +42,33 @@ CHUNK_QUERIES = 64
 CHUNK_BYTES = 64 * 2**20  # and never more than this much of fp32 rows (big batches, long T)
 
 
+class Workspace:
+    """Scores and rows buffers that every chunk of a pass writes into. A fresh c × T tensor per
+    chunk is paid in page faults: on SmolLM2 at 4k tokens the query-key product of a layer
+    took 1.35x as long into new tensors as into a reused one (0.083 s vs 0.061 s)."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
+
+    def take(
+        self, name: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor:
+        """A contiguous [shape] view of buffer `name`, grown when too small; its contents are
+        whatever the last user left."""
+        size = math.prod(shape)
+        buffer = self._buffers.get((name, dtype, device))
+        if buffer is None or buffer.numel() < size:
+            buffer = torch.empty(size, dtype=dtype, device=device)
+            self._buffers[name, dtype, device] = buffer
+        return buffer[:size].view(*shape)
+
+
 @dataclass
 class _Consumer:
     probes: Sequence[StreamingProbe]
     batch: Batch
     chunk_bytes: int
+    workspace: Workspace = field(default_factory=Workspace)
 
 
 _ACTIVE: ContextVar[_Consumer | None] = ContextVar("headlab_fastpath_consumer", default=None)
@@ -72,6 +96,7 @@ def pattern_rows(
     q_stop: int,
     softcap: float | None = None,
     band: tuple[int, int] | None = None,
+    workspace: Workspace | None = None,
 ) -> Float[torch.Tensor, "batch head q_chunk band"]:
     """Softmax attention rows q_start:q_stop, as eager attention computes them, over the keys
     of `band` (default `key_band(...)`): keys outside it get exactly zero attention, so the rows
@@ -80,7 +105,8 @@ def pattern_rows(
     at all (a padding query past a sliding window) gets a row of zeros.
 
     Grouped-query attention is handled by grouping query heads per KV head (query head h reads
-    KV head h // n_rep), so keys are never copied n_rep times.
+    KV head h // n_rep), so keys are never copied n_rep times. With a `workspace` the scores
+    and rows are written into its buffers (the rows then last until its next use).
     """
     n_batch, n_heads, n_queries, d_head = query.shape
     n_kv, n_keys = key.shape[1], key.shape[-2]
@@ -90,8 +116,13 @@ def pattern_rows(
     )
     # Scaling the chunk's queries (not the scores) saves a pass over the c × T scores.
     grouped = (query[:, :, q_start:q_stop] * scaling).reshape(n_batch, n_kv, n_rep * n_rows, d_head)
-    scores = torch.matmul(grouped, key[:, :, k_start:k_stop].transpose(-1, -2))
-    scores = scores.view(n_batch, n_heads, n_rows, k_stop - k_start)
+    shape = (n_batch, n_heads, n_rows, k_stop - k_start)
+    into = None if workspace is None else workspace.take("scores", shape, query.dtype, query.device)
+    keys = key[:, :, k_start:k_stop].transpose(-1, -2)
+    scores = torch.matmul(
+        grouped, keys, out=None if into is None else into.view(*grouped.shape[:-1], -1)
+    )
+    scores = scores.view(shape)
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
     may_be_empty = False
@@ -113,7 +144,12 @@ def pattern_rows(
             scores.masked_fill_(~mask, float("-inf"))
         else:
             scores += mask
-    rows = torch.softmax(scores, dim=-1, dtype=torch.float32)
+    if workspace is None:
+        rows = torch.softmax(scores, dim=-1, dtype=torch.float32)
+    else:  # in place when the scores are float32: the softmax reads each row before writing it
+        out = scores if scores.dtype == torch.float32 else None
+        out = workspace.take("rows", shape, torch.float32, query.device) if out is None else out
+        rows = torch.softmax(scores, dim=-1, dtype=torch.float32, out=out)
     if may_be_empty:  # softmax over no key is NaN; those rows are padding: zero, not NaN
         rows.nan_to_num_(0.0)
     return rows
@@ -180,8 +216,9 @@ def streaming_attention(
         q_stop = min(q_start + step, n_queries)
         band = key_band(attention_mask, n_queries, n_keys, q_start, q_stop)
         rows = pattern_rows(
-            query, key, attention_mask, scale, q_start, q_stop, kwargs.get("softcap"), band
-        )
+            query, key, attention_mask, scale, q_start, q_stop, kwargs.get("softcap"), band,
+            consumer.workspace,
+        )  # fmt: skip
         for probe in readers:
             feed(probe, layer, rows, q_start, band[0], consumer.batch)
         output[:, :, q_start:q_stop] = rows_times_values(rows, value, band[0])

@@ -52,13 +52,18 @@ def windowed_distance(
     q_start: int = 0,
     k_start: int = 0,
 ) -> Float[torch.Tensor, "batch head q_chunk"]:
-    """Σ_s A(t,s)·min(t − s, W) per query t (WAAD of one head), for the rows of queries
-    q_start, q_start+1, … over keys k_start, k_start+1, … (default: the whole pattern)."""
+    """Σ_s A(t,s)·min(t − s, W) per query t (WAAD of one head; keys past t count 0), for the
+    rows of queries q_start, q_start+1, … over keys k_start, k_start+1, … (default: the whole
+    pattern). As W·Σ_s A(t,s) less a correction on the keys t − W < s only, so that beyond
+    one sum over the rows it reads a band of W keys by the diagonal, not every key."""
     n_rows, n = rows.shape[-2:]
+    first = max(k_start, min(q_start - window + 1, k_start + n))  # keys before: t − s ≥ W
     query = torch.arange(q_start, q_start + n_rows, device=rows.device)
-    key = torch.arange(k_start, k_start + n, device=rows.device)
-    clipped = (query[:, None] - key[None, :]).clamp(min=0, max=window).to(rows.dtype)
-    return torch.einsum("bhqk,qk->bhq", rows, clipped)
+    key = torch.arange(first, k_start + n, device=rows.device)
+    lag = (query[:, None] - key[None, :]).clamp(min=0)
+    correction = (window - lag).clamp(min=0).to(rows.dtype)  # W − min(t − s, W); W past t
+    near = torch.einsum("bhqk,qk->bhq", rows[..., first - k_start :], correction)
+    return window * rows.sum(-1) - near
 
 
 def influence_window(
@@ -67,14 +72,25 @@ def influence_window(
     high: int,
     q_start: int = 0,
     q_stop: int | None = None,
+    k_start: int = 0,
+    k_stop: int | None = None,
 ) -> Bool[torch.Tensor, "batch q_chunk k_pos"]:
     """[b, t, s]: query t counts towards FAI_s (t ∈ R and s + low ≤ t ≤ s + high), for the
-    queries t in q_start:q_stop (default: all)."""
+    queries t in q_start:q_stop and the keys s in k_start:k_stop (default: all)."""
     n = scored.shape[1]
     q_stop = n if q_stop is None else q_stop
+    k_stop = n if k_stop is None else k_stop
     query = torch.arange(q_start, q_stop, device=scored.device)
-    lag = query[:, None] - torch.arange(n, device=scored.device)[None, :]  # t − s
+    lag = query[:, None] - torch.arange(k_start, k_stop, device=scored.device)[None, :]  # t − s
     return scored[:, q_start:q_stop, None] & ((lag >= low) & (lag <= high))[None]
+
+
+def influence_keys(
+    q_start: int, q_stop: int, low: int, high: int, k_start: int, k_stop: int
+) -> tuple[int, int]:
+    """Keys [first, stop) of k_start:k_stop whose FAI window holds a query of q_start:q_stop:
+    s ∈ [t − high, t − low], a band of q_stop − q_start + high − low keys (empty: first ≥ stop)."""
+    return max(k_start, q_start - high), min(k_stop, q_stop - low)
 
 
 def window_sizes(
@@ -228,9 +244,16 @@ class FutureAttentionProbe(StreamingProbe[FutureAttentionParams]):
         scored = all_scored[:, q_start:q_stop].float()
         distance = attention_distance(rows, q_start, k_start)
         self.distance_sum[layer] += torch.einsum("bhq,bq->h", distance, scored).double().cpu()
-        window = influence_window(all_scored, p.horizon_low, p.horizon_high, q_start, q_stop)
-        band = slice(k_start, k_start + rows.shape[-1])  # the keys these rows cover
-        received[layer][..., band] += received_in_window(rows, window[..., band])
+        # The queries of these rows count towards FAI_s of a band of keys s only.
+        first, stop = influence_keys(
+            q_start, q_stop, p.horizon_low, p.horizon_high, k_start, k_start + rows.shape[-1]
+        )
+        if first < stop:
+            window = influence_window(
+                all_scored, p.horizon_low, p.horizon_high, q_start, q_stop, first, stop
+            )
+            band = rows[..., first - k_start : stop - k_start]
+            received[layer][..., first:stop] += received_in_window(band, window)
         waad = windowed_distance(rows, p.window, q_start, k_start).cpu()
         for index, prompt_id in enumerate(batch.prompt_ids):
             series = self.series[prompt_id]

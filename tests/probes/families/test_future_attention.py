@@ -181,6 +181,32 @@ def test_windowed_distance_of_a_uniform_head_has_closed_form():
     torch.testing.assert_close(windowed_distance(pattern, window)[0, 0], torch.tensor(expected))
 
 
+def clipped_distance(rows, window, q_start, k_start):
+    """WAAD as the definition reads, Σ_s A(t,s)·clamp(t − s, 0, W) over every key: the form
+    `windowed_distance` avoids (it reads only a band of W keys beyond one sum)."""
+    n_rows, n = rows.shape[-2:]
+    query = torch.arange(q_start, q_start + n_rows)[:, None]
+    lag = query - torch.arange(k_start, k_start + n)[None, :]
+    return torch.einsum("bhqk,qk->bhq", rows, lag.clamp(min=0, max=window).to(rows.dtype))
+
+
+@pytest.mark.parametrize("window", [1, 3, 10])
+@pytest.mark.parametrize(("q_start", "k_start", "n_rows", "n_keys"), [
+    (0, 0, 9, 9), (5, 0, 4, 9), (20, 12, 6, 14), (20, 22, 6, 4), (3, 0, 2, 30),
+])  # fmt: skip
+def test_windowed_distance_equals_the_clipped_sum_over_every_key(
+    window, q_start, k_start, n_rows, n_keys
+):
+    """Random rows with weight on future keys too (counted 0), chunks and bands."""
+    rows = torch.rand(2, 3, n_rows, n_keys, generator=torch.Generator().manual_seed(window))
+    rows /= rows.sum(-1, keepdim=True)  # rows of weights, as attention's are
+    expected = clipped_distance(rows, window, q_start, k_start)
+    actual = windowed_distance(rows, window, q_start, k_start)
+    torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-5)
+    misplaced = windowed_distance(rows, window, q_start, k_start + 1)
+    assert not torch.allclose(misplaced, expected)  # the keys' positions matter
+
+
 def test_split_heads_takes_the_extremes_and_refuses_overlapping_fractions():
     distance = torch.tensor([[5.0, 1.0, 3.0], [2.0, 9.0, 4.0]])
     local, global_ = split_heads(distance, 1 / 3, 1 / 3)
