@@ -14,7 +14,9 @@ perfect head scores below 1 (rows with no target count): a perfect previous-toke
 
 Streaming: each score's numerator and denominator, and every per-query statistic, are sums over
 query rows, so both probes take pattern rows in query chunks of any size (the fast path) and
-divide only when the batch ends.
+divide only when the batch ends. P is sparse, so a chunk never builds it densely: the
+denominator is one pass of row sums less the excluded entries, and each numerator a gather of
+the few entries P selects (the (q, q−1) diagonal, or the pairs of equal tokens).
 """
 
 from __future__ import annotations
@@ -34,83 +36,120 @@ from probes.models import LoadedModel
 
 DETECTORS = ("previous_token", "duplicate_token", "induction")
 
+# Entries of a chunk's rows [batch, head, q_chunk, band]: (batch, chunk row, band column) indices.
+Pairs = tuple[Int[torch.Tensor, " pair"], Int[torch.Tensor, " pair"], Int[torch.Tensor, " pair"]]
 
-def real_pairs(
+
+def real_queries(
+    lengths: Int[torch.Tensor, " batch"], q_start: int, n_rows: int
+) -> Bool[torch.Tensor, "batch q_chunk"]:
+    """Which queries q_start…q_start + n_rows − 1 are real tokens (not right padding)."""
+    query = torch.arange(q_start, q_start + n_rows, device=lengths.device)
+    return query[None, :] < lengths[:, None]
+
+
+def kept_sums(
+    rows: Float[torch.Tensor, "batch head q_chunk band"],
     lengths: Int[torch.Tensor, " batch"],
-    n_positions: int,
-    q_start: int = 0,
-    q_stop: int | None = None,
-) -> Bool[torch.Tensor, "batch q_chunk k_pos"]:
-    """Both query and key are real tokens (not right padding), for queries q_start:q_stop."""
-    positions = torch.arange(n_positions, device=lengths.device)
-    real = positions[None, :] < lengths[:, None]
-    return real[:, q_start:q_stop, None] & real[:, None, :]
+    q_start: int,
+    k_start: int,
+    first_key: int,
+) -> Float[torch.Tensor, "batch head"]:
+    """Σ of the rows over real queries and the real keys first_key… of the band (float64):
+    the one pass over the band; right padding only slices each sequence's keys shorter."""
+    n_rows, n_keys = rows.shape[-2:]
+    first = first_key - k_start
+    key_stops = (lengths - k_start).clamp(0, n_keys).tolist()
+    if all(stop == n_keys for stop in key_stops):
+        per_query = rows[..., first:].sum(-1, dtype=torch.float32)
+    else:
+        per_query = torch.stack(
+            [
+                rows[b, :, :, first:stop].sum(-1, dtype=torch.float32)
+                for b, stop in enumerate(key_stops)
+            ]
+        )
+    real = real_queries(lengths, q_start, n_rows)[:, None]
+    return torch.where(real, per_query, 0).double().sum(-1)
 
 
-def detection_patterns(
+def pair_sums(
+    rows: Float[torch.Tensor, "batch head q_chunk band"], pairs: Pairs
+) -> Float[torch.Tensor, "batch head"]:
+    """Σ of the entries rows[b, :, i, j] over the (b, i, j) pairs, per sequence and head."""
+    batch, row, column = pairs
+    values = rows[batch, :, row, column].double()  # [pair, head]
+    return values.new_zeros(rows.shape[0], rows.shape[1]).index_add_(0, batch, values)
+
+
+def offset_pairs(
+    lengths: Int[torch.Tensor, " batch"],
+    q_start: int,
+    n_rows: int,
+    k_start: int,
+    n_keys: int,
+    offset: int,
+    first_key: int,
+) -> Pairs:
+    """The entries (q, q + offset) of the chunk's real queries q whose key lies in the band and
+    is at least first_key: offset −1 is the previous token, 0 the current one."""
+    key = torch.arange(q_start, q_start + n_rows, device=lengths.device) + offset
+    in_band = (key >= first_key) & (key < k_start + n_keys)
+    batch, row = (real_queries(lengths, q_start, n_rows) & in_band).nonzero(as_tuple=True)
+    return batch, row, key[row] - k_start
+
+
+def match_pairs(
     tokens: Int[torch.Tensor, "batch pos"],
     lengths: Int[torch.Tensor, " batch"],
-    q_start: int = 0,
-    q_stop: int | None = None,
-) -> dict[str, Bool[torch.Tensor, "batch q_chunk k_pos"]]:
-    """TransformerLens' three detection patterns for every sequence of a right-padded batch:
-    the rows of queries q_start:q_stop (default: all), over every key."""
-    n = tokens.shape[1]
-    q_stop = n if q_stop is None else q_stop
-    query = torch.arange(q_start, q_stop, device=tokens.device)[:, None]
-    key = torch.arange(n, device=tokens.device)[None, :]
-    real = real_pairs(lengths, n, q_start, q_stop)
-    previous = (key == query - 1)[None].expand_as(real)
-    same = tokens[:, q_start:q_stop, None] == tokens[:, None, :]  # [b, i, j]: t[i] == t[j]
-    duplicate = same & (key < query)
-    # induction[i, j] = duplicate-style match of tokens[i] with tokens[j−1], for 1 ≤ j ≤ i
-    shifted = torch.zeros_like(same)
-    shifted[:, :, 1:] = same[:, :, :-1]
-    induction = shifted & (key <= query)
-    return {
-        "previous_token": previous & real,
-        "duplicate_token": duplicate & real,
-        "induction": induction & real,
-    }
+    q_start: int,
+    n_rows: int,
+    k_start: int,
+    n_keys: int,
+) -> tuple[Int[torch.Tensor, " pair"], Int[torch.Tensor, " pair"], Int[torch.Tensor, " pair"]]:
+    """(batch, chunk row, key position m) of every earlier key m < q with tokens[m] == tokens[q],
+    for the chunk's real queries q, over the keys that the duplicate-token (m in the band) or
+    the induction pattern (m + 1 in the band) reaches; m < q < length makes m and m + 1 real."""
+    first, last = max(k_start - 1, 0), min(k_start + n_keys, q_start + n_rows - 1)
+    same = tokens[:, q_start : q_start + n_rows, None] == tokens[:, None, first:last]
+    batch, row, column = same.nonzero(as_tuple=True)  # one byte per pair: cheap next to rows
+    key = column + first
+    query = row + q_start
+    earlier = (key < query) & (query < lengths[batch])
+    return batch[earlier], row[earlier], key[earlier]
 
 
-def kept_attention(
-    rows: Float[torch.Tensor, "batch head q_chunk k_pos"],
-    lengths: Int[torch.Tensor, " batch"],
-    q_start: int = 0,
-    exclude_bos: bool = False,
-    exclude_current_token: bool = False,
-    k_start: int = 0,
-) -> Float[torch.Tensor, "batch head q_chunk k_pos"]:
-    """A' of TransformerLens' "mul" score for the rows of queries q_start… over keys k_start…:
-    A with padding pairs zeroed, and column 0 (`exclude_bos`) and the diagonal
-    (`exclude_current_token`)."""
-    n_rows, n = rows.shape[-2:]
-    width = max(q_start + n_rows, k_start + n)
-    keep = real_pairs(lengths, width, q_start, q_start + n_rows)[..., k_start : k_start + n]
-    if exclude_bos and k_start == 0:
-        keep[:, :, 0] = False
+def chunk_sums(
+    rows: Float[torch.Tensor, "batch head q_chunk band"],
+    batch: Batch,
+    q_start: int,
+    k_start: int,
+    exclude_bos: bool,
+    exclude_current_token: bool,
+) -> tuple[Float[torch.Tensor, "detector batch head"], Float[torch.Tensor, "batch head"]]:
+    """Σ A'·P per detector and Σ A' (float64) over the rows of queries q_start… over keys
+    k_start…, padding excluded."""
+    n_rows, n_keys = rows.shape[-2:]
+    lengths = batch.lengths
+    first_key = max(k_start, int(exclude_bos))  # the first key A' keeps
+    kept = kept_sums(rows, lengths, q_start, k_start, first_key)
     if exclude_current_token:
-        query = torch.arange(q_start, q_start + n_rows, device=rows.device)[:, None]
-        keep &= query != torch.arange(k_start, k_start + n, device=rows.device)[None, :]
-    return rows * keep[:, None].to(rows.dtype)
-
-
-def detector_scores(
-    pattern: Float[torch.Tensor, "batch head q_pos k_pos"],
-    detection: Bool[torch.Tensor, "batch q_pos k_pos"],
-    lengths: Int[torch.Tensor, " batch"],
-    exclude_bos: bool = False,
-    exclude_current_token: bool = False,
-) -> Float[torch.Tensor, "batch head"]:
-    """TransformerLens' "mul" similarity score per sequence and head, padding excluded.
-
-    Numerator and denominator are sums over query rows, so a probe that sees the rows in chunks
-    adds up `kept_attention` and its product with the detection rows, and divides at the end.
-    """
-    weights = kept_attention(pattern, lengths, 0, exclude_bos, exclude_current_token)
-    hits = (weights * detection[:, None].to(pattern.dtype)).sum((-2, -1))
-    return hits / weights.sum((-2, -1))
+        kept -= pair_sums(
+            rows, offset_pairs(lengths, q_start, n_rows, k_start, n_keys, 0, first_key)
+        )
+    previous = offset_pairs(lengths, q_start, n_rows, k_start, n_keys, -1, first_key)
+    b, row, key = match_pairs(batch.tokens, lengths, q_start, n_rows, k_start, n_keys)
+    duplicate = key >= first_key  # match_pairs keeps m below the band's end
+    induced = key + 1  # the key after the earlier occurrence: never BOS, at most q
+    induction = (induced >= k_start) & (induced < k_start + n_keys)
+    if exclude_current_token:
+        induction &= induced != row + q_start
+    hits = [
+        pair_sums(rows, previous),
+        pair_sums(rows, (b[duplicate], row[duplicate], key[duplicate] - k_start)),
+        pair_sums(rows, (b[induction], row[induction], induced[induction] - k_start)),
+    ]
+    return torch.stack(hits), kept
 
 
 @dataclass(frozen=True)
@@ -166,18 +205,11 @@ class DetectorProbe(StreamingProbe[DetectorParams]):
         self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch, k_start: int = 0
     ) -> None:
         p = self.params
-        q_stop = q_start + rows.shape[2]
-        weights = kept_attention(
-            rows.float(), batch.lengths, q_start, p.exclude_bos, p.exclude_current_token, k_start
+        hits, kept = chunk_sums(
+            rows, batch, q_start, k_start, p.exclude_bos, p.exclude_current_token
         )
-        kept, all_hits = self._batch_state(self._kept), self._batch_state(self._hits)
-        kept[layer, 0] += weights.sum((-2, -1)).double().cpu()
-        detection = detection_patterns(batch.tokens, batch.lengths, q_start, q_stop)
-        band = slice(k_start, k_start + rows.shape[-1])  # the keys these rows cover
-        for index, detector in enumerate(DETECTORS):
-            pattern = detection[detector][:, None, :, band].to(weights.dtype)
-            hits = (weights * pattern).sum((-2, -1))
-            all_hits[layer, index] += hits.double().cpu()
+        self._batch_state(self._hits)[layer] += hits.cpu()
+        self._batch_state(self._kept)[layer, 0] += kept.cpu()
 
     def end_batch(self, batch: Batch) -> None:
         hits, kept = self._batch_state(self._hits), self._batch_state(self._kept)

@@ -10,6 +10,7 @@ from probes.families import detectors
 from probes.inputs import synthetic
 from probes.inputs.prompts import Prompt, PromptSuite
 from tests import planting
+from tests.probes.families import dense_detectors as dense
 from tests.tensors import random_causal_patterns
 
 HALF = 24  # half length of the repeated random sequences in the tiny-model tests
@@ -36,7 +37,7 @@ def test_detection_patterns_equal_transformer_lens_per_sequence_and_ignore_paddi
     generator = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, 5, (2, 11), generator=generator)  # small vocabulary: many repeats
     lengths = torch.tensor([7, 11])
-    ours = detectors.detection_patterns(tokens, lengths)
+    ours = dense.detection_patterns(tokens, lengths)
     references = {
         "previous_token": tl.get_previous_token_head_detection_pattern,
         "duplicate_token": tl.get_duplicate_token_head_detection_pattern,
@@ -58,8 +59,8 @@ def test_scores_equal_transformer_lens_similarity_score(exclude_bos, exclude_cur
     lengths = torch.tensor([6, 9])
     pattern = random_causal_patterns(2, 3, 9, 9, seed=2)
     pattern[0, :, 6:, :] = 0.25  # garbage in padding rows must not count
-    for name, detection in detectors.detection_patterns(tokens, lengths).items():
-        ours = detectors.detector_scores(pattern, detection, lengths, exclude_bos, exclude_current)
+    for name, detection in dense.detection_patterns(tokens, lengths).items():
+        ours = dense.detector_scores(pattern, detection, lengths, exclude_bos, exclude_current)
         for row, length in enumerate(lengths.tolist()):
             for head in range(3):
                 expected = tl.compute_head_attention_similarity_score(
