@@ -82,6 +82,90 @@ def test_top_keys_of_hand_made_rows_rank_only_keys_the_query_can_see():
     assert tk.top_keys(torch.rand(2, 3, 2), q_start=1, k=8)[0].shape == (2, 3, 2)
 
 
+def masked_full_topk(rows: torch.Tensor, q_start: int, k: int, k_start: int = 0):
+    """The reference (the old formula): torch.topk of the whole band, future keys set to -1."""
+    n_queries, visible = rows.shape[-2:]
+    queries = torch.arange(q_start, q_start + n_queries)[:, None]
+    future = torch.arange(k_start, k_start + visible)[None, :] > queries
+    ranked = rows.float().masked_fill(future, -1.0)
+    weights, keys = torch.topk(ranked, min(k, visible), dim=-1, sorted=True)
+    return keys + k_start, weights
+
+
+def assert_same_top_keys(rows: torch.Tensor, q_start: int, k: int, k_start: int = 0) -> None:
+    """top_keys against the reference: identical weights; identical keys wherever the weight is
+    held by one key only (tied weights may come with other keys), each key once and carrying
+    its weight (-1 for a key past the query)."""
+    before = rows.clone()
+    keys, weights = tk.top_keys(rows, q_start, k, k_start)
+    expected_keys, expected_weights = masked_full_topk(rows, q_start, k, k_start)
+    assert torch.equal(rows, before)  # the caller's rows are left as they were
+    assert weights.dtype == torch.float32 and torch.equal(weights, expected_weights)
+    queries = torch.arange(q_start, q_start + rows.shape[-2])[:, None]
+    ranked = rows.float().masked_fill(torch.arange(k_start, k_start + rows.shape[-1]) > queries, -1)
+    carried = ranked.gather(-1, keys - k_start)
+    assert torch.equal(carried, weights)
+    assert bool((keys.sort(-1).values.diff(dim=-1) > 0).all())  # no key twice
+    once = (ranked[..., None, :] == weights[..., None]).sum(-1) == 1
+    assert torch.equal(keys[once], expected_keys[once])
+
+
+def random_rows(shape: tuple[int, ...], seed: int, ties: bool = False) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    rows = torch.rand(*shape, generator=generator) ** 4  # mostly small, a few large weights
+    rows[torch.rand(*shape, generator=generator) < 0.3] = 0.0  # exact zeros (masked keys)
+    return (rows * 8).round() / 8 if ties else rows  # ties: only 9 distinct weights
+
+
+@pytest.mark.parametrize(
+    ("n_queries", "visible", "q_start", "k_start", "k"),
+    [
+        (64, 64, 0, 0, 8),  # the first chunk: only the diagonal block
+        (64, 4096, 4032, 0, 8),  # a late fast-path chunk: 63 blocks of 64 keys before it
+        (64, 1000, 936, 0, 8),  # a band width that is no multiple of the block
+        (17, 1000, 900, 0, 8),  # a short last chunk, keys past every query at its end
+        (1, 777, 776, 0, 8),  # a chunk of one row
+        (1, 777, 700, 0, 64),  # k = MAX_K
+        (5, 3, 0, 0, 8),  # fewer keys than k
+        (4, 700, 2, 0, 8),  # queries that see fewer than k keys among many future ones
+        (64, 900, 1900, 1000, 8),  # a band of keys k_start… (a sliding window)
+        (64, 1200, 1500, 400, 3),  # ... whose diagonal block starts mid-band
+        (64, 50, 10, 20, 8),  # a band starting past the first queries
+        (64, 640, 576, 0, 8),  # exactly k + 1 blocks before the chunk (the fewest skipped)
+        (64, 639, 575, 0, 8),  # one key fewer: every column ranked
+        (300, 300, 0, 0, 5),  # a whole pattern (the bridge path): cut into query blocks
+    ],
+)
+@pytest.mark.parametrize("ties", [False, True])
+def test_top_keys_equal_the_masked_full_topk(n_queries, visible, q_start, k_start, k, ties):
+    rows = random_rows((3, n_queries, visible), seed=n_queries + visible + k, ties=ties)
+    assert_same_top_keys(rows, q_start, k, k_start)
+
+
+def test_top_keys_of_all_zero_rows_and_low_precision_rows_equal_the_reference():
+    assert_same_top_keys(torch.zeros(2, 64, 2000), 1936, 8)  # every weight tied
+    rows = random_rows((2, 64, 2000), seed=3).to(torch.bfloat16)
+    assert_same_top_keys(rows, 1936, 8)
+    assert_same_top_keys(random_rows((1, 2, 64, 1500), seed=4), 1436, 8)  # a batch dimension
+
+
+def test_planted_top_keys_are_found_in_every_part_of_the_band_but_not_past_the_query():
+    """Query 1000 of a chunk from query 980 over 1,064 keys: its planted top keys lie in one
+    block (three of them), in far blocks, in the remainder (keys 960…979) before the chunk and in
+    the diagonal block; a larger weight on a key past it (negative) is never picked."""
+    q_start, query = 980, 1000
+    rows = torch.full((1, 64, 1064), 1e-4)
+    planted = {5: 0.30, 130: 0.20, 131: 0.15, 140: 0.10, 700: 0.08, 970: 0.06, 990: 0.04}
+    planted |= {query: 0.02}
+    for key, weight in planted.items():
+        rows[0, query - q_start, key] = weight
+    rows[0, query - q_start, query + 1] = 0.9  # past the query
+    keys, weights = tk.top_keys(rows, q_start, k=8)
+    assert keys[0, query - q_start].tolist() == list(planted)
+    torch.testing.assert_close(weights[0, query - q_start], torch.tensor(list(planted.values())))
+    assert_same_top_keys(rows, q_start, 8)
+
+
 @pytest.mark.parametrize(("length", "k"), [(1, 8), (5, 8), (8, 8), (9, 8), (2048, 8), (300, 1)])
 def test_entries_per_head_is_the_closed_form(length, k):
     expected = length * (length + 1) // 2 if length <= k else k * length - k * (k - 1) // 2
