@@ -134,17 +134,25 @@ def physical_memory_bytes() -> int:
 
 
 def bench_tokens(tokenize: Callable[[str], list[int]], n_tokens: int) -> torch.Tensor:
-    """One sequence of exactly `n_tokens` tokens (BOS first) of standard-library prose."""
+    """One sequence of exactly `n_tokens` tokens (BOS first) of standard-library prose. The
+    offline corpus holds about 24k words (some 30k tokens); longer sequences repeat it, which
+    changes what heads attend to but not what the scan costs."""
     import torch
 
-    from probes.inputs.prompts import stdlib_docs_suite
+    from probes.inputs.prompts import stdlib_docs_text
 
-    words = max(64, n_tokens)  # prose runs about 1.3 tokens per word: this is always enough
-    (prompt,) = stdlib_docs_suite(1, words).prompts
-    ids = tokenize(prompt.text)[:n_tokens]
-    if len(ids) < n_tokens:
-        raise ValueError(f"the offline corpus gave {len(ids)} tokens; {n_tokens} were asked for")
-    return torch.tensor([ids])
+    words = " ".join(stdlib_docs_text()).split()
+    text = " ".join(words[: max(64, n_tokens)])  # prose runs about 1.3 tokens per word
+    ids = tokenize(text)
+    while len(ids) < n_tokens:
+        text = f"{text} {text}"
+        longer = tokenize(text)
+        if len(longer) <= len(ids):
+            raise ValueError(
+                f"the offline corpus gave {len(ids)} tokens; {n_tokens} were asked for"
+            )
+        ids = longer
+    return torch.tensor([ids[:n_tokens]])
 
 
 def plain_model(

@@ -189,3 +189,19 @@ def test_a_missing_gpu_is_named_before_a_random_shape_is_measured(monkeypatch, t
                                data_dir=tmp_path)  # fmt: skip
     with pytest.raises(ModelUnavailableError, match="no CUDA GPU is visible"):
         bench.run(config)
+
+
+def test_bench_tokens_are_exactly_as_many_as_asked_even_past_the_corpus():
+    """The offline corpus runs out near 24k words; a 32k-token sequence repeats it."""
+    import torch
+
+    from analyses.jobs.bench import bench_tokens
+
+    def tokenize(text):  # one token per word, BOS first
+        return [0] + [len(word) for word in text.split()]
+
+    short, long = bench_tokens(tokenize, 100), bench_tokens(tokenize, 40_000)
+    assert short.shape == (1, 100) and long.shape == (1, 40_000)
+    assert long[0, 0] == 0 and torch.equal(long[0, :100], short[0])
+    with pytest.raises(ValueError, match="gave 1 tokens"):
+        bench_tokens(lambda text: [0], 10)
