@@ -195,7 +195,7 @@ def test_bench_tokens_are_exactly_as_many_as_asked_even_past_the_corpus():
     """The offline corpus runs out near 24k words; a 32k-token sequence repeats it."""
     import torch
 
-    from analyses.jobs.bench import bench_tokens
+    from analyses.jobs.bench_inputs import bench_tokens
 
     def tokenize(text):  # one token per word, BOS first
         return [0] + [len(word) for word in text.split()]
