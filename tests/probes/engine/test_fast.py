@@ -29,8 +29,12 @@ def eager_rows(query, key, mask, scaling):
     return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1, dtype=torch.float32)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("reused", [False, True])
 @pytest.mark.parametrize("mask_kind", ["none", "bool", "float"])
-def test_pattern_rows_equal_eager_softmax_for_every_chunking(mask_kind):
+def test_pattern_rows_equal_eager_softmax_for_every_chunking(mask_kind, reused, dtype):
+    """Also into one reused workspace (float32: softmax in place over the scores; bfloat16:
+    scores and rows in two buffers), whose earlier rows each chunk overwrites."""
     generator = torch.Generator().manual_seed(0)
     query = torch.randn(2, 6, 11, 8, generator=generator)
     key = torch.randn(2, 3, 11, 8, generator=generator)  # GQA: 6 query heads on 3 KV heads
@@ -45,14 +49,24 @@ def test_pattern_rows_equal_eager_softmax_for_every_chunking(mask_kind):
     }[mask_kind]
     if mask is None:  # a skipped mask means plainly causal, no padding
         reference = eager_rows(query, key, torch.ones(11, 11, dtype=torch.bool).tril(), 0.3)
+    query, key = query.to(dtype), key.to(dtype)
+    if dtype == torch.bfloat16:  # the reference from the same rounded inputs
+        reference = eager_rows(query.float(), key.float(), causal if mask is not None else
+                               torch.ones(11, 11, dtype=torch.bool).tril(), 0.3)  # fmt: skip
+    workspace = fastpath.Workspace() if reused else None
+    tolerance = {} if dtype == torch.float32 else {"rtol": 0.02, "atol": 0.01}
     for step in (1, 4, 11):
-        for start in range(0, 11, step):
+        earlier = None
+        for start in reversed(range(0, 11, step)):  # widest first: the buffers never grow
             stop = min(start + step, 11)
-            rows = fastpath.pattern_rows(query, key, mask, 0.3, start, stop)
+            rows = fastpath.pattern_rows(query, key, mask, 0.3, start, stop, workspace=workspace)
             # Only the keys these queries can see come back; the reference is exactly 0 past them.
-            assert rows.shape[-1] == stop
-            torch.testing.assert_close(rows, reference[:, :, start:stop, :stop])
+            assert rows.shape[-1] == stop and rows.dtype == torch.float32
+            torch.testing.assert_close(rows, reference[:, :, start:stop, :stop], **tolerance)
             assert not reference[:, :, start:stop, stop:].any()
+            if earlier is not None:  # a reused buffer: the last chunk's rows are gone
+                assert (earlier.data_ptr() == rows.data_ptr()) == reused
+            earlier = rows
 
 
 def test_rows_times_values_matches_repeated_kv_matmul():
