@@ -11,8 +11,9 @@ of one layer; on the bridge path one layer's pattern, 64 queries at a time), by 
 exact in the weights (`top_keys`: no mask or copy of the whole band), and only the top keys are
 kept, so no layer's T×T pattern outlives its layer. A StreamingProbe, so the default scan
 keeps the fast path; while the pass runs it holds int32 keys and float32 weights (8 bytes an
-entry: 4.4 MB per prompt at 256 tokens on SmolLM2, 35 MB at 2,048). In the default scan it took
-2.2 s of the scan's 172 s of CPU time (1.3 %), one prompt of 256 tokens.
+entry: 4.4 MB per prompt at 256 tokens on SmolLM2, 35 MB at 2,048).
+On `headlab bench`'s one 4,096-token sequence (SmolLM2, cProfile, 2026-12-02) it took 2.4 s of
+the scan's 20.6 s, mostly `torch.topk`.
 
 Storage: side table "top_keys", one row per (prompt, layer, head) with the lists `keys` (uint16;
 int32 past 65,536 tokens) and `weights` (uint8: round(255 · A), so within 1/510 of A), query
