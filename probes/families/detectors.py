@@ -36,7 +36,8 @@ from probes.models import LoadedModel
 
 DETECTORS = ("previous_token", "duplicate_token", "induction")
 
-# Entries of a chunk's rows [batch, head, q_chunk, band]: (batch, chunk row, band column) indices.
+# Entries of a chunk's rows [batch, head, q_chunk, band] as index tensors (batch, chunk row,
+# band column); `match_pairs` gives a key position in the last place instead.
 Pairs = tuple[Int[torch.Tensor, " pair"], Int[torch.Tensor, " pair"], Int[torch.Tensor, " pair"]]
 
 
@@ -106,7 +107,7 @@ def match_pairs(
     n_rows: int,
     k_start: int,
     n_keys: int,
-) -> tuple[Int[torch.Tensor, " pair"], Int[torch.Tensor, " pair"], Int[torch.Tensor, " pair"]]:
+) -> Pairs:
     """(batch, chunk row, key position m) of every earlier key m < q with tokens[m] == tokens[q],
     for the chunk's real queries q, over the keys that the duplicate-token (m in the band) or
     the induction pattern (m + 1 in the band) reaches; m < q < length makes m and m + 1 real."""
