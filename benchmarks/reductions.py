@@ -45,6 +45,55 @@ def best_of(repeats: int, function: Callable[[], object]) -> float:
     return min(times)
 
 
+def measure(n: int, args: argparse.Namespace, names: list[str]) -> None:
+    """Print one layer's pieces at n tokens."""
+    info = ModelInfo("bench", 1, args.heads, args.kv_heads, args.d_head, 576, 2**17, 0)
+    generator = torch.Generator().manual_seed(0)
+    shape = (1, args.kv_heads, n, args.d_head)
+    query = torch.randn(1, args.heads, n, args.d_head, generator=generator)
+    key = torch.randn(shape, generator=generator)
+    value = torch.randn(shape, generator=generator)
+    tokens = torch.randint(0, 1000, (1, n), generator=generator)
+    batch = Batch(tokens, torch.tensor([n]), ("p",))
+    rep = args.heads // args.kv_heads
+    k_rep, v_rep = key.repeat_interleave(rep, 1), value.repeat_interleave(rep, 1)
+    scale = args.d_head**-0.5
+    step = fast.CHUNK_QUERIES
+    chunks = [(start, min(start + step, n)) for start in range(0, n, step)]
+    workspace = fast.Workspace()
+
+    def sdpa() -> None:
+        torch.nn.functional.scaled_dot_product_attention(query, k_rep, v_rep, is_causal=True)
+
+    def rows_and_output() -> None:  # as the fast path runs: one reused workspace
+        for start, stop in chunks:
+            rows = fast.pattern_rows(query, key, None, scale, start, stop, workspace=workspace)
+            fast.rows_times_values(rows, value)
+
+    all_rows = [fast.pattern_rows(query, key, None, scale, *chunk) for chunk in chunks]
+
+    def reduce(name: str) -> Callable[[], None]:
+        def run() -> None:
+            probe = PROBES[name](info)
+            probe.start_batch(batch)
+            for (start, _), rows in zip(chunks, all_rows, strict=True):
+                probe.on_pattern(0, rows, start, batch)
+            probe.end_batch(batch)
+
+        return run
+
+    base = best_of(args.repeats, sdpa)
+    print(f"\n{n} tokens, one layer ({args.heads} heads)   seconds   vs SDPA")
+    print(f"  {'sdpa':<22}{base:9.4f}   1.00")
+    total = 0.0
+    pieces = [("rows + output", rows_and_output)] + [(name, reduce(name)) for name in names]
+    for label, function in pieces:
+        seconds = best_of(args.repeats, function)
+        total += seconds
+        print(f"  {label:<22}{seconds:9.4f}   {seconds / base:.2f}")
+    print(f"  {'headlab layer':<22}{total:9.4f}   {total / base:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", default="1024,4096")
@@ -54,54 +103,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--probes", default=",".join(PROBES))
     args = parser.parse_args()
-    names = args.probes.split(",")
-    info = ModelInfo("bench", 1, args.heads, args.kv_heads, args.d_head, 576, 2**17, 0)
-    generator = torch.Generator().manual_seed(0)
     for n in (int(t) for t in args.tokens.split(",")):
-        shape = (1, args.kv_heads, n, args.d_head)
-        query = torch.randn(1, args.heads, n, args.d_head, generator=generator)
-        key, value = torch.randn(shape, generator=generator), torch.randn(shape, generator=generator)
-        batch = Batch(torch.randint(0, 1000, (1, n), generator=generator), torch.tensor([n]), ("p",))
-        rep = args.heads // args.kv_heads
-        k_rep, v_rep = key.repeat_interleave(rep, 1), value.repeat_interleave(rep, 1)
-        scale = args.d_head**-0.5
-        step = fast.CHUNK_QUERIES
-        chunks = [(start, min(start + step, n)) for start in range(0, n, step)]
-
-        def sdpa() -> None:
-            torch.nn.functional.scaled_dot_product_attention(query, k_rep, v_rep, is_causal=True)
-
-        def rows_and_output() -> list[torch.Tensor]:
-            kept = []
-            for start, stop in chunks:
-                rows = fast.pattern_rows(query, key, None, scale, start, stop)
-                fast.rows_times_values(rows, value)
-                kept.append(rows)
-            return kept
-
-        all_rows = rows_and_output()
-
-        def reduce(name: str) -> Callable[[], None]:
-            def run() -> None:
-                probe = PROBES[name](info)
-                probe.start_batch(batch)
-                for (start, _), rows in zip(chunks, all_rows, strict=True):
-                    probe.on_pattern(0, rows, start, batch)
-                probe.end_batch(batch)
-
-            return run
-
-        base = best_of(args.repeats, sdpa)
-        print(f"\n{n} tokens, one layer ({args.heads} heads)   seconds   vs SDPA")
-        print(f"  {'sdpa':<22}{base:9.4f}   1.00")
-        total = 0.0
-        for label, function in [("rows + output", rows_and_output)] + [
-            (name, reduce(name)) for name in names
-        ]:
-            seconds = best_of(args.repeats, function)
-            total += seconds
-            print(f"  {label:<22}{seconds:9.4f}   {seconds / base:.2f}")
-        print(f"  {'headlab layer':<22}{total:9.4f}   {total / base:.2f}")
+        measure(n, args, args.probes.split(","))
 
 
 if __name__ == "__main__":
