@@ -8,8 +8,9 @@ as a decode-time intervention on a vision-language model.
    each decoding step), in each layer with a visual sink token, the rows (head, query) of
    image-centric heads are recomputed from the pattern and edited: every massive token, visual or
    text, KEEPS the share p of its attention (p = 0.6; p = 1 is the identity) and the rest goes to
-   the non-sink image tokens pro rata. Queries before the image's end are never edited (the
-   authors edit only the text after the image in the prefill; decoded tokens all come after).
+   the non-sink image tokens pro rata. Queries before the text after the image (past its
+   closing marker, Qwen's <|vision_end|>) are never edited (the authors edit only the text
+   after the image in the prefill; decoded tokens all come after).
 
 Unlike the authors' code, a row whose non-sink image tokens hold no attention is left as it is
 (theirs divides by zero); `hl.var` builds both steps.
@@ -31,7 +32,7 @@ from probes import bridge
 from probes.core import hook_names
 from probes.core import visual_sinks as vs
 from probes.core.errors import ConfigError
-from probes.inputs.images import prompt_image_inputs, vision_of
+from probes.inputs.images import prompt_image_inputs, text_after_image, vision_of
 from probes.models import LoadedModel
 
 LayerSinks = tuple[tuple[int, tuple[int, ...]], ...]  # (layer, massive token positions)
@@ -40,12 +41,14 @@ LayerSinks = tuple[tuple[int, tuple[int, ...]], ...]  # (layer, massive token po
 @dataclass(frozen=True)
 class VisualSinks:
     """What `find_visual_sinks` found on one prompt: per layer the sink dimensions and the
-    massive tokens (text and image), and the positions of the image's tokens (not always one
-    run: Idefics3 puts row tags between its crops' tokens)."""
+    massive tokens (text and image), the positions of the image's tokens (not always one
+    run: Idefics3 puts row tags between its crops' tokens), and where the text after the image
+    starts (past its closing marker: `probes.inputs.images.text_after_image`)."""
 
     image: tuple[int, ...]
     dims: tuple[tuple[int, tuple[int, ...]], ...]  # (layer, sink dimensions)
     massive: LayerSinks
+    text_start: int  # the first prefill query VAR may edit
 
     def visual(self, layer: int) -> tuple[int, ...]:
         """The visual sink tokens of `layer`: its massive tokens inside the image."""
@@ -53,13 +56,15 @@ class VisualSinks:
         return tuple(k for k in dict(self.massive).get(layer, ()) if k in image)
 
 
-def image_positions(model: LoadedModel, tokens: Sequence[int]) -> tuple[int, ...]:
-    """Where the image's tokens are in `tokens` (the model's image token); there must be some."""
-    image_id = vision_of(model).image_token_id
-    positions = tuple(i for i, token in enumerate(tokens) if token == image_id)
+def image_positions(model: LoadedModel, tokens: Sequence[int]) -> tuple[tuple[int, ...], int]:
+    """Where the image's tokens are in `tokens` (there must be some), and where the text after
+    the image starts (len(tokens) when none follows)."""
+    row = torch.tensor([list(tokens)])
+    is_image, text = text_after_image(vision_of(model), row, torch.tensor([len(tokens)]))
+    positions = tuple(is_image[0].nonzero().flatten().tolist())
     if not positions:
         raise ConfigError(f"VAR needs an image in the prompt; model {model.info.name!r} found none")
-    return positions
+    return positions, int(text[0].nonzero()[0]) if bool(text.any()) else len(tokens)
 
 
 def find_visual_sinks(
@@ -78,7 +83,7 @@ def find_visual_sinks(
         raise ConfigError(
             f"VAR first_layer must be in [0, {model.info.n_layers}), got {first_layer}"
         )
-    image = image_positions(model, tokens)
+    image, text_start = image_positions(model, tokens)
     fixed = None if dims is None else torch.tensor([int(d) for d in dims], dtype=torch.long)
     found_dims: dict[int, tuple[int, ...]] = {}
     massive: dict[int, tuple[int, ...]] = {}
@@ -100,7 +105,9 @@ def find_visual_sinks(
     ids = torch.tensor([list(tokens)], device=model.device)
     inputs: dict[str, Any] = prompt_image_inputs(model, image_file, tokens)
     bridge.forward(model, ids, fwd_hooks, return_type=None, **inputs)
-    return VisualSinks(image, tuple(sorted(found_dims.items())), tuple(sorted(massive.items())))
+    return VisualSinks(
+        image, tuple(sorted(found_dims.items())), tuple(sorted(massive.items())), text_start
+    )
 
 
 def var_pattern(
@@ -174,7 +181,7 @@ class VisualAttentionRedistribution(Intervention):
             chosen = pattern[:, heads]
             out = pattern.clone()
             out[:, heads] = var_pattern(chosen, is_massive, is_image, self.p, self.rho,
-                                        self.summ, queries_from=image[-1] + 1)  # fmt: skip
+                                        self.summ, queries_from=self.sinks.text_start)  # fmt: skip
             return out
 
         return [(hook_names.attn(layer, "pattern"), edit)]

@@ -90,7 +90,8 @@ DEFINITIONS: dict[tuple[str, str], Definition] = {
     ("image_attention", "image_share"): Definition(
         "attention on the image",
         "image prompts only: share of the attention of the text after the image (each real query "
-        "past the image's last token) that lands on any image token, averaged over image prompts",
+        "past the image's last token and the marker closing it, e.g. Qwen's <|vision_end|>) "
+        "that lands on any image token, averaged over image prompts",
         "the head reads the image when the text is processed (an image-centric head)",
     ),
     ("attention_stats", "entropy"): Definition(

@@ -1,8 +1,9 @@
 """`image_attention`: how much each head of a vision-language model's language model reads the
 image, and which parts of it: what the dashboard's vision page draws over the picture.
 
-For an image prompt, the text queries are the real positions after the image's last token (the
-question and answer text), Q of them. Per layer, head and image token κ:
+For an image prompt, the text queries are the real positions after the image's last token and
+the marker closing it (Qwen's <|vision_end|>; `probes.inputs.images.text_after_image`): the
+question and answer text, Q of them. Per layer, head and image token κ:
 
     A_img[l, h, κ] = (1/Q) Σ_{q text query} A_{l,h}[q, κ]
 
@@ -38,7 +39,7 @@ from probes.core.errors import ConfigError
 from probes.core.probe import StreamingProbe, totals_of
 from probes.core.registry import register_probe
 from probes.core.types import Batch, ModelInfo, ProbeParams
-from probes.inputs.images import patch_boxes
+from probes.inputs.images import patch_boxes, text_after_image
 from probes.inputs.pixels import read_image, rgb
 from probes.models import LoadedModel
 from probes.models.vision import VisionInputs
@@ -54,17 +55,6 @@ class ImageAttentionParams(ProbeParams):
 
     def check(self) -> None:
         self.require(self.n_prompts >= 1, "n_prompts", "at least 1")
-
-
-def text_after_image(
-    tokens: torch.Tensor, lengths: torch.Tensor, image_token_id: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """[batch, pos] masks: the image's tokens, and the real queries after its last token."""
-    is_image = tokens.eq(image_token_id)
-    positions = torch.arange(tokens.shape[1], device=tokens.device)
-    last = torch.where(is_image, positions, -1).amax(dim=1)  # -1: a row without an image
-    after = (positions[None, :] > last[:, None]) & (positions[None, :] < lengths[:, None])
-    return is_image, after & (last[:, None] >= 0)
 
 
 def thumbnail_png(path: str) -> tuple[bytes, tuple[int, int], tuple[int, int]]:
@@ -113,9 +103,7 @@ class ImageAttentionProbe(StreamingProbe[ImageAttentionParams]):
                 f"probe image_attention reads image prompts; prompt {batch.prompt_ids[0]!r} "
                 "has no image"
             )
-        self._image, self._text = text_after_image(
-            batch.tokens, batch.lengths, vision.image_token_id
-        )
+        self._image, self._text = text_after_image(vision, batch.tokens, batch.lengths)
         n_batch, n_positions = batch.tokens.shape
         self._mass = torch.zeros(
             self.info.n_layers, n_batch, self.info.n_heads, n_positions, dtype=torch.float32

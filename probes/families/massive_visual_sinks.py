@@ -3,9 +3,10 @@ MICV-yonsei/VisAttnSink; definitions in `probes.core.visual_sinks`), reduced as 
 
 At each layer's input the sink dimensions are read off the BOS and the massive tokens found (one
 [batch, pos] mask, replaced at the next layer); that layer's pattern chunks then fold, per head,
-each text query after the image into two sums: the share of its image attention on visual sink
-tokens, and whether the head is image-centric for it (share ≤ ρ and image attention ≥ summ; never
-in a layer without a visual sink token). Rows:
+each text query after the image and its closing marker (`probes.inputs.images.text_after_image`)
+into two sums: the share of its image attention on visual sink tokens, and whether the head is
+image-centric for it (share ≤ ρ and image attention ≥ summ; never in a layer without a visual
+sink token). Rows:
   massive_visual_sink        per prompt and image token that is massive in some layer: the
                              number of layers in which it is (position = its index in the prompt)
   massive_visual_sink_count  per prompt and layer: how many image tokens are massive there
@@ -22,6 +23,8 @@ import torch
 from probes.core import visual_sinks as vs
 from probes.core.probe import Combine
 from probes.core.types import Batch
+from probes.inputs.images import text_after_image
+from probes.models.vision import VisionInputs
 
 # The sink probe's totals this part keeps (how two runs of batches combine them).
 TOTALS: dict[str, Combine] = {
@@ -45,16 +48,14 @@ class MassiveVisualSinks:
         self.n_queries = torch.zeros(n_layers, dtype=torch.float64)
         self.prompt_rows: list[dict[str, Any]] = []
         self._image: torch.Tensor | None = None  # [batch, pos] image tokens, this batch only
-        self._image_end = torch.zeros(0)  # [batch] first position after the image (0: none)
+        self._text: torch.Tensor | None = None  # [batch, pos] its text queries after the image
         self._massive: torch.Tensor | None = None  # [batch, pos] at the current layer only
         self._layers_massive: torch.Tensor | None = None  # [batch, pos] layers it was massive in
         self._count_rows: list[dict[str, Any]] = []
 
-    def massive_start(self, batch: Batch, image_token_id: int) -> None:
-        image = batch.tokens.eq(image_token_id)
-        positions = torch.arange(image.shape[1], device=image.device)
+    def massive_start(self, batch: Batch, vision: VisionInputs) -> None:
+        image, self._text = text_after_image(vision, batch.tokens, batch.lengths)
         self._image = image if bool(image.any()) else None
-        self._image_end = torch.where(image, positions + 1, 0).amax(-1)
         self._layers_massive = torch.zeros(image.shape, dtype=torch.long, device=image.device)
         self._massive = None
 
@@ -78,7 +79,7 @@ class MassiveVisualSinks:
     def massive_on_pattern(
         self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch, k_start: int = 0
     ) -> None:
-        if self._image is None or self._massive is None:
+        if self._image is None or self._massive is None or self._text is None:
             return
         n_queries, n_keys = rows.shape[-2:]  # the rows cover keys k_start … k_start + n_keys
         image = self._image[:, None, None, k_start : k_start + n_keys]
@@ -86,11 +87,7 @@ class MassiveVisualSinks:
         share, image_attention = vs.sink_share(rows.float(), image, visual)  # [batch, head, q]
         centric = (share <= self.rho) & (image_attention >= self.summ)
         centric = centric & visual.flatten(1).any(-1)[:, None, None]
-        queries = torch.arange(n_queries, device=rows.device) + q_start
-        after_image = (queries[None, :] >= self._image_end[:, None]) & (
-            self._image_end[:, None] > 0
-        )
-        counted = batch.query_mask[:, q_start : q_start + n_queries].bool() & after_image
+        counted = self._text[:, q_start : q_start + n_queries]
         weights = counted[:, None, :].to(share.dtype)
         self.share_sum[layer] += (share.nan_to_num(0.0) * weights).sum((0, 2)).double().cpu()
         self.centric_sum[layer] += (centric * weights).sum((0, 2)).double().cpu()
@@ -105,7 +102,7 @@ class MassiveVisualSinks:
                                              "position": position, "token": token,
                                              "value": float(layers[row, position])})  # fmt: skip
         self.prompt_rows.extend(self._count_rows)
-        self._image = self._massive = self._layers_massive = None
+        self._image = self._text = self._massive = self._layers_massive = None
         self._count_rows = []
 
     def massive_rows(self) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ from probes.core.types import Batch, ModelInfo, ProbeParams
 from probes.families import massive_visual_sinks as massive
 from probes.families.massive_visual_sinks import MassiveVisualSinks
 from probes.models import LoadedModel, decode_text
+from probes.models.vision import VisionInputs
 
 
 def sink_alpha(
@@ -167,7 +168,8 @@ class SinkProbe(StreamingProbe[SinkParams], MassiveVisualSinks):
         self.massive_other_sum = torch.zeros(n_layers, dtype=torch.float64)
         self.n_sequences = 0
         self._received: torch.Tensor | None = None  # [layer, batch, head, k_pos], this batch only
-        self.image_token_id: int | None = None  # set by `bind` for a vision-language model
+        self.vision: VisionInputs | None = None  # set by `bind` for a vision-language model
+        self.image_token_id: int | None = None
         self.image_token = ""
         self.visual_alpha_sum = torch.zeros(n_layers, n_heads, dtype=torch.float64)
         self.n_image_sequences = 0
@@ -177,6 +179,7 @@ class SinkProbe(StreamingProbe[SinkParams], MassiveVisualSinks):
 
     def bind(self, model: LoadedModel) -> None:
         if model.vision is not None:
+            self.vision = model.vision
             self.image_token_id = model.vision.image_token_id
             self.image_token = decode_text(model.tokenizer, [self.image_token_id])
 
@@ -184,8 +187,8 @@ class SinkProbe(StreamingProbe[SinkParams], MassiveVisualSinks):
         n_batch, n_positions = batch.tokens.shape
         shape = (self.info.n_layers, n_batch, self.info.n_heads, n_positions)
         self._received = torch.zeros(shape, dtype=torch.float32, device=batch.tokens.device)
-        if self.image_token_id is not None:
-            self.massive_start(batch, self.image_token_id)
+        if self.vision is not None:
+            self.massive_start(batch, self.vision)
 
     def on_pattern(
         self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch, k_start: int = 0

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
+from jaxtyping import Bool, Int
 from PIL import Image
 
 from probes.core.errors import ConfigError, PromptTooLongError
@@ -31,7 +32,8 @@ from probes.models.vision import VisionInputs, VisionModelError
 class ImageReader(Protocol):
     """How one architecture reads an image: the token ids it stands for in the prompt, the
     forward pass's keyword arguments for a batch of images, and each image token's box in the
-    original image (empty when headlab knows no geometry for it)."""
+    original image (empty when headlab knows no geometry for it), and the marker tokens that
+    close an image after its last image token (none for LLaVA), which are not text."""
 
     def image_tokens(self, vision: VisionInputs, image: Image.Image) -> list[int]: ...
 
@@ -42,6 +44,8 @@ class ImageReader(Protocol):
     def token_boxes(
         self, vision: VisionInputs, width: int, height: int
     ) -> list[PatchBox | None]: ...
+
+    def closing_tokens(self, vision: VisionInputs) -> tuple[int, ...]: ...
 
 
 # By `VisionInputs.architecture`; a new architecture adds its reader here.
@@ -65,6 +69,26 @@ def patch_boxes(vision: VisionInputs, width: int, height: int) -> list[PatchBox 
     """One entry per image token of an image this size, in token order: its box, or None for a
     token that covers no one region (CLS). Empty when headlab knows no geometry for it."""
     return reader_of(vision).token_boxes(vision, width, height)
+
+
+def text_after_image(
+    vision: VisionInputs,
+    tokens: Int[torch.Tensor, "batch pos"],
+    lengths: Int[torch.Tensor, " batch"],
+) -> tuple[Bool[torch.Tensor, "batch pos"], Bool[torch.Tensor, "batch pos"]]:
+    """[batch, pos] masks: the image's tokens, and the text queries after the image: the real
+    positions past its last token and the marker(s) closing it right there (Qwen's
+    <|vision_end|>, Idefics3's last <fake_token_around_image>); none in a row without an image.
+    VisAttnSink's text queries likewise start where the image's segment ends."""
+    is_image = tokens.eq(vision.image_token_id)
+    positions = torch.arange(tokens.shape[1], device=tokens.device)
+    start = torch.where(is_image, positions + 1, 0).amax(dim=1)  # 0: a row without an image
+    last = tokens.shape[1] - 1
+    for marker in reader_of(vision).closing_tokens(vision):
+        following = tokens.gather(1, start.clamp(max=last)[:, None])[:, 0]
+        start += (start > 0) & (start <= last) & following.eq(marker)
+    after = (positions[None, :] >= start[:, None]) & (positions[None, :] < lengths[:, None])
+    return is_image, after & (start[:, None] > 0)
 
 
 def vision_of(model: LoadedModel) -> VisionInputs:

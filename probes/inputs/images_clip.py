@@ -73,3 +73,7 @@ class ClipReader:
                     )
                 )
         return boxes
+
+    def closing_tokens(self, vision: VisionInputs) -> tuple[int, ...]:
+        """None: the text follows the image's last token."""
+        return ()

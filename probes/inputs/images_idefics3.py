@@ -136,7 +136,13 @@ class Idefics3Reader:
                 tokens += [ids.fake, ids.row_col[(r + 1, c + 1)], *view]
             # "\n" after each row; the last one joins the "\n" before the global view.
             tokens += ids.newline if r < split.rows - 1 else ids.double_newline
-        return [*tokens, ids.fake, ids.global_tag, *view, ids.fake]
+        return [*tokens, ids.fake, ids.global_tag, *view, *self.closing_tokens(vision)]
+
+    def closing_tokens(self, vision: VisionInputs) -> tuple[int, ...]:
+        """The <fake_token_around_image> after the global view."""
+        ids = processing_of(vision).tokens
+        assert ids is not None  # filled from the tokenizer when the model loads
+        return (ids.fake,)
 
     def forward_inputs(
         self, vision: VisionInputs, images: Sequence[Image.Image], tokens: torch.Tensor

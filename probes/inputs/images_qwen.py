@@ -101,8 +101,12 @@ class QwenReader:
         return [
             processing.start_token_id,
             *[vision.image_token_id] * n_tokens,
-            processing.end_token_id,
+            *self.closing_tokens(vision),
         ]
+
+    def closing_tokens(self, vision: VisionInputs) -> tuple[int, ...]:
+        """<|vision_end|>."""
+        return (_processing(vision).end_token_id,)
 
     def forward_inputs(
         self, vision: VisionInputs, images: Sequence[Image.Image], tokens: torch.Tensor

@@ -3,6 +3,7 @@ random instances): the neutral setting (α = 1, p = 1) generates exactly what th
 does, logits included; α = 2 and p = 0.6 change the logits. LLaVA's own, finer tests are in
 test_vhr.py and test_visual_sinks.py (against the authors' code)."""
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from probes.decoding import generate
 from probes.inputs.images import prompt_image_inputs, tokenize_image_prompt
 from probes.inputs.prompts import load_jsonl
 from probes.models import load
+from tests import planting
 
 ROOT = Path(__file__).resolve().parents[3]
 IMAGE_PROMPTS = ROOT / "data" / "prompts" / "images" / "images.jsonl"
@@ -84,3 +86,31 @@ def test_var_at_p_1_is_the_identity_and_p_0_6_is_not(model, prompt):
             _, edited = run(model, tokens, image)
     assert redistributed.changed
     assert not torch.allclose(edited, clean_logits, atol=1e-5)
+
+
+def test_var_leaves_qwen_s_vision_end_query_alone_and_edits_the_next_one():
+    """A head spreading evenly over the image from <|vision_end|> and from the token after it,
+    both image-centric (one of the image's tokens is the planted sink): only the latter is text
+    after the image, so only its row is edited in the prefill."""
+    qwen = load("tiny-random-qwen2.5-vl")
+    first = load_jsonl(IMAGE_PROMPTS).prompts[0]
+    tokens = tokenize_image_prompt(qwen, first, None, first.id).tokens
+    image = [i for i, t in enumerate(tokens) if t == qwen.vision.image_token_id]
+    marker = image[-1] + 1
+    assert tokens[marker] == qwen.vision.processing.end_token_id
+    spread = planting.attend_uniform(0, 0, lambda q: image if q in (marker, marker + 1) else [0])
+    patterns = []
+
+    def tap(pattern, hook):
+        patterns.append(pattern[0, 0].detach().clone())
+
+    name = hook_names.attn(0, "pattern")
+    inputs = prompt_image_inputs(qwen, first.image, tokens)
+    with bridge.attached(qwen, [*plant_sink(image[0]), spread]):
+        var = hl.var(qwen, tokens, first.image, p=0.6, dims=[0], **TINY_VAR)
+        for edit in (contextlib.nullcontext(), var):
+            with edit, bridge.attached(qwen, [(name, tap)]):
+                bridge.forward(qwen, torch.tensor([tokens]), return_type=None, **inputs)
+    clean, edited = patterns
+    assert edited[marker + 1, image[0]] == pytest.approx(0.6 / len(image), rel=1e-4)
+    torch.testing.assert_close(edited[: marker + 1], clean[: marker + 1], rtol=0, atol=0)
