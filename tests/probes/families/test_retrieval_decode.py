@@ -3,6 +3,8 @@ bridge path: same tokens, same top-1 keys, same scores."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -12,6 +14,8 @@ from probes.families import retrieval_decode
 from probes.families.retrieval import RetrievalParams, TopKeyRecorder, choose_path, run_sample
 from probes.families.retrieval_decode import last_row, last_row_attention
 from probes.inputs import niah
+from probes.models import wrap
+from probes.models.tiny import TinyConfig, tiny_llama
 from tests.probes.families.test_retrieval import HAYSTACK, NEEDLE, TEMPLATE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -155,3 +159,23 @@ def test_fused_decode_equals_the_bridge_on_smollm2(smollm2):
     assert fused.recall == through_bridge.recall > 0
     assert torch.equal(fused.hits, through_bridge.hits)
     assert fused.hits.sum() > 0  # some head copied from the needle
+
+
+@pytest.mark.parametrize("seed", [0, 6])
+def test_the_benchmarks_generate_matches_a_fused_decode_that_ends_on_eos(seed):
+    """benchmarks/retrieval_decode.py's `generate` once asked for min_new_tokens, which bans EOS
+    until then: where the fused decode stopped on EOS, generate took the runner-up instead."""
+    from benchmarks.retrieval_decode import hf_greedy
+
+    hf_model, tokenizer = tiny_llama(TinyConfig(seed=seed))
+    reference = copy.deepcopy(hf_model)
+    model = wrap(hf_model, tokenizer, f"tiny-random-{seed}")
+    sample = niah.NiahBuilder(model, HAYSTACK, TEMPLATE).sample(NEEDLE, 60, 50)
+    free = run_sample(model, sample, max_new_tokens=8, stop=lambda t: False, path="fused")
+    eos = free.generated[5]  # plant an EOS: the token the decode makes at step 5 (or before)
+    reference.generation_config.eos_token_id = eos
+    fused = run_sample(model, sample, max_new_tokens=8, stop=lambda t: t == eos, path="fused")
+    assert fused.generated[-1] == eos and len(fused.generated) <= 6
+    tokens, logits = hf_greedy(reference, sample.tokens, len(fused.generated), pad=0)
+    assert tokens == list(fused.generated)
+    assert len(logits) == len(tokens) and int(logits[-1].argmax()) == eos
