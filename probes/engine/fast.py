@@ -19,16 +19,15 @@ buffers that every chunk and layer of the pass reuses (`Workspace`).
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from jaxtyping import Float
 
 from probes import bridge
+from probes.attention_rows import Workspace, key_band, pattern_rows, rows_times_values
 from probes.core.probe import StreamingProbe
 from probes.core.types import Batch
 from probes.models import LoadedModel
@@ -42,27 +41,6 @@ CHUNK_QUERIES = 64
 CHUNK_BYTES = 64 * 2**20  # and never more than this much of fp32 rows (big batches, long T)
 
 
-class Workspace:
-    """Scores and rows buffers that every chunk of a pass writes into. A fresh c × T tensor per
-    chunk is paid in page faults: on SmolLM2 at 4k tokens the query-key product of a layer
-    took 1.35x as long into new tensors as into a reused one (0.083 s vs 0.061 s)."""
-
-    def __init__(self) -> None:
-        self._buffers: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
-
-    def take(
-        self, name: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device
-    ) -> torch.Tensor:
-        """A contiguous [shape] view of buffer `name`, grown when too small; its contents are
-        whatever the last user left."""
-        size = math.prod(shape)
-        buffer = self._buffers.get((name, dtype, device))
-        if buffer is None or buffer.numel() < size:
-            buffer = torch.empty(size, dtype=dtype, device=device)
-            self._buffers[name, dtype, device] = buffer
-        return buffer[:size].view(*shape)
-
-
 @dataclass
 class _Consumer:
     probes: Sequence[StreamingProbe]
@@ -72,106 +50,6 @@ class _Consumer:
 
 
 _ACTIVE: ContextVar[_Consumer | None] = ContextVar("headlab_fastpath_consumer", default=None)
-
-
-Mask = torch.Tensor | bridge.ChunkedMask | None
-
-
-def key_band(mask: Mask, n_queries: int, n_keys: int, q_start: int, q_stop: int) -> tuple[int, int]:
-    """Keys [k_start, k_stop) that queries q_start…q_stop−1 can see: all others get exactly zero
-    attention. Causal: none past the chunk's last query (half the work over a sequence); a
-    sliding-window layer also none before the window of its first query, so such a layer costs
-    O(T·window), not O(T²)."""
-    if isinstance(mask, bridge.ChunkedMask):
-        return mask.key_band(q_start, q_stop)
-    return 0, visible_keys(n_queries, n_keys, q_stop)
-
-
-def pattern_rows(
-    query: Float[torch.Tensor, "batch head q_pos d_head"],
-    key: Float[torch.Tensor, "batch kv_head k_pos d_head"],
-    attention_mask: Mask,
-    scaling: float,
-    q_start: int,
-    q_stop: int,
-    softcap: float | None = None,
-    band: tuple[int, int] | None = None,
-    workspace: Workspace | None = None,
-) -> Float[torch.Tensor, "batch head q_chunk band"]:
-    """Softmax attention rows q_start:q_stop, as eager attention computes them, over the keys
-    of `band` (default `key_band(...)`): keys outside it get exactly zero attention, so the rows
-    are not padded out to all keys. `attention_mask` is a `ChunkedMask` (the fast path's), a
-    [batch, 1, q, k] bool or additive mask, or None for plainly causal. A query that sees no key
-    at all (a padding query past a sliding window) gets a row of zeros.
-
-    Grouped-query attention is handled by grouping query heads per KV head (query head h reads
-    KV head h // n_rep), so keys are never copied n_rep times. With a `workspace` the scores
-    and rows are written into its buffers (the rows then last until its next use).
-    """
-    n_batch, n_heads, n_queries, d_head = query.shape
-    n_kv, n_keys = key.shape[1], key.shape[-2]
-    n_rep, n_rows = n_heads // n_kv, q_stop - q_start
-    k_start, k_stop = (
-        band if band is not None else key_band(attention_mask, n_queries, n_keys, q_start, q_stop)
-    )
-    # Scaling the chunk's queries (not the scores) saves a pass over the c × T scores.
-    grouped = (query[:, :, q_start:q_stop] * scaling).reshape(n_batch, n_kv, n_rep * n_rows, d_head)
-    shape = (n_batch, n_heads, n_rows, k_stop - k_start)
-    into = None if workspace is None else workspace.take("scores", shape, query.dtype, query.device)
-    keys = key[:, :, k_start:k_stop].transpose(-1, -2)
-    scores = torch.matmul(
-        grouped, keys, out=None if into is None else into.view(*grouped.shape[:-1], -1)
-    )
-    scores = scores.view(shape)
-    if softcap is not None:
-        scores = torch.tanh(scores / softcap) * softcap
-    may_be_empty = False
-    if isinstance(attention_mask, bridge.ChunkedMask):
-        for first, last in attention_mask.masked_spans(q_start, q_stop, k_start, k_stop):
-            block = attention_mask.block(q_start, q_stop, first, last)
-            scores[..., first - k_start : last - k_start].masked_fill_(~block, float("-inf"))
-        may_be_empty = attention_mask.padding is not None
-    elif attention_mask is None:  # the mask was skipped because it is plainly causal
-        # Only the last n_rows band columns can lie past a query: mask that block alone.
-        offset = n_keys - n_queries
-        first = max(k_stop - n_rows, k_start)
-        queries = torch.arange(q_start, q_stop, device=query.device)[:, None] + offset
-        hidden = torch.arange(first, k_stop, device=query.device)[None, :] > queries
-        scores[..., first - k_start :].masked_fill_(hidden, float("-inf"))
-    else:
-        mask = attention_mask[:, :, q_start:q_stop, k_start:k_stop]
-        if mask.dtype == torch.bool:
-            scores.masked_fill_(~mask, float("-inf"))
-        else:
-            scores += mask
-    if workspace is None:
-        rows = torch.softmax(scores, dim=-1, dtype=torch.float32)
-    else:  # in place when the scores are float32: the softmax reads each row before writing it
-        out = scores if scores.dtype == torch.float32 else None
-        out = workspace.take("rows", shape, torch.float32, query.device) if out is None else out
-        rows = torch.softmax(scores, dim=-1, dtype=torch.float32, out=out)
-    if may_be_empty:  # softmax over no key is NaN; those rows are padding: zero, not NaN
-        rows.nan_to_num_(0.0)
-    return rows
-
-
-def rows_times_values(
-    rows: Float[torch.Tensor, "batch head q_chunk band"],
-    value: Float[torch.Tensor, "batch kv_head k_pos d_head"],
-    k_start: int = 0,
-) -> Float[torch.Tensor, "batch head q_chunk d_head"]:
-    """Attention output of the rows over the values k_start…k_start + rows.shape[-1] − 1,
-    grouped per KV head like `pattern_rows`."""
-    n_batch, n_heads, n_rows, n_keys = rows.shape
-    n_kv = value.shape[1]
-    grouped = rows.to(value.dtype).reshape(n_batch, n_kv, (n_heads // n_kv) * n_rows, n_keys)
-    output = torch.matmul(grouped, value[:, :, k_start : k_start + n_keys])
-    return output.view(n_batch, n_heads, n_rows, value.shape[-1])
-
-
-def visible_keys(n_queries: int, n_keys: int, q_stop: int) -> int:
-    """Keys that queries up to `q_stop` can see under a causal mask (the rest are zeros)."""
-    return min(n_keys, q_stop + n_keys - n_queries)
 
 
 def _chunk_rows(consumer: _Consumer, n_batch: int, n_heads: int, n_keys: int) -> int:

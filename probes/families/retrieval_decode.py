@@ -24,6 +24,7 @@ import torch
 from jaxtyping import Float
 
 from probes import bridge
+from probes.attention_rows import pattern_rows, rows_times_values
 from probes.models import LoadedModel
 
 ATTENTION_NAME = "headlab_last_row"
@@ -50,21 +51,11 @@ def last_row(
     scaling: float,
     softcap: float | None = None,
 ) -> Float[torch.Tensor, "batch head 1 k_pos"]:
-    """The one query's softmax row over every cached key, as eager attention computes it; query
-    head h reads KV head h // n_rep, grouped so the keys are never copied n_rep times."""
-    n_batch, n_heads, _, d_head = query.shape
-    n_kv, n_keys = key.shape[1], key.shape[-2]
-    grouped = (query * scaling).reshape(n_batch, n_kv, n_heads // n_kv, d_head)
-    scores = torch.matmul(grouped, key.transpose(-1, -2)).view(n_batch, n_heads, 1, n_keys)
-    if softcap is not None:
-        scores = torch.tanh(scores / softcap) * softcap
-    if attention_mask is not None:  # None: the one query sees every cached key
-        mask = attention_mask[:, :, -1:, :n_keys]  # as transformers' SDPA slices it
-        if mask.dtype == torch.bool:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        else:
-            scores = scores + mask
-    return torch.softmax(scores, dim=-1, dtype=torch.float32)
+    """The one query's softmax row over every cached key, as eager attention computes it
+    (`pattern_rows` for the last query: a one-query step's mask has one row, and None means it
+    sees every key); query head h reads KV head h // n_rep, the keys never copied n_rep times."""
+    n_queries = query.shape[-2]
+    return pattern_rows(query, key, attention_mask, scaling, n_queries - 1, n_queries, softcap)
 
 
 def last_row_attention(
@@ -92,10 +83,7 @@ def last_row_attention(
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     rows = last_row(query, key, attention_mask, scale, kwargs.get("softcap"))
     sink(layer, rows[0, :, 0].argmax(-1), rows.shape[-1])
-    n_heads, n_kv = rows.shape[1], value.shape[1]
-    grouped = rows.to(value.dtype).reshape(1, n_kv, n_heads // n_kv, rows.shape[-1])
-    output = torch.matmul(grouped, value).view(1, n_heads, 1, value.shape[-1])
-    return output.transpose(1, 2).contiguous(), None
+    return rows_times_values(rows, value).transpose(1, 2).contiguous(), None
 
 
 def fused_greedy_decode(

@@ -4,8 +4,10 @@ nightdessert/Retrieval_Head @ 3ac171a6, retrieval_head_detection.py: `find_needl
 `evaluate_and_log` (prefill of prompt[:-1]), `decode` and `retrieval_calculate`, run on a plain
 Hugging Face model with `output_attentions=True`, no TransformerBridge and no hooks. Two things
 are parameters rather than constants: the stop test (theirs is the token '<0x0A>' or id 144,
-tokenizer-specific) and the decode length (theirs is 50). Kept as in the original: topk(1), the
-`break` after the first hit, no de-duplication, scoring before the stop check.
+tokenizer-specific) and the decode length (theirs is 50); and a needle span may be given in place
+of their search's, which misses on byte-level BPE (`probes.inputs.niah`). Kept as in the
+original: topk(1), the `break` after the first hit, no de-duplication, scoring before the stop
+check.
 """
 
 from __future__ import annotations
@@ -34,14 +36,17 @@ def authors_sample_scores(
     real_needle: str,
     stop: Callable[[int], bool],
     decode_len: int = 50,
+    span: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, list[int], tuple[int, int]]:
     """Per-(layer, head) retrieval score of one sample, before ROUGE gating; the greedy output;
-    and the needle span. Mirrors `evaluate_and_log` + `decode` + `retrieval_calculate`."""
+    and the needle span (`span`, else `find_needle_idx`'s). Mirrors `evaluate_and_log` +
+    `decode` + `retrieval_calculate`."""
     config = hf_model.config
     layer_num, head_num = config.num_hidden_layers, config.num_attention_heads
     input_ids = torch.tensor([prompt])
     prompt_ids = input_ids[0, :]
-    needle_start, needle_end = find_needle_idx(tokenizer, prompt_ids, real_needle)
+    found = find_needle_idx(tokenizer, prompt_ids, real_needle) if span is None else span
+    needle_start, needle_end = found
     retrieval_score = [[[0, ""] for _ in range(head_num)] for _ in range(layer_num)]
 
     def retrieval_calculate(attention_maxtrix, inp, step_token, topk=1):

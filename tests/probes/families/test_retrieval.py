@@ -275,3 +275,31 @@ def test_decoding_through_the_bridge_matches_hugging_face_generate(smollm2):
         )
     assert list(ours.generated) == generated[0, len(sample.tokens) :].tolist()
     assert ours.recall > 0  # the 12 tokens start the answer, so some head had a chance
+
+
+@pytest.mark.slow
+def test_the_authors_span_search_misses_smollm2s_bpe_needle_and_the_scores_still_match(smollm2):
+    """'smoked' alone is 'sm' + 'oked', in the prompt 'Ġsmoked': 5 of the answer's 7 ids (not
+    > 90 %) lie in its span, so their search finds (-1, -1) and every score of theirs is 0. On
+    headlab's span, whose ids decode to the answer, their loop gives the fused decode's scores."""
+    from transformers import AutoModelForCausalLM
+
+    from probes.models.gguf_cache import converted_dir, default_cache_dir
+
+    builder = niah.NiahBuilder(smollm2, niah.load_haystack(niah.STDLIB_DOCS))
+    sample = builder.sample(niah.load_needles(niah.DEFAULT_NEEDLES)[0], 256, 50)
+    start, end = sample.answer_span
+    tokenizer = smollm2.tokenizer
+    assert tokenizer.decode(list(sample.tokens[start:end])) == " " + sample.needle.answer
+    eager = AutoModelForCausalLM.from_pretrained(
+        converted_dir(default_cache_dir(), "smollm2-135m"), attn_implementation="eager"
+    )
+    stop = decode.StopRule(tokenizer)
+    args = (eager, tokenizer, list(sample.tokens), sample.needle.answer, stop, 20)
+    missed, _, their_span = authors_sample_scores(*args)
+    assert their_span == (-1, -1) and not missed.any()
+    theirs, their_output, _ = authors_sample_scores(*args, span=sample.answer_span)
+    ours = run_sample(smollm2, sample, max_new_tokens=20, stop=stop, path="fused")
+    assert list(ours.generated) == their_output
+    torch.testing.assert_close(ours.hits / (end - start), theirs, rtol=0, atol=1e-6)
+    assert theirs.sum() > 0

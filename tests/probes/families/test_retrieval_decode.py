@@ -3,14 +3,19 @@ bridge path: same tokens, same top-1 keys, same scores."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from probes import bridge
 from probes import decoding as decode
+from probes.families import retrieval_decode
 from probes.families.retrieval import RetrievalParams, TopKeyRecorder, choose_path, run_sample
-from probes.families.retrieval_decode import last_row
+from probes.families.retrieval_decode import last_row, last_row_attention
 from probes.inputs import niah
+from probes.models import wrap
+from probes.models.tiny import TinyConfig, tiny_llama
 from tests.probes.families.test_retrieval import HAYSTACK, NEEDLE, TEMPLATE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -41,6 +46,72 @@ def test_last_row_equals_eager_attention_with_grouped_heads(masked):
     # Head 1 reads KV head 0, head 3 reads KV head 1: swapping the KV heads changes the rows.
     swapped = last_row(query, key.flip(1), mask, 8**-0.5)
     assert not torch.allclose(swapped, ours)
+
+
+def old_last_row(query, key, attention_mask, scaling, softcap=None):
+    """Test-only transcription of last_row before it used pattern_rows (its own masking)."""
+    n_batch, n_heads, _, d_head = query.shape
+    n_kv, n_keys = key.shape[1], key.shape[-2]
+    grouped = (query * scaling).reshape(n_batch, n_kv, n_heads // n_kv, d_head)
+    scores = torch.matmul(grouped, key.transpose(-1, -2)).view(n_batch, n_heads, 1, n_keys)
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    if attention_mask is not None:
+        mask = attention_mask[:, :, -1:, :n_keys]
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        else:
+            scores = scores + mask
+    return torch.softmax(scores, dim=-1, dtype=torch.float32)
+
+
+def old_step_output(rows, value):
+    """Test-only transcription of the step output before it used rows_times_values."""
+    n_heads, n_kv = rows.shape[1], value.shape[1]
+    grouped = rows.to(value.dtype).reshape(1, n_kv, n_heads // n_kv, rows.shape[-1])
+    output = torch.matmul(grouped, value).view(1, n_heads, 1, value.shape[-1])
+    return output.transpose(1, 2).contiguous()
+
+
+class _Layer(torch.nn.Module):
+    layer_idx = 3
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("softcap", [None, 5.0])
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "additive"])
+def test_last_row_is_bit_identical_to_its_old_formula(mask_kind, softcap, dtype):
+    """Rows and step output through pattern_rows / rows_times_values equal the old inline code
+    exactly, on GQA inputs; the mask is wider than the cache, as SDPA's can be."""
+    generator = torch.Generator().manual_seed(2)
+    query = (torch.randn(1, 6, 1, 16, generator=generator) * 3).to(dtype)
+    key = torch.randn(1, 2, 40, 16, generator=generator).to(dtype)
+    value = torch.randn(1, 2, 40, 16, generator=generator).to(dtype)
+    visible = torch.ones(1, 1, 1, 44, dtype=torch.bool)
+    visible[..., :9] = False  # a window hides the first keys
+    visible[..., 40:] = False  # past the cache: must be sliced off, not read
+    mask = {
+        "none": None,
+        "bool": visible,
+        "additive": torch.zeros(visible.shape, dtype=dtype).masked_fill(~visible, float("-inf")),
+    }[mask_kind]
+    old = old_last_row(query, key, mask, 0.25, softcap)
+    rows = last_row(query, key, mask, 0.25, softcap)
+    assert rows.dtype == torch.float32 and torch.equal(rows, old)
+    assert ((rows[..., :9] == 0).all()) == (mask is not None)  # the mask was applied
+    if softcap is not None:  # and the softcap: without it the rows differ
+        assert not torch.equal(rows, old_last_row(query, key, mask, 0.25))
+    seen = []
+    listening = retrieval_decode._SINK.set(lambda *step: seen.append(step))
+    try:
+        output, _ = last_row_attention(
+            _Layer(), query, key, value, mask, scaling=0.25, softcap=softcap
+        )
+    finally:
+        retrieval_decode._SINK.reset(listening)
+    assert torch.equal(output, old_step_output(old, value))
+    ((layer, top, n_keys),) = seen
+    assert layer == 3 and n_keys == 40 and torch.equal(top, old[0, :, 0].argmax(-1))
 
 
 def test_fused_and_bridge_decodes_give_the_same_keys(tiny_model, monkeypatch):
@@ -88,3 +159,23 @@ def test_fused_decode_equals_the_bridge_on_smollm2(smollm2):
     assert fused.recall == through_bridge.recall > 0
     assert torch.equal(fused.hits, through_bridge.hits)
     assert fused.hits.sum() > 0  # some head copied from the needle
+
+
+@pytest.mark.parametrize("seed", [0, 6])
+def test_the_benchmarks_generate_matches_a_fused_decode_that_ends_on_eos(seed):
+    """benchmarks/retrieval_decode.py's `generate` once asked for min_new_tokens, which bans EOS
+    until then: where the fused decode stopped on EOS, generate took the runner-up instead."""
+    from benchmarks.retrieval_decode import hf_greedy
+
+    hf_model, tokenizer = tiny_llama(TinyConfig(seed=seed))
+    reference = copy.deepcopy(hf_model)
+    model = wrap(hf_model, tokenizer, f"tiny-random-{seed}")
+    sample = niah.NiahBuilder(model, HAYSTACK, TEMPLATE).sample(NEEDLE, 60, 50)
+    free = run_sample(model, sample, max_new_tokens=8, stop=lambda t: False, path="fused")
+    eos = free.generated[5]  # plant an EOS: the token the decode makes at step 5 (or before)
+    reference.generation_config.eos_token_id = eos
+    fused = run_sample(model, sample, max_new_tokens=8, stop=lambda t: t == eos, path="fused")
+    assert fused.generated[-1] == eos and len(fused.generated) <= 6
+    tokens, logits = hf_greedy(reference, sample.tokens, len(fused.generated), pad=0)
+    assert tokens == list(fused.generated)
+    assert len(logits) == len(tokens) and int(logits[-1].argmax()) == eos
