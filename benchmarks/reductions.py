@@ -65,33 +65,39 @@ def measure(n: int, args: argparse.Namespace, names: list[str]) -> None:
     def sdpa() -> None:
         torch.nn.functional.scaled_dot_product_attention(query, k_rep, v_rep, is_causal=True)
 
+    with_entropy = any("row_entropy" in PROBES[name].reads for name in names)
+    rows_of = fast.pattern_rows_and_entropy if with_entropy else fast.pattern_rows
+
     def rows_and_output() -> None:  # as the fast path runs: one reused workspace
         for start, stop in chunks:
-            rows = fast.pattern_rows(query, key, None, scale, start, stop, workspace=workspace)
-            fast.rows_times_values(rows, value)
+            rows = rows_of(query, key, None, scale, start, stop, workspace=workspace)
+            fast.rows_times_values(rows[0] if with_entropy else rows, value)
 
-    all_rows = [fast.pattern_rows(query, key, None, scale, *chunk) for chunk in chunks]
+    chunk_rows = [
+        fast.pattern_rows_and_entropy(query, key, None, scale, *chunk) for chunk in chunks
+    ]
 
     def reduce(name: str) -> Callable[[], None]:
         def run() -> None:
             probe = PROBES[name](info)
             probe.start_batch(batch)
-            for (start, _), rows in zip(chunks, all_rows, strict=True):
-                probe.on_pattern(0, rows, start, batch)
+            for (start, _), (rows, entropy) in zip(chunks, chunk_rows, strict=True):
+                fast.feed(probe, 0, rows, start, 0, batch, entropy if with_entropy else None)
             probe.end_batch(batch)
 
         return run
 
     base = best_of(args.repeats, sdpa)
     print(f"\n{n} tokens, one layer ({args.heads} heads)   seconds   vs SDPA")
-    print(f"  {'sdpa':<22}{base:9.4f}   1.00")
+    print(f"  {'sdpa':<26}{base:9.4f}   1.00")
     total = 0.0
-    pieces = [("rows + output", rows_and_output)] + [(name, reduce(name)) for name in names]
+    label = "rows + entropy + output" if with_entropy else "rows + output"
+    pieces = [(label, rows_and_output)] + [(name, reduce(name)) for name in names]
     for label, function in pieces:
         seconds = best_of(args.repeats, function)
         total += seconds
-        print(f"  {label:<22}{seconds:9.4f}   {seconds / base:.2f}")
-    print(f"  {'headlab layer':<22}{total:9.4f}   {total / base:.2f}")
+        print(f"  {label:<26}{seconds:9.4f}   {seconds / base:.2f}")
+    print(f"  {'headlab layer':<26}{total:9.4f}   {total / base:.2f}")
 
 
 def main() -> None:

@@ -72,6 +72,80 @@ def pattern_rows(
     KV head h // n_rep), so keys are never copied n_rep times. With a `workspace` the scores
     and rows are written into its buffers (the rows then last until its next use).
     """
+    scores, may_be_empty = masked_scores(
+        query, key, attention_mask, scaling, q_start, q_stop, softcap, band, workspace
+    )
+    if workspace is None:
+        rows = torch.softmax(scores, dim=-1, dtype=torch.float32)
+    else:  # in place when the scores are float32: the softmax reads each row before writing it
+        out = scores if scores.dtype == torch.float32 else None
+        out = (
+            workspace.take("rows", scores.shape, torch.float32, scores.device)
+            if out is None
+            else out
+        )
+        rows = torch.softmax(scores, dim=-1, dtype=torch.float32, out=out)
+    if may_be_empty:  # softmax over no key is NaN; those rows are padding: zero, not NaN
+        rows.nan_to_num_(0.0)
+    return rows
+
+
+def pattern_rows_and_entropy(
+    query: Float[torch.Tensor, "batch head q_pos d_head"],
+    key: Float[torch.Tensor, "batch kv_head k_pos d_head"],
+    attention_mask: Mask,
+    scaling: float,
+    q_start: int,
+    q_stop: int,
+    softcap: float | None = None,
+    band: tuple[int, int] | None = None,
+    workspace: Workspace | None = None,
+) -> tuple[
+    Float[torch.Tensor, "batch head q_chunk band"], Float[torch.Tensor, "batch head q_chunk"]
+]:
+    """`pattern_rows` (the same rows, bit for bit) and each row's entropy in nats, from the
+    scores rather than from a log of every row entry:
+
+        H = −Σ P·log P = log Z − Σ P·(s − max s),   Z = Σ exp(s − max s) = 1 / max P.
+
+    Both terms are ≥ 0 and at most log(keys), so nothing cancels. On SmolLM2 at 8k tokens the
+    log form of one layer's rows took about twice as long. An empty row's entropy is 0.
+    """
+    scores, may_be_empty = masked_scores(
+        query, key, attention_mask, scaling, q_start, q_stop, softcap, band, workspace
+    )
+    if scores.dtype != torch.float32:  # the softmax reads low-precision scores as float32 too
+        into = None if workspace is None else workspace.take(
+            "scores32", scores.shape, torch.float32, scores.device
+        )  # fmt: skip
+        scores = scores.float() if into is None else into.copy_(scores)
+    # Shifted by the row's max (the softmax does the same); a masked key's −inf becomes the
+    # lowest float, whose weight is still exactly 0 but whose product with it is 0, not NaN.
+    shifted = scores.sub_(scores.amax(-1, keepdim=True)).clamp_(min=torch.finfo(torch.float32).min)
+    out = None if workspace is None else workspace.take(
+        "rows", shifted.shape, torch.float32, shifted.device
+    )  # fmt: skip
+    rows = torch.softmax(shifted, dim=-1, out=out) if out is not None else shifted.softmax(-1)
+    entropy = rows.amax(-1).log_().neg_() - torch.einsum("bhqk,bhqk->bhq", rows, shifted)
+    if may_be_empty:  # a row over no key is NaN from its first step: padding, so zero
+        rows.nan_to_num_(0.0)
+        entropy.nan_to_num_(0.0)
+    return rows, entropy
+
+
+def masked_scores(
+    query: Float[torch.Tensor, "batch head q_pos d_head"],
+    key: Float[torch.Tensor, "batch kv_head k_pos d_head"],
+    attention_mask: Mask,
+    scaling: float,
+    q_start: int,
+    q_stop: int,
+    softcap: float | None = None,
+    band: tuple[int, int] | None = None,
+    workspace: Workspace | None = None,
+) -> tuple[Float[torch.Tensor, "batch head q_chunk band"], bool]:
+    """The scaled scores of `pattern_rows` (in the query's dtype), −inf where masked, and
+    whether a row may have no visible key at all (then its softmax is NaN)."""
     n_batch, n_heads, n_queries, d_head = query.shape
     n_kv, n_keys = key.shape[1], key.shape[-2]
     n_rep, n_rows = n_heads // n_kv, q_stop - q_start
@@ -108,15 +182,7 @@ def pattern_rows(
             scores.masked_fill_(~mask, float("-inf"))
         else:
             scores += mask
-    if workspace is None:
-        rows = torch.softmax(scores, dim=-1, dtype=torch.float32)
-    else:  # in place when the scores are float32: the softmax reads each row before writing it
-        out = scores if scores.dtype == torch.float32 else None
-        out = workspace.take("rows", shape, torch.float32, query.device) if out is None else out
-        rows = torch.softmax(scores, dim=-1, dtype=torch.float32, out=out)
-    if may_be_empty:  # softmax over no key is NaN; those rows are padding: zero, not NaN
-        rows.nan_to_num_(0.0)
-    return rows
+    return scores, may_be_empty
 
 
 def rows_times_values(

@@ -149,7 +149,10 @@ class StreamingProbe(Probe[P]):
     chunks from the layer's queries and keys while the model's own attention runs a fast kernel.
     """
 
-    reads: ClassVar[frozenset[str]] = frozenset({"pattern"})  # ⊆ {"pattern", "resid_pre"}
+    # ⊆ {"pattern", "resid_pre", "row_entropy"}; with "row_entropy" the fast path also hands
+    # `on_pattern` each row's entropy as `entropy=` (computed from the scores, cheaper than from
+    # the rows), and the bridge path does not (the probe takes it from the rows).
+    reads: ClassVar[frozenset[str]] = frozenset({"pattern"})
 
     def start_batch(self, batch: Batch) -> None:
         """Called once per batch before its forward pass, on every path."""

@@ -27,7 +27,13 @@ from typing import Any
 import torch
 
 from probes import bridge
-from probes.attention_rows import Workspace, key_band, pattern_rows, rows_times_values
+from probes.attention_rows import (
+    Workspace,
+    key_band,
+    pattern_rows,
+    pattern_rows_and_entropy,
+    rows_times_values,
+)
 from probes.core.probe import StreamingProbe
 from probes.core.types import Batch
 from probes.models import LoadedModel
@@ -90,15 +96,17 @@ def streaming_attention(
     window = attention_mask.window if isinstance(attention_mask, bridge.ChunkedMask) else None
     widest = n_keys if window is None else min(n_keys, window + CHUNK_QUERIES)
     step = _chunk_rows(consumer, n_batch, n_heads, widest)
+    with_entropy = any("row_entropy" in probe.reads for probe in readers)
     for q_start in range(0, n_queries, step):
         q_stop = min(q_start + step, n_queries)
         band = key_band(attention_mask, n_queries, n_keys, q_start, q_stop)
-        rows = pattern_rows(
-            query, key, attention_mask, scale, q_start, q_stop, kwargs.get("softcap"), band,
-            consumer.workspace,
-        )  # fmt: skip
+        inputs = (query, key, attention_mask, scale, q_start, q_stop, kwargs.get("softcap"), band)
+        if with_entropy:
+            rows, entropy = pattern_rows_and_entropy(*inputs, consumer.workspace)
+        else:
+            rows, entropy = pattern_rows(*inputs, consumer.workspace), None
         for probe in readers:
-            feed(probe, layer, rows, q_start, band[0], consumer.batch)
+            feed(probe, layer, rows, q_start, band[0], consumer.batch, entropy)
         output[:, :, q_start:q_stop] = rows_times_values(rows, value, band[0])
     return output.transpose(1, 2).contiguous(), None
 
@@ -110,15 +118,21 @@ def feed(
     q_start: int,
     k_start: int,
     batch: Batch,
+    entropy: torch.Tensor | None = None,
 ) -> None:
     """Hand a probe rows over keys k_start…: as a band when its `on_pattern` takes `k_start`,
-    else padded with the zeros before the band (exact, but O(T) per row again)."""
+    else padded with the zeros before the band (exact, but O(T) per row again); and the rows'
+    entropy when the probe reads "row_entropy" and it was computed."""
+    extra: dict[str, Any] = {}
+    if entropy is not None and "row_entropy" in probe.reads:
+        extra["entropy"] = entropy
     if k_start == 0:
-        probe.on_pattern(layer, rows, q_start, batch)
+        probe.on_pattern(layer, rows, q_start, batch, **extra)
     elif takes_band(probe):
-        probe.on_pattern(layer, rows, q_start, batch, k_start=k_start)
+        probe.on_pattern(layer, rows, q_start, batch, k_start=k_start, **extra)
     else:
-        probe.on_pattern(layer, torch.nn.functional.pad(rows, (k_start, 0)), q_start, batch)
+        rows = torch.nn.functional.pad(rows, (k_start, 0))
+        probe.on_pattern(layer, rows, q_start, batch, **extra)
 
 
 def takes_band(probe: StreamingProbe) -> bool:

@@ -30,6 +30,7 @@ class AttentionStatsProbe(StreamingProbe[AttentionStatsParams]):
 
     METRICS = ("entropy", "entropy_normalized", "mean_attention_distance")
     totals = totals_of(sums="sum", n_queries="sum")
+    reads = frozenset({"pattern", "row_entropy"})
 
     def __init__(self, info: ModelInfo, params: AttentionStatsParams | None = None) -> None:
         super().__init__(info, params)
@@ -41,13 +42,21 @@ class AttentionStatsProbe(StreamingProbe[AttentionStatsParams]):
         self._queries = scored_queries(batch.lengths, batch.tokens.shape[1])
 
     def on_pattern(
-        self, layer: int, rows: torch.Tensor, q_start: int, batch: Batch, k_start: int = 0
+        self,
+        layer: int,
+        rows: torch.Tensor,
+        q_start: int,
+        batch: Batch,
+        k_start: int = 0,
+        entropy: torch.Tensor | None = None,
     ) -> None:
+        """`entropy`: the rows' entropy if the engine has it (the fast path computes it from the
+        scores, `fast.pattern_rows_and_entropy`); else it is taken from the rows here."""
         rows = rows.float()
         q_stop = q_start + rows.shape[2]
         queries = self._batch_state(self._queries)[:, q_start:q_stop]
         log_visible = torch.arange(q_start + 1, q_stop + 1, device=rows.device).float().log()
-        entropy = attention_entropy(rows)
+        entropy = attention_entropy(rows) if entropy is None else entropy
         per_query = (
             entropy,
             entropy / log_visible.clamp(min=1e-12),

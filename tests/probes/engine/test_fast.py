@@ -5,6 +5,7 @@ import torch
 from probes import bridge, engine
 from probes.core import hook_names as hooks
 from probes.core.probe import StreamingProbe
+from probes.core.reductions import attention_entropy
 from probes.core.types import Batch
 from probes.engine import fast as fastpath
 from probes.families import sink as sinks
@@ -67,6 +68,52 @@ def test_pattern_rows_equal_eager_softmax_for_every_chunking(mask_kind, reused, 
             if earlier is not None:  # a reused buffer: the last chunk's rows are gone
                 assert (earlier.data_ptr() == rows.data_ptr()) == reused
             earlier = rows
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("reused", [False, True])
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "float", "softcap"])
+def test_rows_with_entropy_are_the_same_rows_and_their_log_entropy(mask_kind, reused, dtype):
+    """Scores up to ±60 (a sharp head): the entropy from the scores must not lose digits."""
+    generator = torch.Generator().manual_seed(3)
+    query = torch.randn(2, 6, 13, 8, generator=generator) * 6
+    key = torch.randn(2, 3, 13, 8, generator=generator).to(dtype)
+    query = query.to(dtype)
+    causal = torch.ones(13, 13, dtype=torch.bool).tril()[None, None].expand(2, 1, 13, 13).clone()
+    causal[1, :, :, 9:] = False
+    causal[1, :, 9:, 0] = True
+    mask = {
+        "none": None,
+        "softcap": None,
+        "bool": causal,
+        "float": torch.zeros(causal.shape).masked_fill(~causal, float("-inf")),
+    }[mask_kind]
+    softcap = 5.0 if mask_kind == "softcap" else None
+    plain, shared = fastpath.Workspace(), fastpath.Workspace() if reused else None
+    for step in (1, 5, 13):
+        for start in reversed(range(0, 13, step)):
+            stop = min(start + step, 13)
+            args = (query, key, mask, 0.3, start, stop, softcap)
+            expected = fastpath.pattern_rows(*args).clone()
+            rows, entropy = fastpath.pattern_rows_and_entropy(*args, workspace=shared)
+            assert torch.equal(rows, expected)
+            if reused:  # the rows buffer of a pattern_rows workspace is another use of it
+                assert torch.equal(fastpath.pattern_rows(*args, workspace=plain), expected)
+            torch.testing.assert_close(entropy, attention_entropy(expected), rtol=0, atol=2e-6)
+
+
+def test_entropy_of_planted_rows_uniform_one_hot_and_empty():
+    """Equal scores: log(visible keys); one key far ahead of the rest: 0. (Rows over no key,
+    padding under the fast path's mask, are checked in test_streaming_probes' padded batches.)"""
+    n = 6
+    query = torch.zeros(1, 2, n, 4)
+    key = torch.zeros(1, 2, n, 4)
+    query[0, 1] = 1.0
+    key[0, 1, 2] = 1000.0  # head 1: every query that sees key 2 puts all its weight there
+    _, entropy = fastpath.pattern_rows_and_entropy(query, key, None, 1.0, 0, n)
+    torch.testing.assert_close(entropy[0, 0], torch.arange(1, n + 1).float().log())
+    assert torch.equal(entropy[0, 1, 2:], torch.zeros(n - 2))
+    torch.testing.assert_close(entropy[0, 1, 1], torch.tensor(2.0).log())  # keys 0, 1 alike
 
 
 def test_rows_times_values_matches_repeated_kv_matmul():

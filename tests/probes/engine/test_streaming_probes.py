@@ -244,3 +244,28 @@ def test_all_four_probes_together_fast_equals_bridge_on_smollm2(smollm2, monkeyp
     }
     assert (bridge.metric == "pattern_class").sum() == 270  # the prompts were profiled
     pd.testing.assert_frame_equal(fast, bridge, rtol=1e-5, atol=1e-5)
+
+
+class EntropySpy(AttentionStatsProbe):
+    """Records whether each chunk's entropy came from the engine."""
+
+    def __init__(self, info):
+        super().__init__(info)
+        self.given = []
+
+    def on_pattern(self, layer, rows, q_start, batch, k_start=0, entropy=None):
+        self.given.append(entropy is not None)
+        super().on_pattern(layer, rows, q_start, batch, k_start, entropy)
+
+
+def test_the_fast_path_hands_row_entropy_to_a_probe_that_reads_it(tiny_model):
+    fast, bridge, other = (
+        EntropySpy(tiny_model.info),
+        EntropySpy(tiny_model.info),
+        ChunkSpy(tiny_model.info),
+    )
+    for batch in padded_batches(tiny_model):
+        fastpath.run_batch(tiny_model, batch, [fast, other])  # other takes no entropy
+        engine.run_batch(tiny_model, batch, [bridge], path="bridge")
+    assert len(fast.given) == len(other.sizes) > tiny_model.info.n_layers and all(fast.given)
+    assert bridge.given and not any(bridge.given)  # the bridge: the probe takes it from the rows
