@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import torch
 
+from probes import attention_rows
 from probes.core.types import Batch, ModelInfo
 from probes.engine import fast
 from probes.families.attention_stats import AttentionStatsProbe
@@ -58,23 +59,25 @@ def measure(n: int, args: argparse.Namespace, names: list[str]) -> None:
     rep = args.heads // args.kv_heads
     k_rep, v_rep = key.repeat_interleave(rep, 1), value.repeat_interleave(rep, 1)
     scale = args.d_head**-0.5
-    step = fast.CHUNK_QUERIES
+    step = attention_rows.CHUNK_QUERIES
     chunks = [(start, min(start + step, n)) for start in range(0, n, step)]
-    workspace = fast.Workspace()
+    workspace = attention_rows.Workspace()
 
     def sdpa() -> None:
         torch.nn.functional.scaled_dot_product_attention(query, k_rep, v_rep, is_causal=True)
 
     with_entropy = any("row_entropy" in PROBES[name].reads for name in names)
-    rows_of = fast.pattern_rows_and_entropy if with_entropy else fast.pattern_rows
+    rows_of = (
+        attention_rows.pattern_rows_and_entropy if with_entropy else attention_rows.pattern_rows
+    )
 
     def rows_and_output() -> None:  # as the fast path runs: one reused workspace
         for start, stop in chunks:
             rows = rows_of(query, key, None, scale, start, stop, workspace=workspace)
-            fast.rows_times_values(rows[0] if with_entropy else rows, value)
+            attention_rows.rows_times_values(rows[0] if with_entropy else rows, value)
 
     chunk_rows = [
-        fast.pattern_rows_and_entropy(query, key, None, scale, *chunk) for chunk in chunks
+        attention_rows.pattern_rows_and_entropy(query, key, None, scale, *chunk) for chunk in chunks
     ]
 
     def reduce(name: str) -> Callable[[], None]:

@@ -28,23 +28,17 @@ import torch
 
 from probes import bridge
 from probes.attention_rows import (
+    CHUNK_BYTES,
     Workspace,
-    key_band,
-    pattern_rows,
-    pattern_rows_and_entropy,
-    rows_times_values,
+    attention_without_rows,
+    chunk_rows,
+    chunked_attention,
 )
 from probes.core.probe import StreamingProbe
 from probes.core.types import Batch
 from probes.models import LoadedModel
 
 ATTENTION_NAME = "headlab_streaming"
-# Query rows per chunk: enough for the two matmuls to run efficiently, few enough for a chunk's
-# rows to stay near the cache. One SmolLM2 layer at 8k keys on 2 cores took 1.3x as long with
-# 14 rows (the old fixed 4 MB) and 1.15x with 113 rows as with 56; at 1k-4k keys, 28-113 rows
-# were within this machine's noise.
-CHUNK_QUERIES = 64
-CHUNK_BYTES = 64 * 2**20  # and never more than this much of fp32 rows (big batches, long T)
 
 
 @dataclass
@@ -56,13 +50,6 @@ class _Consumer:
 
 
 _ACTIVE: ContextVar[_Consumer | None] = ContextVar("headlab_fastpath_consumer", default=None)
-
-
-def _chunk_rows(consumer: _Consumer, n_batch: int, n_heads: int, n_keys: int) -> int:
-    """Query rows per chunk: CHUNK_QUERIES, fewer where their rows over `n_keys` (the widest
-    band a chunk can need) would pass the byte budget."""
-    affordable = consumer.chunk_bytes // (4 * n_batch * n_heads * n_keys)
-    return max(1, min(CHUNK_QUERIES, affordable))
 
 
 def streaming_attention(
@@ -81,33 +68,25 @@ def streaming_attention(
     consumer = _ACTIVE.get()
     readers = [p for p in consumer.probes if "pattern" in p.reads] if consumer else []
     if consumer is None or not readers or module.training:
-        if isinstance(attention_mask, bridge.ChunkedMask):
-            attention_mask = attention_mask.for_sdpa()
-        return bridge.sdpa_attention(
+        return attention_without_rows(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
     layer = module.layer_idx
     if not isinstance(layer, int):
         raise TypeError(f"attention module {type(module).__name__} has no integer layer_idx")
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    n_batch, n_heads, n_queries, _ = query.shape
-    n_keys = key.shape[-2]
-    output = query.new_empty(n_batch, n_heads, n_queries, value.shape[-1])
-    window = attention_mask.window if isinstance(attention_mask, bridge.ChunkedMask) else None
-    widest = n_keys if window is None else min(n_keys, window + CHUNK_QUERIES)
-    step = _chunk_rows(consumer, n_batch, n_heads, widest)
-    with_entropy = any("row_entropy" in probe.reads for probe in readers)
-    for q_start in range(0, n_queries, step):
-        q_stop = min(q_start + step, n_queries)
-        band = key_band(attention_mask, n_queries, n_keys, q_start, q_stop)
-        inputs = (query, key, attention_mask, scale, q_start, q_stop, kwargs.get("softcap"), band)
-        if with_entropy:
-            rows, entropy = pattern_rows_and_entropy(*inputs, consumer.workspace)
-        else:
-            rows, entropy = pattern_rows(*inputs, consumer.workspace), None
+    n_batch, n_heads = query.shape[:2]
+    step = chunk_rows(n_batch, n_heads, key.shape[-2], attention_mask, consumer.chunk_bytes)
+
+    def to_readers(rows: torch.Tensor, q_start: int, k_start: int, entropy: Any) -> None:
         for probe in readers:
-            feed(probe, layer, rows, q_start, band[0], consumer.batch, entropy)
-        output[:, :, q_start:q_stop] = rows_times_values(rows, value, band[0])
+            feed(probe, layer, rows, q_start, k_start, consumer.batch, entropy)
+
+    output = chunked_attention(
+        query, key, value, attention_mask, scale, kwargs.get("softcap"),
+        step=step, workspace=consumer.workspace, on_rows=to_readers,
+        with_entropy=any("row_entropy" in probe.reads for probe in readers),
+    )  # fmt: skip
     return output.transpose(1, 2).contiguous(), None
 
 

@@ -1,13 +1,15 @@
-"""The retrieval probe's fused decode: SDPA prefill, then greedy steps that keep one row per head.
+"""The retrieval probe's fused decode: a cheap prefill, then greedy steps keeping one row per head.
 
 The bridge path (`probes.decoding.decode_niah`) runs every step through TransformerLens with
 eager attention, and its prefill too, so at 8k tokens the prefill alone builds each layer's T×T
 pattern. Here the Hugging Face model under the bridge runs with its wrappers swapped out and a
-registered attention function (`last_row_attention`):
-  - a call with more than one query (the prefill) goes to the fused SDPA kernel, which keeps no
-    attention weights;
-  - a one-query call (a decoding step) rebuilds that query's softmax row from q and the KV cache
-    exactly as eager attention does (GQA-aware, the layer's mask and softcap, fp32 softmax),
+registered attention function:
+  - the prefill (`attention_rows.attention_without_rows`) goes to the fused SDPA kernel, which
+    keeps no attention weights; on a sliding-window layer, whose T×T mask would send SDPA to
+    its unfused kernel over every key, to exact rows over the window, a query chunk at a time;
+  - a one-query call (a decoding step, `last_row_attention`) rebuilds that query's softmax row
+    from q and the KV cache exactly as eager attention does (GQA-aware, the layer's mask and
+    softcap, fp32 softmax),
     hands each head's arg-max key to the recorder, and multiplies the same row into the values
     for the layer's output.
 The prompt minus its last token is prefilled and the last token fed first, as the authors (and
@@ -24,10 +26,11 @@ import torch
 from jaxtyping import Float
 
 from probes import bridge
-from probes.attention_rows import pattern_rows, rows_times_values
+from probes.attention_rows import attention_without_rows, pattern_rows, rows_times_values
 from probes.models import LoadedModel
 
 ATTENTION_NAME = "headlab_last_row"
+PREFILL_NAME = "headlab_prefill"  # SDPA, or exact rows over a sliding layer's window
 # Called once per decoding step and layer with each head's arg-max key index and the row length.
 TopKeySink = Callable[[int, torch.Tensor, int], None]
 OnStep = Callable[[int, int], None]
@@ -96,32 +99,36 @@ def fused_greedy_decode(
     on_step: OnStep | None = None,
 ) -> list[int]:
     """Greedy tokens after `tokens` (ending at the first stop token, which is kept), decoded with
-    an SDPA prefill and `sink` fed each step's arg-max keys per layer. `on_step(step, token)`
-    runs after each step's forward, when the sink has seen every layer of it."""
+    an SDPA prefill (exact rows over the window on a sliding-window layer, where SDPA would
+    take the T×T mask: `attention_rows.attention_without_rows`) and `sink` fed each step's
+    arg-max keys per layer. `on_step(step, token)` runs after each step's forward, when the
+    sink has seen every layer of it."""
     if len(tokens) < 2:
         raise ValueError(f"a prompt to decode from needs at least 2 tokens, got {len(tokens)}")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    bridge.register_attention(PREFILL_NAME, attention_without_rows)
     bridge.register_attention(ATTENTION_NAME, last_row_attention, chunked=False)
     device = model.device
     extra = bridge.last_logits_only(model)
     generated: list[int] = []
-    with bridge.unbridged_model(model, ATTENTION_NAME) as hf_model:
+    with bridge.unbridged_model(model, PREFILL_NAME) as hf_model:
         prompt = torch.tensor([list(tokens[:-1])], device=device)
         cache = hf_model(input_ids=prompt, use_cache=True, **extra).past_key_values
         token = torch.tensor([[tokens[-1]]], device=device)
         listening = _SINK.set(sink)
         try:
-            for step in range(max_new_tokens):
-                output = hf_model(input_ids=token, past_key_values=cache, use_cache=True)
-                cache = output.past_key_values
-                token = output.logits[:, -1].argmax(-1, keepdim=True)
-                value = int(token)
-                generated.append(value)
-                if on_step is not None:
-                    on_step(step, value)
-                if stop(value):
-                    break
+            with bridge.attention_implementation(hf_model.config, ATTENTION_NAME):
+                for step in range(max_new_tokens):
+                    output = hf_model(input_ids=token, past_key_values=cache, use_cache=True)
+                    cache = output.past_key_values
+                    token = output.logits[:, -1].argmax(-1, keepdim=True)
+                    value = int(token)
+                    generated.append(value)
+                    if on_step is not None:
+                        on_step(step, value)
+                    if stop(value):
+                        break
         finally:
             _SINK.reset(listening)
     return generated

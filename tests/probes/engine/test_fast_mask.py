@@ -171,3 +171,30 @@ def test_a_mask_ored_with_another_rule_is_not_banded():
     mask = bridge.chunked_mask(1, 8, 8, mask_function=rule, use_vmap=True)
     assert mask.key_band(0, 2) == (0, 8)
     assert mask.block(0, 2, 0, 8)[0, 0, 0, :4].all()  # query 0 sees keys 1–3
+
+
+@pytest.mark.parametrize("kind", ["llama", "mistral", "gemma3"])
+def test_layers_nobody_reads_run_sdpa_or_on_a_sliding_layer_exact_rows(kind, monkeypatch):
+    """`attention_rows.attention_without_rows` (the retrieval prefill, layers without readers):
+    the same output as eager attention, with rows computed only on sliding-window layers."""
+    from probes import attention_rows
+
+    model = tiny(kind)
+    tokens, attention, _ = padded_batch()
+    with torch.inference_mode():
+        eager = model.model(input_ids=tokens, attention_mask=attention).last_hidden_state
+    chunked = []
+    original = attention_rows.chunked_attention
+
+    def spy(*args, **kwargs):
+        chunked.append(args[3].window)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(attention_rows, "chunked_attention", spy)
+    bridge.register_attention("test_without_rows", attention_rows.attention_without_rows)
+    with torch.inference_mode(), bridge.attention_implementation(model.config, "test_without_rows"):
+        hidden = model.model(input_ids=tokens, attention_mask=attention).last_hidden_state
+    real = attention.bool()
+    torch.testing.assert_close(hidden[real], eager[real], rtol=1e-5, atol=1e-5)
+    expected = {"llama": [], "mistral": [WINDOW] * 3, "gemma3": [WINDOW] * 2}[kind]
+    assert chunked == expected

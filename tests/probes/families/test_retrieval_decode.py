@@ -179,3 +179,20 @@ def test_the_benchmarks_generate_matches_a_fused_decode_that_ends_on_eos(seed):
     tokens, logits = hf_greedy(reference, sample.tokens, len(fused.generated), pad=0)
     assert tokens == list(fused.generated)
     assert len(logits) == len(tokens) and int(logits[-1].argmax()) == eos
+
+
+@pytest.mark.slow
+def test_fused_decode_equals_the_bridge_on_gemma_past_its_sliding_window():
+    """Gemma 3's sliding layers (window 512) prefill through exact rows over the window, its
+    global layers through SDPA; the bridge runs eager attention throughout."""
+    from probes.models import load
+
+    gemma = load("gemma-3-270m")
+    builder = niah.NiahBuilder(gemma, niah.load_haystack(niah.STDLIB_DOCS))
+    sample = builder.sample(niah.load_needles(niah.DEFAULT_NEEDLES)[0], 700, 50)
+    stop = decode.StopRule(gemma.tokenizer)
+    through_bridge = run_sample(gemma, sample, max_new_tokens=12, stop=stop, path="bridge")
+    fused = run_sample(gemma, sample, max_new_tokens=12, stop=stop, path="fused")
+    assert fused.generated == through_bridge.generated
+    assert torch.equal(fused.hits, through_bridge.hits)
+    assert fused.hits.sum() > 0
