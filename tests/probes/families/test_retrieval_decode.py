@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from probes import bridge
+from probes import attention_rows, bridge
 from probes import decoding as decode
 from probes.families import retrieval_decode
 from probes.families.retrieval import RetrievalParams, TopKeyRecorder, choose_path, run_sample
@@ -182,17 +182,35 @@ def test_the_benchmarks_generate_matches_a_fused_decode_that_ends_on_eos(seed):
 
 
 @pytest.mark.slow
-def test_fused_decode_equals_the_bridge_on_gemma_past_its_sliding_window():
+def test_fused_decode_equals_the_bridge_on_gemma_past_its_sliding_window(monkeypatch):
     """Gemma 3's sliding layers (window 512) prefill through exact rows over the window, its
-    global layers through SDPA; the bridge runs eager attention throughout."""
+    global layers through SDPA; the bridge runs eager attention throughout. Every step's top-1
+    key per head must agree (this model restates the question, so its hits are all 0)."""
     from probes.models import load
 
     gemma = load("gemma-3-270m")
     builder = niah.NiahBuilder(gemma, niah.load_haystack(niah.STDLIB_DOCS))
     sample = builder.sample(niah.load_needles(niah.DEFAULT_NEEDLES)[0], 700, 50)
     stop = decode.StopRule(gemma.tokenizer)
-    through_bridge = run_sample(gemma, sample, max_new_tokens=12, stop=stop, path="bridge")
-    fused = run_sample(gemma, sample, max_new_tokens=12, stop=stop, path="fused")
-    assert fused.generated == through_bridge.generated
-    assert torch.equal(fused.hits, through_bridge.hits)
-    assert fused.hits.sum() > 0
+    original, chunked = TopKeyRecorder.keys, attention_rows.chunked_attention
+    windows: list[int | None] = []
+    monkeypatch.setattr(
+        attention_rows,
+        "chunked_attention",
+        lambda *args, **kwargs: windows.append(args[3].window) or chunked(*args, **kwargs),
+    )
+    seen: dict[str, list[torch.Tensor]] = {"bridge": [], "fused": []}
+    outcomes = {}
+    for path, keys in seen.items():
+
+        def spy(self, n_positions, keys=keys):
+            keys.append(original(self, n_positions).clone())
+            return keys[-1]
+
+        monkeypatch.setattr(TopKeyRecorder, "keys", spy)
+        outcomes[path] = run_sample(gemma, sample, max_new_tokens=8, stop=stop, path=path)
+    assert outcomes["fused"].generated == outcomes["bridge"].generated
+    assert len(seen["fused"]) == len(seen["bridge"]) == 8
+    for fused, through_bridge in zip(seen["fused"], seen["bridge"], strict=True):
+        assert torch.equal(fused, through_bridge)
+    assert windows == [512] * 15  # the prefill's 15 sliding layers (of 18) took exact rows
