@@ -3,16 +3,19 @@ authors' way, on one needle-in-a-haystack sample per length.
 
     .venv/bin/python benchmarks/retrieval_decode.py --model smollm2-135m --lengths 1024,2048,4096
 
-  fused    headlab's retrieval decode: SDPA prefill, each step's last attention row per head
-           rebuilt from q and the KV cache, only its arg-max kept (`path="fused"`)
-  bridge   headlab's bridge path (eager TransformerLens prefill and steps, hooks); --bridge
+  fused    headlab's retrieval decode: SDPA prefill (exact rows over the window on a sliding
+           layer), each step's last attention row per head rebuilt from q and the KV cache,
+           only its arg-max kept (`path="fused"`)
+  bridge   headlab's bridge path (eager TransformerLens prefill and steps, hooks)
   generate Hugging Face `generate`, greedy, SDPA, at most as many new tokens: the floor,
            no attention read at all
   authors  nightdessert/Retrieval_Head's loop (test-only transcription in tests/probes/
            reference_retrieval.py): eager model, decode with output_attentions=True, their
            per-head Python scoring loop
 
-Each method runs the same sample once, after one short warm-up; times are wall seconds of the
+`--methods` picks what runs beside the fused decode (default generate,authors; '' for the fused
+decode alone, where the others cannot fit: Gemma at 32k). Each runs the same sample once, after
+one short warm-up; times are wall seconds of the
 whole sample (prefill and decode). The script checks that every method generated the same
 tokens (else where, with the top-2 logit margin there) and that fused scores equal the authors',
 on headlab's answer span where their span search misses it. On a shared machine give the load
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
@@ -92,9 +96,18 @@ def main() -> None:
     parser.add_argument("--lengths", default="1024,2048,4096")
     parser.add_argument("--depth", type=int, default=50)
     parser.add_argument("--max-new-tokens", type=int, default=50)
-    parser.add_argument("--bridge", action="store_true", help="also time the bridge path")
+    parser.add_argument(
+        "--methods",
+        default="generate,authors",
+        help="what to time beside the fused decode (comma-separated: generate, authors, bridge; "
+        "'' for the fused decode alone, e.g. where the others cannot fit in memory)",
+    )
     args = parser.parse_args()
     lengths = [int(n) for n in args.lengths.split(",")]
+    others = [name for name in args.methods.split(",") if name]
+    unknown = set(others) - {"generate", "authors", "bridge"}
+    if unknown:
+        parser.error(f"--methods: unknown {sorted(unknown)}; choose from generate,authors,bridge")
 
     model = load(args.model)
     room = model.info.n_ctx - args.max_new_tokens  # the answer must fit after the prompt
@@ -102,17 +115,18 @@ def main() -> None:
         parser.error(f"--lengths: {max(lengths)} + {args.max_new_tokens} new tokens exceed the "
                      f"{model.info.n_ctx}-token context of {args.model}")  # fmt: skip
     source = gguf_cache.converted_dir(gguf_cache.default_cache_dir(), args.model)
-    sdpa = AutoModelForCausalLM.from_pretrained(source, attn_implementation="sdpa").eval()
-    eager = AutoModelForCausalLM.from_pretrained(source, attn_implementation="eager").eval()
+
+    def hf(attention: str) -> torch.nn.Module:
+        return AutoModelForCausalLM.from_pretrained(source, attn_implementation=attention).eval()
+
+    sdpa = hf("sdpa") if "generate" in others else None
+    eager = hf("eager") if "authors" in others else None
     tokenizer = model.tokenizer
     eos = tokenizer.eos_token_id
     stop = decode.StopRule(tokenizer)
     builder = niah.NiahBuilder(model, niah.load_haystack(niah.STDLIB_DOCS))
     needle = niah.load_needles(niah.DEFAULT_NEEDLES)[0]
     print(f"{args.model}, {torch.get_num_threads()} threads, depth {args.depth}%, one sample each")
-
-    def generate(sample: niah.NiahSample, n_new: int) -> Greedy:
-        return hf_greedy(sdpa, sample.tokens, n_new, tokenizer.pad_token_id or eos)
 
     def their_span(sample: niah.NiahSample) -> tuple[int, int]:
         """Their search's span where it finds the needle; else, said so once, headlab's, so
@@ -123,56 +137,73 @@ def main() -> None:
             return sample.answer_span
         return found
 
-    def methods(sample: niah.NiahSample) -> dict[str, Callable[[], object]]:
-        chosen = {
-            "fused": lambda: run_sample(
-                model, sample, max_new_tokens=args.max_new_tokens, stop=stop, path="fused"
-            ),
-            "authors": lambda: authors_sample_scores(
-                eager,
-                tokenizer,
-                list(sample.tokens),
-                needle.answer,
-                stop,
-                args.max_new_tokens,
+    def methods(sample: niah.NiahSample, n_new: int) -> dict[str, Callable[[], object]]:
+        """The fused decode first: the others take its number of new tokens."""
+        chosen: dict[str, Callable[[], object]] = {}
+        if sdpa is not None:
+            chosen["generate"] = lambda: hf_greedy(
+                sdpa, sample.tokens, n_new, tokenizer.pad_token_id or eos
+            )
+        if eager is not None:
+            chosen["authors"] = lambda: authors_sample_scores(
+                eager, tokenizer, list(sample.tokens), needle.answer, stop, args.max_new_tokens,
                 span=their_span(sample),
-            ),
-        }
-        if args.bridge:
+            )  # fmt: skip
+        if "bridge" in others:
             chosen["bridge"] = lambda: run_sample(
                 model, sample, max_new_tokens=args.max_new_tokens, stop=stop, path="bridge"
             )
         return chosen
 
-    warm = builder.sample(needle, 256, args.depth)
-    for name, function in methods(warm).items():
-        print(f"warm-up {name}: {timed(function)[0]:.2f} s")
-    print(f"warm-up generate: {timed(lambda: generate(warm, 4))[0]:.2f} s")
+    def fused(sample: niah.NiahSample) -> object:
+        return run_sample(
+            model, sample, max_new_tokens=args.max_new_tokens, stop=stop, path="fused"
+        )
 
-    header = f"{'tokens':>7} {'fused_s':>8} {'generate_s':>10} {'authors_s':>9}"
-    header += f" {'bridge_s':>8}" if args.bridge else ""
-    print(header + f" {'new':>4} {'fused/generate':>14} {'authors/fused':>13}")
+    warm = builder.sample(needle, 256, args.depth)
+    print(f"warm-up fused: {timed(lambda: fused(warm))[0]:.2f} s")
+    for name, function in methods(warm, 4).items():
+        print(f"warm-up {name}: {timed(function)[0]:.2f} s")
+
+    columns = ["fused", *others]
+    print(" ".join([f"{'tokens':>7}", *(f"{name + '_s':>10}" for name in columns), f"{'new':>4}"])
+          + "".join(f" {ratio_name(name):>14}" for name in others))  # fmt: skip
     for length in lengths:
         sample = builder.sample(needle, length, args.depth)
-        times, results = {}, {}
-        for name, function in methods(sample).items():
+        seconds, result = timed(lambda s=sample: fused(s))
+        ours = list(result.generated)  # type: ignore[attr-defined]
+        times, results = {"fused": seconds}, {}
+        for name, function in methods(sample, len(ours)).items():
             times[name], results[name] = timed(function)
-        fused = results["fused"]
-        n_new = len(fused.generated)  # type: ignore[attr-defined]
-        times["generate"], plain = timed(lambda s=sample, n=n_new: generate(s, n))
-        theirs, their_output, (start, end) = results["authors"]  # type: ignore[misc]
-        ours = list(fused.generated)  # type: ignore[attr-defined]
-        for name, tokens, logits in (("generate", *plain), ("authors", their_output, None)):
-            if tokens != ours:
-                print(
-                    f"  ({name} decoded differently from fused: {divergence(tokens, ours, logits)})"
-                )
-        torch.testing.assert_close(fused.hits / (end - start), theirs, rtol=0, atol=1e-6)  # type: ignore[attr-defined]
-        row = f"{len(sample.tokens):>7} {times['fused']:>8.2f} {times['generate']:>10.2f}"
-        row += f" {times['authors']:>9.2f}"
-        row += f" {times['bridge']:>8.2f}" if args.bridge else ""
-        ratio = times["fused"] / times["generate"]
-        print(row + f" {n_new:>4} {ratio:>14.2f} {times['authors'] / times['fused']:>13.2f}")
+        compare(ours, result, results)
+        row = " ".join([f"{len(sample.tokens):>7}", *(f"{times[n]:>10.2f}" for n in columns)])
+        ratios = "".join(f" {ratio(name, times):>14.2f}" for name in others)
+        print(f"{row} {len(ours):>4}{ratios}")
+
+
+def ratio_name(name: str) -> str:
+    """The target is the fused decode against a plain greedy decode; the rest against fused."""
+    return "fused/generate" if name == "generate" else f"{name}/fused"
+
+
+def ratio(name: str, times: dict[str, float]) -> float:
+    return times["fused"] / times[name] if name == "generate" else times[name] / times["fused"]
+
+
+def compare(ours: list[int], fused: Any, results: dict[str, Any]) -> None:
+    """Say where another method decoded differently; the authors' scores must equal ours."""
+    if "generate" in results:
+        tokens, logits = results["generate"]
+        if tokens != ours:
+            print(
+                f"  (generate decoded differently from fused: {divergence(tokens, ours, logits)})"
+            )
+    if "authors" in results:
+        theirs, their_output, (start, end) = results["authors"]
+        if their_output != ours:
+            where = divergence(their_output, ours, None)
+            print(f"  (authors decoded differently from fused: {where})")
+        torch.testing.assert_close(fused.hits / (end - start), theirs, rtol=0, atol=1e-6)
 
 
 if __name__ == "__main__":
