@@ -66,6 +66,21 @@ def measure(n: int, args: argparse.Namespace, names: list[str]) -> None:
     def sdpa() -> None:
         torch.nn.functional.scaled_dot_product_attention(query, k_rep, v_rep, is_causal=True)
 
+    # The fused route the issue proposed: the kernel's output and log-sum-exp, then each
+    # statistic as the pattern times extra value columns. The CPU kernel needs values as wide
+    # as the queries, so each statistic is one more whole pass: P·K for the entropy
+    # (H = lse − scale·q·(P·K)), P·position for the mean distance (padded to d_head).
+    fused_kernel = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    positions = torch.arange(n, dtype=query.dtype)[:, None].expand(1, args.heads, n, 1)
+    positions = torch.nn.functional.pad(positions, (0, args.d_head - 1)).contiguous()
+
+    def fused_output_and_lse() -> None:
+        fused_kernel(query, k_rep, v_rep, 0.0, True)
+
+    def fused_entropy_and_distance() -> None:
+        fused_kernel(query, k_rep, k_rep, 0.0, True)
+        fused_kernel(query, k_rep, positions, 0.0, True)
+
     with_entropy = any("row_entropy" in PROBES[name].reads for name in names)
     rows_of = (
         attention_rows.pattern_rows_and_entropy if with_entropy else attention_rows.pattern_rows
@@ -101,6 +116,13 @@ def measure(n: int, args: argparse.Namespace, names: list[str]) -> None:
         total += seconds
         print(f"  {label:<26}{seconds:9.4f}   {seconds / base:.2f}")
     print(f"  {'headlab layer':<26}{total:9.4f}   {total / base:.2f}")
+    print("  the fused route instead (top keys would still need the rows):")
+    for label, function in (
+        ("output + lse", fused_output_and_lse),
+        ("+ entropy, mean distance", fused_entropy_and_distance),
+    ):
+        seconds = best_of(args.repeats, function)
+        print(f"  {label:<26}{seconds:9.4f}   {seconds / base:.2f}")
 
 
 def main() -> None:
