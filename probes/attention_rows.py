@@ -268,9 +268,9 @@ def attention_without_rows(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """A transformers attention function for a layer whose rows nobody reads, under the fast
-    path's chunked mask. SDPA, except on a sliding-window layer: SDPA would get the T×T mask and
-    run its unfused kernel over every key (Gemma-3-270m's plain forward took 18 GB at 16k
-    tokens), while the rows over the window cost O(T·window)."""
+    path's chunked mask. SDPA, except on a sliding-window layer: SDPA would need the T×T mask
+    built (256 MB of booleans at 16k tokens) and would still visit every key, while the rows over
+    the window cost O(T·window)."""
     windowed = isinstance(attention_mask, bridge.ChunkedMask) and attention_mask.window is not None
     if not windowed or module.training:
         if isinstance(attention_mask, bridge.ChunkedMask):
