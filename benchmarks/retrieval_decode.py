@@ -119,13 +119,17 @@ def main() -> None:
     def hf(attention: str) -> torch.nn.Module:
         return AutoModelForCausalLM.from_pretrained(source, attn_implementation=attention).eval()
 
-    sdpa = hf("sdpa") if "generate" in others else None
-    eager = hf("eager") if "authors" in others else None
     tokenizer = model.tokenizer
     eos = tokenizer.eos_token_id
     stop = decode.StopRule(tokenizer)
     builder = niah.NiahBuilder(model, niah.load_haystack(niah.STDLIB_DOCS))
     needle = niah.load_needles(niah.DEFAULT_NEEDLES)[0]
+    try:  # every sample before any timing: a length the haystack cannot fill ends in one line
+        samples = [builder.sample(needle, length, args.depth) for length in lengths]
+    except niah.NiahError as error:
+        parser.error(f"--lengths: {error}")
+    sdpa = hf("sdpa") if "generate" in others else None
+    eager = hf("eager") if "authors" in others else None
     print(f"{args.model}, {torch.get_num_threads()} threads, depth {args.depth}%, one sample each")
 
     def their_span(sample: niah.NiahSample) -> tuple[int, int]:
@@ -168,8 +172,7 @@ def main() -> None:
     columns = ["fused", *others]
     print(" ".join([f"{'tokens':>7}", *(f"{name + '_s':>10}" for name in columns), f"{'new':>4}"])
           + "".join(f" {ratio_name(name):>14}" for name in others))  # fmt: skip
-    for length in lengths:
-        sample = builder.sample(needle, length, args.depth)
+    for sample in samples:
         seconds, result = timed(lambda s=sample: fused(s))
         ours = list(result.generated)  # type: ignore[attr-defined]
         times, results = {"fused": seconds}, {}

@@ -47,13 +47,17 @@ from probes.core.options import (
 )
 
 if TYPE_CHECKING:
-    pass
+    from probes.core.types import ModelInfo
 
 METHODS = ("plain", "naive", "headlab")
 OPTIONAL_METHODS = ("body",)
 DEFAULT_TOKENS = (512, 1024, 2048, 4096, 8192)
 # Fraction of physical memory the naive way's cached patterns may take before we skip it.
 NAIVE_MEMORY_FRACTION = 0.5
+# The same for the plain forward's logits on the CPU: nearly all it holds at long context
+# (Gemma-3-270m at 16k: 17 GB of logits over its 262,144 tokens, 18.3 GB peak RSS).
+PLAIN_MEMORY_FRACTION = 0.9
+BYTES_PER_ELEMENT = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,27 @@ class BenchConfig:
 def naive_pattern_bytes(n_layers: int, n_heads: int, n_tokens: int) -> int:
     """Memory of every layer's fp32 [head, T, T] pattern, which run_with_cache keeps."""
     return n_layers * n_heads * n_tokens * n_tokens * 4
+
+
+def logits_bytes(d_vocab: int, n_tokens: int, dtype: str) -> int:
+    """Memory of the plain forward's [T, vocab] logits, in the model's dtype."""
+    return n_tokens * d_vocab * BYTES_PER_ELEMENT[dtype]
+
+
+def skip_reason(config: BenchConfig, info: ModelInfo, method: str, n_tokens: int) -> str | None:
+    """Why (method, T) cannot fit in this machine's memory, judged before it runs; None if it
+    may. The naive way's cached patterns anywhere; the plain forward's logits on the CPU (on a
+    GPU an out-of-memory error is quick and recorded like any failure)."""
+    if method == "naive":
+        needed = naive_pattern_bytes(info.n_layers, info.n_heads, n_tokens)
+        if needed > NAIVE_MEMORY_FRACTION * physical_memory_bytes():
+            return f"patterns alone need {needed / 2**30:.0f} GiB"
+    if method == "plain" and config.device == "cpu" and info.d_vocab is not None:
+        needed = logits_bytes(info.d_vocab, n_tokens, config.dtype)
+        memory = physical_memory_bytes()
+        if needed > PLAIN_MEMORY_FRACTION * memory:
+            return f"logits alone need {needed / 2**30:.0f} GiB of {memory / 2**30:.0f} GiB"
+    return None
 
 
 def physical_memory_bytes() -> int:
@@ -273,9 +298,8 @@ def run(config: BenchConfig) -> pd.DataFrame:
     rows, plan = [], []
     for n_tokens in config.tokens:
         for method in config.methods:
-            needed = naive_pattern_bytes(info.n_layers, info.n_heads, n_tokens)
-            if method == "naive" and needed > NAIVE_MEMORY_FRACTION * physical_memory_bytes():
-                skipped = f"patterns alone need {needed / 2**30:.0f} GiB"
+            skipped = skip_reason(config, info, method, n_tokens)
+            if skipped is not None:
                 rows.append({"method": method, "tokens": n_tokens, "skipped": skipped})
             else:
                 plan.append((n_tokens, method))
@@ -331,6 +355,8 @@ def save(measurements: pd.DataFrame, config: BenchConfig) -> Path:
 
 
 def format_summary(table: pd.DataFrame) -> str:
+    if table.empty:  # every (T, method) skipped: the skips print below, not an empty frame
+        return "nothing was measured"
     return table.to_string(float_format=lambda value: f"{value:.2f}", na_rep="skipped")
 
 

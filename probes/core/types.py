@@ -123,7 +123,8 @@ class TokenizedPrompt:
 @dataclass(frozen=True)
 class ModelInfo:
     """A model's shape: layers, query heads, KV heads (GQA), head and model width, context
-    length, and its BOS token id (None when it has none)."""
+    length, its BOS token id (None when it has none) and its vocabulary size (the logits per
+    position; None where unknown)."""
 
     name: str
     n_layers: int
@@ -133,6 +134,7 @@ class ModelInfo:
     d_model: int
     n_ctx: int
     bos_token_id: int | None
+    d_vocab: int | None = None
 
     def kv_head(self, head: int) -> int:
         """The key/value head a query head reads under grouped-query attention."""

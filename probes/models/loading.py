@@ -197,6 +197,7 @@ def wrap(
         d_model=int(text_config.hidden_size),
         n_ctx=int(text_config.max_position_embeddings),
         bos_token_id=tokenizer.bos_token_id,
+        d_vocab=int(text_config.vocab_size),
     )
     record = {
         "model": name,

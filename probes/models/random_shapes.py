@@ -78,6 +78,7 @@ def model_info(name: str) -> ModelInfo:
         d_model=shape.d_model,
         n_ctx=shape.n_ctx,
         bos_token_id=tokenizer.bos_token_id,
+        d_vocab=shape.vocab or len(tokenizer),
     )
 
 

@@ -170,6 +170,7 @@ def test_a_failed_or_slow_measurement_is_recorded_and_the_others_go_on(monkeypat
 def test_the_8b_shape_is_benched_without_building_it_to_read_its_shape(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(bench, "measure_in_subprocess", lambda c, m, t: calls.append((m, t)) or {})
+    monkeypatch.setattr(bench, "physical_memory_bytes", lambda: 2**40)  # its logits fit
     config = bench.BenchConfig(
         model="random-llama-3-8b", tokens=(131072,), methods=("plain", "headlab"), repeats=1,
         data_dir=tmp_path,
@@ -178,6 +179,31 @@ def test_the_8b_shape_is_benched_without_building_it_to_read_its_shape(monkeypat
     assert calls == [("plain", 131072), ("headlab", 131072)]
     with pytest.raises(ConfigError, match="T=131073 exceeds the 131072-token context"):
         bench.run(bench.BenchConfig(model="random-llama-3-8b", tokens=(131073,)))
+
+
+def test_a_plain_forward_whose_logits_cannot_fit_is_skipped_with_the_reason(monkeypatch, tmp_path):
+    """The 8B shape's 128,256 logits a token: 31 GiB at 128k tokens in bfloat16, 62 in float32."""
+    calls = []
+    monkeypatch.setattr(bench, "measure_in_subprocess", lambda c, m, t: calls.append((m, t)) or {})
+    monkeypatch.setattr(bench, "physical_memory_bytes", lambda: 32 * 2**30)
+    assert bench.logits_bytes(128256, 131072, "bfloat16") / 2**30 == pytest.approx(31.3, abs=0.1)
+
+    def bench_run(dtype):
+        calls.clear()
+        config = bench.BenchConfig(
+            model="random-llama-3-8b", tokens=(65536, 131072), methods=("plain", "body"),
+            repeats=1, data_dir=tmp_path, dtype=dtype,
+        )  # fmt: skip
+        return bench.run(config)
+
+    measurements = bench_run("bfloat16")
+    assert calls == [("plain", 65536), ("body", 65536), ("body", 131072)]
+    skipped = measurements.dropna(subset=["skipped"])
+    assert list(zip(skipped.method, skipped.tokens, skipped.skipped, strict=True)) == [
+        ("plain", 131072, "logits alone need 31 GiB of 32 GiB")
+    ]
+    bench_run("float32")  # twice the bytes: 63 GiB at 128k, 31 at 64k
+    assert calls == [("body", 65536), ("body", 131072)]
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
@@ -205,3 +231,11 @@ def test_bench_tokens_are_exactly_as_many_as_asked_even_past_the_corpus():
     assert long[0, 0] == 0 and torch.equal(long[0, :100], short[0])
     with pytest.raises(ValueError, match="gave 1 tokens"):
         bench_tokens(lambda text: [0], 10)
+
+
+def test_a_bench_where_everything_was_skipped_says_so_rather_than_print_an_empty_frame():
+    skipped = pd.DataFrame(
+        [{"method": "plain", "tokens": 32768, "repeat": None, "wall_s": None, "cpu_s": None,
+          "peak_rss_mb": None, "peak_cuda_mb": None, "skipped": "logits alone need 32 GiB"}]
+    )  # fmt: skip
+    assert bench.format_summary(bench.summarise(skipped)) == "nothing was measured"
