@@ -205,7 +205,8 @@ class NiahBuilder:
         if budget > len(self._hay_offsets):
             raise NiahError(
                 f"the prompt needs {budget} haystack tokens; the haystack has only "
-                f"{len(self._hay_offsets)} with model {self.model.info.name!r}"
+                f"{len(self._hay_offsets)} with model {self.model.info.name!r} (give a longer text "
+                f"file as --param retrieval.haystack=FILE, or a shorter length)"
             )
         chunk = self.haystack[: self._hay_offsets[budget - 1][1]].rstrip()
         if depth == 100:
