@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure, each in a fresh process and repeated, the plain Hugging Face "
         "forward (SDPA, no probes; on the CPU skipped where its logits cannot fit in memory), "
         "the naive TransformerLens way (run_with_cache of every hook_pattern, then the probes "
-        "reduce them; skipped where the patterns cannot fit) and headlab's scan of the same probes (--probes); print medians and ratios, "
+        "reduce them; skipped where the patterns cannot fit) and headlab's scan of the same "
+        "probes (--probes); print medians and ratios, "
         "write the measurements as parquet. Each repeat measures every (T, method) once, so "
         "drift on a shared machine hits all methods alike; plain_lo/plain_hi are the lowest "
         "and highest headlab/plain ratio within a repeat.",
