@@ -290,6 +290,8 @@ class _Bar:
         self.bar: Any = None
 
     def update(self, n: int) -> None:
+        if n <= 0:  # no prompt done (a decoding item: its probe shows a bar of its own)
+            return
         if self.bar is None:
             self.bar = tqdm(**self.options)
         self.bar.update(n)

@@ -144,7 +144,11 @@ class ScanWorker:
         if item.kind == "shard":
             payload = dumps(self._shard(config, model, probes, item.shard, progress))
         elif item.kind == "generate":
-            payload = dumps(_generate(model, probes))
+            # In this process (a progress callback) a decoding probe shows its own bar, one
+            # tick a sample: the scan's bar counts suite prompts, which such a probe never
+            # reads, so it would stand still for the whole decode. A Ray worker shows none.
+            shown = progress is not None and config.progress
+            payload = dumps(_generate(model, probes, progress=shown))
         else:
             result = _merge(config, model, probes, item.parts)
         return ScanOutcome(
@@ -178,13 +182,15 @@ class ScanWorker:
         return states
 
 
-def _generate(model: LoadedModel, probes: list[Any]) -> list[engine.BatchStates]:
+def _generate(
+    model: LoadedModel, probes: list[Any], *, progress: bool = False
+) -> list[engine.BatchStates]:
     states: engine.BatchStates = {}
     for number, probe in enumerate(probes):
         if isinstance(probe, GenerativeProbe):
             probe.claim()
             probe.bind(model)
-            probe.generate(model, progress=False)
+            probe.generate(model, progress=progress)
             states[number] = probe.take()
     return [states]
 

@@ -161,6 +161,18 @@ def test_a_rerun_with_other_settings_is_refused_naming_them(tmp_path, capsys):
                                                        scan_parts.SETTINGS_FILE]  # fmt: skip
 
 
+def test_a_decoding_probe_shows_its_own_bar_not_a_scan_bar_standing_still(tmp_path, capsys):
+    """A retrieval-only scan reads none of the suite's prompts: the scan's prompt bar used to
+    jump to 16/16 at once and then stand still for the whole decode."""
+    only_retrieval = {"probes": ("retrieval",), "probe_params": {"retrieval": PARAMS["retrieval"]}}
+    scan_runs.run([config(tmp_path, "shown", progress=True, **only_retrieval)])
+    err = capsys.readouterr().err
+    assert "retrieval tiny-random" in err and "2/2" in err
+    assert "prompt/s" not in err and "scan tiny-random" not in err
+    scan_runs.run([config(tmp_path, "quiet", **only_retrieval)])  # progress=False: no bar
+    assert capsys.readouterr().err == ""
+
+
 def test_a_loaded_model_is_used_and_named(tiny_model, tmp_path):
     directory = scan_runs.run_one(
         config(tmp_path, "data", probes=("sink",), probe_params={}), tiny_model
