@@ -282,8 +282,9 @@ def _compute(
 
 
 class _Bar:
-    """One tqdm bar for the whole scan, shown once the first batch or item is done (an error
-    of the first item, such as a prompt too long for the model, stays one line)."""
+    """One tqdm bar for the whole scan's suite prompts, shown once the first of them are done
+    (an error of the first item, such as a prompt too long for the model, stays one line; a
+    scan that reads no suite prompt shows none)."""
 
     def __init__(self, **options: Any) -> None:
         self.options = options
